@@ -1,0 +1,1 @@
+"""The ``nqs`` command line: ``nqs reference …`` and ``nqs run …``."""

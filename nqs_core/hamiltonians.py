@@ -1,0 +1,150 @@
+"""Spin-1/2 lattice Hamiltonians in DESIGN.md §2 conventions, with padded connected elements.
+
+* Heisenberg: H = J Σ_⟨ij⟩ S_i·S_j, S = σ/2 (spin operators, not Pauli matrices).
+* J1-J2:      H = J1 Σ_⟨ij⟩ S_i·S_j + J2 Σ_⟨⟨ij⟩⟩ S_i·S_j.
+* TFIM:       H = −J Σ_⟨ij⟩ σᶻ_i σᶻ_j − h Σ_i σˣ_i (Pauli matrices; Carleo & Troyer 2017).
+
+With S_i·S_j = ¼σᶻ_iσᶻ_j + ½(S⁺_iS⁻_j + S⁻_iS⁺_j), a bond contributes J/4 σ_iσ_j to the diagonal and
+J/2 to the configuration with σ_i, σ_j exchanged when they differ.  ``connected`` returns a
+fixed number of connected configurations per input (one per bond, or one per site for the
+TFIM); padded entries carry matrix element 0 and σ' = σ, so one compiled function serves
+every step:  E_loc(σ) = diag(σ) + Σ_m mel_m(σ) ψ(σ'_m)/ψ(σ).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import jax.numpy as jnp
+import numpy as np
+
+from nqs_core.lattice import Lattice
+
+HAMILTONIANS = ("heisenberg", "j1j2", "tfim")
+CONVENTIONS = {
+    "heisenberg": "H = J Σ⟨ij⟩ S_i·S_j (spin-1/2 operators S = σ/2)",
+    "j1j2": "H = J1 Σ⟨ij⟩ S_i·S_j + J2 Σ⟨⟨ij⟩⟩ S_i·S_j (spin-1/2 operators S = σ/2)",
+    "tfim": "H = −J Σ⟨ij⟩ σᶻ_i σᶻ_j − h Σ_i σˣ_i (Pauli matrices)",
+}
+
+
+@dataclass(frozen=True)
+class Hamiltonian:
+    """One of the three models on a lattice.  ``J`` is J (Heisenberg, TFIM) or J1 (J1-J2)."""
+
+    name: str
+    lattice: Lattice
+    J: float = 1.0
+    J2: float = 0.0
+    h: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in HAMILTONIANS:
+            raise ValueError(f"hamiltonian must be one of {', '.join(HAMILTONIANS)}; got {self.name!r}")
+        for label, value in self.coupling_items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{label} must be a finite number; got {value!r}")
+
+    # ----- description ------------------------------------------------------------------
+    def coupling_items(self) -> list[tuple[str, float]]:
+        """The couplings that define this model, with their user-facing names."""
+        if self.name == "heisenberg":
+            return [("J", self.J)]
+        if self.name == "j1j2":
+            return [("J1", self.J), ("J2", self.J2)]
+        return [("J", self.J), ("h", self.h)]
+
+    @property
+    def couplings(self) -> dict[str, float]:
+        return dict(self.coupling_items())
+
+    @property
+    def convention(self) -> str:
+        return CONVENTIONS[self.name]
+
+    @property
+    def conserves_sz(self) -> bool:
+        """Heisenberg and J1-J2 commute with total Sᶻ: their ground states live in Sᶻ = 0."""
+        return self.name != "tfim"
+
+    def describe(self) -> str:
+        c = ", ".join(f"{k}={v:g}" for k, v in self.coupling_items())
+        return f"{self.name} ({c}) on the {self.lattice.describe()}"
+
+    # ----- structure --------------------------------------------------------------------
+    @cached_property
+    def exchange_bonds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bonds (nb, 2), couplings (nb,)) of the S·S terms (Heisenberg, J1-J2)."""
+        lat = self.lattice
+        if self.name == "heisenberg":
+            return lat.bonds, np.full(len(lat.bonds), float(self.J))
+        if self.name == "j1j2":
+            nn = lat.next_bonds if self.J2 != 0 else np.zeros((0, 2), np.int32)
+            bonds = np.concatenate([lat.bonds, nn])
+            return bonds, np.concatenate([np.full(len(lat.bonds), float(self.J)), np.full(len(nn), float(self.J2))])
+        raise AttributeError("the TFIM has no exchange bonds")
+
+    @property
+    def max_conn(self) -> int:
+        """Number of (padded) connected configurations per input configuration."""
+        if self.name == "tfim":
+            return self.lattice.n_sites if self.h != 0 else 0
+        return len(self.exchange_bonds[0])
+
+    # ----- the jittable kernel ----------------------------------------------------------
+    def connected(self, sigma: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+        """For σ of shape (B, N) with entries ±1, return (diag (B,), σ' (B, M, N), mels (B, M)).
+
+        Pure and shape-static (M = ``max_conn``); safe inside ``jax.jit``.  Matrix elements are
+        float64 (the Hamiltonians are real); σ' has σ's dtype.
+        """
+        sigma = jnp.asarray(sigma)
+        s = sigma.astype(jnp.float64)
+        n = self.lattice.n_sites
+        if self.name == "tfim":
+            b = self.lattice.bonds
+            diag = -self.J * jnp.sum(s[:, b[:, 0]] * s[:, b[:, 1]], axis=1)
+            if self.max_conn == 0:
+                return diag, sigma[:, None, :][:, :0], jnp.zeros((sigma.shape[0], 0))
+            flips = jnp.asarray(1 - 2 * np.eye(n), dtype=sigma.dtype)  # (M=N, N)
+            sigma_p = sigma[:, None, :] * flips[None]
+            mels = jnp.full((sigma.shape[0], n), -self.h, dtype=jnp.float64)
+            return diag, sigma_p, mels
+        bonds, coup = self.exchange_bonds
+        coup = jnp.asarray(coup)
+        si, sj = s[:, bonds[:, 0]], s[:, bonds[:, 1]]  # (B, nb)
+        diag = jnp.sum(0.25 * coup * si * sj, axis=1)
+        differ = si != sj
+        pair = np.zeros((len(bonds), n), dtype=np.int8)
+        pair[np.arange(len(bonds)), bonds[:, 0]] = 1
+        pair[np.arange(len(bonds)), bonds[:, 1]] = 1
+        flip = differ[:, :, None] & jnp.asarray(pair, dtype=bool)[None]  # (B, nb, N)
+        sigma_p = jnp.where(flip, -sigma[:, None, :], sigma[:, None, :])
+        mels = jnp.where(differ, 0.5 * coup, 0.0)
+        return diag, sigma_p, mels
+
+
+def make_hamiltonian(
+    name: str,
+    lattice: Lattice,
+    *,
+    J: float | None = None,
+    J1: float | None = None,
+    J2: float | None = None,
+    h: float | None = None,
+) -> Hamiltonian:
+    """Build a Hamiltonian from user-facing settings (J1 is an alias of J for the J1-J2 model).
+
+    Defaults: J = J1 = 1, J2 = 0.5 (the maximally frustrated point), h = 1 (the critical point).
+    """
+    if name not in HAMILTONIANS:
+        raise ValueError(f"hamiltonian must be one of {', '.join(HAMILTONIANS)}; got {name!r}")
+    if name == "j1j2":
+        j1 = J1 if J1 is not None else (J if J is not None else 1.0)
+        return Hamiltonian(name, lattice, J=float(j1), J2=float(0.5 if J2 is None else J2))
+    j = float(1.0 if J is None else J)
+    if name == "tfim":
+        return Hamiltonian(name, lattice, J=j, h=float(1.0 if h is None else h))
+    return Hamiltonian(name, lattice, J=j)

@@ -1,0 +1,145 @@
+"""Lattices: the chain of L sites and the L×L square, periodic or open.
+
+Conventions (DESIGN.md §2): sites are numbered row-major, ``site = x + L*y`` on the square.
+A translation by a lattice vector r acts on configurations as ``shift(σ, r)_i = σ_{x_i + r}``
+(``sigma[..., perm]`` with ``perm = lattice.translations[t]``), so that the momentum-projected
+state Ψ^(k)(σ) = (1/|T|) Σ_t e^{−ik·r_t} Ψ(shift(σ, r_t)) obeys Ψ^(k)(shift(σ, a)) = e^{ik·a} Ψ^(k)(σ).
+Allowed momenta are k = 2πn/L per axis (periodic axes only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import product
+
+import numpy as np
+
+KINDS = ("chain", "square")
+BOUNDARIES = ("periodic", "open")
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """A chain (``kind="chain"``, L sites) or square (``kind="square"``, L×L sites) lattice."""
+
+    kind: str
+    L: int
+    pbc: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"lattice must be one of {', '.join(KINDS)}; got {self.kind!r}")
+        if not isinstance(self.L, (int, np.integer)) or self.L < 2:
+            raise ValueError(f"L must be an integer ≥ 2; got {self.L!r}")
+
+    # ----- geometry ---------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return 1 if self.kind == "chain" else 2
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.L,) * self.dim
+
+    @property
+    def n_sites(self) -> int:
+        return self.L**self.dim
+
+    @property
+    def boundary(self) -> str:
+        return "periodic" if self.pbc else "open"
+
+    @cached_property
+    def coords(self) -> np.ndarray:
+        """(N, d) integer coordinates; site index = x + L*y."""
+        if self.dim == 1:
+            return np.arange(self.L)[:, None]
+        y, x = np.divmod(np.arange(self.n_sites), self.L)
+        return np.stack([x, y], axis=1)
+
+    def site(self, coord: np.ndarray) -> np.ndarray:
+        """Site index of integer coordinates (..., d), wrapped periodically."""
+        c = np.mod(np.asarray(coord), self.L)
+        return c[..., 0] if self.dim == 1 else c[..., 0] + self.L * c[..., 1]
+
+    def _bonds(self, vectors: list[tuple[int, ...]]) -> np.ndarray:
+        out = set()
+        for v in vectors:
+            target = self.coords + np.array(v)
+            inside = np.all((target >= 0) & (target < self.L), axis=1)
+            for i in range(self.n_sites):
+                if not (self.pbc or inside[i]):
+                    continue
+                j = int(self.site(target[i]))
+                if i != j:
+                    out.add((min(i, j), max(i, j)))
+        return np.array(sorted(out), dtype=np.int32).reshape(-1, 2)
+
+    @cached_property
+    def bonds(self) -> np.ndarray:
+        """(n_bonds, 2) nearest-neighbour pairs i < j, each pair once (as NetKet's graphs)."""
+        return self._bonds([(1,)] if self.dim == 1 else [(1, 0), (0, 1)])
+
+    @cached_property
+    def next_bonds(self) -> np.ndarray:
+        """(n, 2) next-nearest-neighbour pairs: distance 2 on the chain, the diagonals on the square."""
+        return self._bonds([(2,)] if self.dim == 1 else [(1, 1), (1, -1)])
+
+    @cached_property
+    def is_bipartite(self) -> bool:
+        return (not self.pbc) or self.L % 2 == 0
+
+    @cached_property
+    def sublattice(self) -> np.ndarray:
+        """(N,) 0 for sublattice A (even coordinate sum), 1 for B."""
+        return (self.coords.sum(axis=1) % 2).astype(np.int32)
+
+    # ----- symmetry ---------------------------------------------------------------------
+    @cached_property
+    def displacements(self) -> np.ndarray:
+        """(|T|, d) translation vectors r_t (all of them if periodic, only r = 0 if open)."""
+        if not self.pbc:
+            return np.zeros((1, self.dim), dtype=np.int32)
+        return np.array(list(product(range(self.L), repeat=self.dim)), dtype=np.int32)[:, ::-1]
+
+    @cached_property
+    def translations(self) -> np.ndarray:
+        """(|T|, N) permutations: ``sigma[..., translations[t]]`` is shift(σ, r_t), i.e. σ_{x + r_t}."""
+        return np.stack([self.site(self.coords + r) for r in self.displacements]).astype(np.int32)
+
+    def unit_translations(self) -> np.ndarray:
+        """(d, N) permutations for one step along each axis (shift(σ, e_a))."""
+        eye = np.eye(self.dim, dtype=np.int32)
+        return np.stack([self.site(self.coords + e) for e in eye]).astype(np.int32)
+
+    def momenta(self) -> np.ndarray:
+        """(n_k, d) allowed momenta k = 2πn/L per axis, n = 0..L-1 (only k = 0 if open)."""
+        if not self.pbc:
+            return np.zeros((1, self.dim))
+        n = np.array(list(product(range(self.L), repeat=self.dim)))[:, ::-1]
+        return 2 * np.pi * n / self.L
+
+    def momentum_index(self, k_over_pi: tuple[float, ...] | list[float]) -> np.ndarray:
+        """Validate k given in units of π (e.g. (1,) for k = π) and return it in radians."""
+        k = np.atleast_1d(np.asarray(k_over_pi, dtype=float))
+        if k.shape != (self.dim,):
+            raise ValueError(f"k needs {self.dim} component(s) on a {self.kind}; got {list(k)}")
+        n = k * self.L / 2
+        allowed = ", ".join(f"{2 * m / self.L:g}" for m in range(self.L))
+        if not self.pbc and np.any(k != 0):
+            raise ValueError("k must be 0 with open boundaries (no translation symmetry)")
+        if np.any(np.abs(n - np.round(n)) > 1e-9):
+            raise ValueError(f"k must be a multiple of 2/L in units of π per axis (L = {self.L}: {allowed}); got {list(k)}")
+        return np.pi * (np.mod(np.round(n), self.L) * 2 / self.L)
+
+    def describe(self) -> str:
+        size = f"{self.L}" if self.dim == 1 else f"{self.L}×{self.L}"
+        return f"{self.boundary} {self.kind} {size}"
+
+
+def make_lattice(kind: str, L: int, bc: str = "periodic") -> Lattice:
+    """Build a lattice from user-facing settings, with messages that name the setting."""
+    if bc not in BOUNDARIES:
+        raise ValueError(f"bc must be one of {', '.join(BOUNDARIES)}; got {bc!r}")
+    return Lattice(kind, int(L), bc == "periodic")

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up the lab's environment in .venv at the repository root (idempotent and fast when re-run).
+#   scripts/bootstrap.sh          engine + app
+#   scripts/bootstrap.sh --test   also the test tools and Debian's Chromium for the browser tests
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+is_ok_python() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
+
+find_python() {
+  local c
+  for c in "${NQS_PYTHON:-}" python3.13 python3.12 python3; do
+    [ -n "$c" ] && command -v "$c" >/dev/null 2>&1 && is_ok_python "$c" && { command -v "$c"; return; }
+  done
+  local roots=()
+  command -v pyenv >/dev/null 2>&1 && roots+=("$(pyenv root)/versions")
+  roots+=("$HOME/.pyenv/versions" /usr/local/bin /usr/bin /opt/python*/bin)
+  for r in "${roots[@]}"; do
+    for c in $(ls -d "$r"/3.1[2-9]*/bin/python3.1[2-9] "$r"/python3.1[2-9] 2>/dev/null | sort -rV); do
+      is_ok_python "$c" && { echo "$c"; return; }
+    done
+  done
+  echo "bootstrap: no Python >= 3.12 found (set NQS_PYTHON to one)" >&2
+  exit 1
+}
+
+if [ ! -x .venv/bin/python ] || ! is_ok_python .venv/bin/python; then
+  py="$(find_python)"
+  echo "bootstrap: creating .venv with $py ($("$py" --version 2>&1))"
+  rm -rf .venv
+  "$py" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
+
+extras=""
+stamp=.venv/.nqs-installed
+[ $want_test = 1 ] && { extras="[test]"; stamp=.venv/.nqs-installed-test; }
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing nqs-lab$extras into .venv"
+  .venv/bin/python -m pip install -q -e ".$extras"
+  touch "$stamp"
+fi
+
+if [ $want_test = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  echo "bootstrap: installing Debian's Chromium for the browser tests"
+  sudo_cmd=""; [ "$(id -u)" != 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+fi
