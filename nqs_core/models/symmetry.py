@@ -1,0 +1,102 @@
+"""Momentum projection of any wavefunction (DESIGN.md §2, docs/ARCHITECTURE.md conventions).
+
+    Ψ^(k)(σ) = (1/|T|) Σ_{t∈T} e^{−ik·r_t} Ψ(shift(σ, r_t)),   shift(σ, r)_i = σ_{x_i + r},
+
+so that Ψ^(k)(shift(σ, a)) = e^{ik·a} Ψ^(k)(σ).  Sums of amplitudes are done on complex
+log-amplitudes with a log-sum-exp (``log_sum_exp``), stable for amplitudes that span many orders
+of magnitude.  ``project`` is the constructor ``make_model`` calls: a model that can restrict
+itself to momentum k more cheaply (the ConvNeXt, via ``with_momentum``) does so; any other model
+is wrapped in ``MomentumProjection`` (|T| evaluations of the base per configuration).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from nqs_core.lattice import Lattice
+
+
+def log_sum_exp(log_terms: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
+    """log Σ exp(a) over ``axis`` for complex a, shifted by the largest real part.
+
+    An exact cancellation (Σ = 0, e.g. a configuration with a translation period that forbids
+    momentum k) returns log of the smallest positive float instead of −∞, with finite gradients.
+    """
+    a = jnp.asarray(log_terms)
+    if not jnp.iscomplexobj(a):
+        a = a.astype(jnp.result_type(a.dtype, jnp.complex64))
+    m = jnp.max(a.real, axis=axis, keepdims=True)
+    m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
+    total = jnp.sum(jnp.exp(a - m), axis=axis)
+    zero = total == 0
+    safe = jnp.where(zero, jnp.ones_like(total), total)
+    floor = jnp.log(jnp.finfo(a.real.dtype).tiny).astype(a.dtype)
+    return jnp.where(zero, floor, jnp.log(safe)) + jnp.squeeze(m, axis=axis)
+
+
+def marshall_momentum(lattice: Lattice) -> tuple[float, ...]:
+    """Momentum (units of π) carried by the Marshall sign (−1)^{N↑ on A} in the Sᶻ = 0 sector.
+
+    A translation by an odd vector exchanges the sublattices, N↑_A → N/2 − N↑_A, multiplying the
+    sign by (−1)^{N/2}; even vectors leave it unchanged.  So the sign has momentum π per axis
+    when N/2 is odd (chains of L = 4n+2), else 0 (chains of 4n, every even L×L square).
+    """
+    if not lattice.pbc or lattice.L % 2:
+        return (0.0,) * lattice.dim
+    return (float(lattice.n_sites // 2 % 2),) * lattice.dim
+
+
+def phases(lattice: Lattice, displacements: np.ndarray, k_over_pi: tuple[float, ...]) -> np.ndarray:
+    """−k·r for each displacement r (rows of ``displacements``), k validated by ``momentum_index``."""
+    k = lattice.momentum_index(k_over_pi)
+    return -(np.asarray(displacements, dtype=float) @ k)
+
+
+def shift_permutation(lattice: Lattice, r: np.ndarray | tuple[int, ...]) -> np.ndarray:
+    """(N,) permutation p with ``sigma[..., p]`` = shift(σ, r), i.e. σ_{x_i + r}."""
+    return np.asarray(lattice.site(lattice.coords + np.asarray(r)), dtype=np.int32)
+
+
+class MomentumProjection(nn.Module):
+    """Ψ^(k)(σ) = (1/|T|) Σ_t e^{−ik·r_t} Ψ_base(shift(σ, r_t)) for any Flax base model.
+
+    ``k_over_pi``: momentum in units of π (``(1,)`` is k = π on a chain).  The base's parameters
+    live under the name ``base``.
+    """
+
+    base: nn.Module
+    lattice: Lattice
+    k_over_pi: tuple[float, ...]
+
+    @nn.compact
+    def __call__(self, sigma: jnp.ndarray) -> jnp.ndarray:
+        perms = np.asarray(self.lattice.translations)
+        phase = phases(self.lattice, self.lattice.displacements, self.k_over_pi)
+        return _project(self.base, sigma, perms, phase)
+
+
+def _project(fn, sigma: jnp.ndarray, perms: np.ndarray, phase: np.ndarray) -> jnp.ndarray:
+    """log[(1/n) Σ_t e^{iφ_t} Ψ(σ[..., perms[t]])] for (B, N) σ; ``fn`` maps (M, N) → (M,) log Ψ."""
+    sigma = jnp.asarray(sigma)
+    b, n = sigma.shape
+    t = perms.shape[0]
+    shifted = sigma[:, jnp.asarray(perms)].reshape(b * t, n)
+    log_psi = fn(shifted).reshape(b, t)
+    terms = log_psi + 1j * jnp.asarray(phase, dtype=log_psi.real.dtype)
+    return log_sum_exp(terms, axis=1) - np.log(t)
+
+
+def project(base: nn.Module, lattice: Lattice, k_over_pi: tuple[float, ...]) -> nn.Module:
+    """The base model restricted to momentum k (units of π); ValueError names ``k`` if not allowed.
+
+    Models with a ``with_momentum(k_over_pi)`` method (the ConvNeXt: phases over patches plus the
+    sum over intra-patch shifts) return their own exact, cheaper projection; others are wrapped.
+    """
+    k = tuple(float(x) for x in np.atleast_1d(np.asarray(k_over_pi, dtype=float)))
+    lattice.momentum_index(k)
+    if hasattr(base, "with_momentum"):
+        return base.with_momentum(k)
+    return MomentumProjection(base=base, lattice=lattice, k_over_pi=k)
