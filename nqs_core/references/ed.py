@@ -1,0 +1,234 @@
+"""Exact diagonalisation by Lanczos (scipy ``eigsh``), momentum-resolved with translation symmetry.
+
+Periodic lattices: the basis (Sᶻ = 0 sector for Heisenberg/J1-J2, full space for the TFIM) is
+split into translation orbits, each represented by its smallest code r (Sandvik, AIP Conf. Proc.
+1297, 135 (2010), §4).  The momentum-k state of r is
+    |r, k⟩ = n_r^{-1/2} Σ_{σ ∈ orbit(r)} e^{ik·a(σ)} |σ⟩,   σ = shift(r, a(σ)),
+which exists iff e^{ik·a} = 1 on the stabiliser of r (n_r = orbit size).  Its amplitudes obey
+ψ(shift(σ, b)) = e^{ik·b} ψ(σ), the convention of docs/ARCHITECTURE.md.  Because H commutes
+with translations,
+    ⟨r', k|H|r, k⟩ = √(n_r/n_r') Σ_{τ ∈ orbit(r')} e^{−ik·a'(τ)} ⟨τ|H|r⟩,
+so the connected configurations of each representative (one call of ``Hamiltonian.connected``)
+give every momentum block.  H is real, so E(k) = E(−k) and only one of each pair is solved.
+Open boundaries have no translations: the plain sparse matrix (``basis.sparse_matrix``) is used.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import jax
+import numpy as np
+import scipy
+import scipy.linalg
+import scipy.sparse as sp
+import scipy.sparse.linalg as sla
+
+from nqs_core.basis import decode, encode, sparse_matrix
+from nqs_core.hamiltonians import Hamiltonian
+from nqs_core.lattice import Lattice
+
+# Largest problems ED accepts: basis codes enumerated before the symmetry reduction.
+MAX_SITES_SZ0_PERIODIC = 24  # 2.7e6 codes, ≈1.1e5 per momentum sector
+MAX_SITES_FULL_PERIODIC = 22  # 4.2e6 codes, ≈1.9e5 per momentum sector
+MAX_PLAIN_DIM = 800_000  # open boundaries: no reduction (Sᶻ = 0 up to 22 sites, full space up to 19)
+DENSE_BELOW = 400  # blocks smaller than this are diagonalised densely
+
+
+@dataclass
+class EDResult:
+    """Ground energy, lowest energy per momentum sector (ordered as ``lattice.momenta()``), and
+    optionally the ground-state vector on ``sector_codes`` (= ``basis.basis_codes``) ordering."""
+
+    energy: float
+    sector_energies: np.ndarray
+    momenta: np.ndarray
+    ground_momentum: np.ndarray
+    dim: int  # dimension of the Sᶻ = 0 sector / full space
+    block_dims: np.ndarray  # dimension of each momentum block
+    seconds: float
+    vector: np.ndarray | None = field(default=None, repr=False)
+    codes: np.ndarray | None = field(default=None, repr=False)
+
+
+def sector_codes(n_sites: int, sz_zero: bool) -> np.ndarray:
+    """Sorted codes of the Sᶻ = 0 sector or of the full space (the same as ``basis.basis_codes``)."""
+    if n_sites > 30:
+        raise ValueError(f"cannot enumerate a basis of {n_sites} sites")
+    codes = np.arange(2**n_sites, dtype=np.int64)
+    if sz_zero:
+        if n_sites % 2:
+            raise ValueError(f"the Sᶻ = 0 sector needs an even number of sites; got {n_sites}")
+        codes = codes[np.bitwise_count(codes) == n_sites // 2]
+    return codes
+
+
+def ed_problem(ham: Hamiltonian) -> str | None:
+    """Why ED cannot handle ``ham`` (a message naming the limit), or None if it can."""
+    lat, n = ham.lattice, ham.lattice.n_sites
+    if ham.conserves_sz and n % 2:
+        return f"L must give an even number of sites for the Sᶻ = 0 sector; got {n} sites"
+    if lat.pbc:
+        limit = MAX_SITES_SZ0_PERIODIC if ham.conserves_sz else MAX_SITES_FULL_PERIODIC
+        if n > limit:
+            return f"method=ed handles at most {limit} sites for periodic {ham.name}; got {n}"
+        return None
+    dim = int(scipy.special.comb(n, n // 2, exact=True)) if ham.conserves_sz else 2**n
+    if dim > MAX_PLAIN_DIM:
+        return f"method=ed with open boundaries handles at most {MAX_PLAIN_DIM} basis states; {ham.name} on {n} sites has {dim}"
+    return None
+
+
+def translate_codes(codes: np.ndarray, lattice: Lattice, t: int) -> np.ndarray:
+    """Codes of shift(σ, r_t) for configurations given by ``codes`` (bit i = [σ_i = +1])."""
+    if t == 0:
+        return codes
+    if lattice.kind == "chain":  # shift(σ, r)_i = σ_{i+r}: a cyclic right rotation of the bits
+        r, L = int(lattice.displacements[t][0]), lattice.L
+        mask = (1 << L) - 1
+        return ((codes >> r) | (codes << (L - r))) & mask
+    perm = lattice.translations[t]
+    out = np.zeros_like(codes)
+    for i, p in enumerate(perm):
+        out |= ((codes >> int(p)) & 1) << i
+    return out
+
+
+def _eigh_lowest(block: sp.spmatrix, want_vector: bool) -> tuple[float, np.ndarray | None]:
+    dim = block.shape[0]
+    if dim < DENSE_BELOW:
+        w, v = scipy.linalg.eigh(block.toarray())
+        return float(w[0]), v[:, 0]
+    v0 = np.random.default_rng(0).standard_normal(dim).astype(block.dtype)
+    w, v = sla.eigsh(block, k=1, which="SA", v0=v0, tol=0.0)
+    return float(w[0]), v[:, 0]
+
+
+def _fix_phase(v: np.ndarray) -> np.ndarray:
+    """Deterministic global phase: the largest component real and positive."""
+    i = int(np.argmax(np.abs(v)))
+    return v * (abs(v[i]) / v[i])
+
+
+def _plain_ed(ham: Hamiltonian, want_vector: bool) -> EDResult:
+    start = time.perf_counter()
+    codes = sector_codes(ham.lattice.n_sites, ham.conserves_sz)
+    energy, vec = _eigh_lowest(sparse_matrix(ham, codes), want_vector)
+    vec = _fix_phase(vec).real if want_vector else None
+    return EDResult(
+        energy=energy, sector_energies=np.array([energy]), momenta=ham.lattice.momenta(),
+        ground_momentum=ham.lattice.momenta()[0], dim=len(codes), block_dims=np.array([len(codes)]),
+        seconds=time.perf_counter() - start, vector=vec, codes=codes if want_vector else None,
+    )
+
+
+def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192) -> EDResult:
+    start = time.perf_counter()
+    lat = ham.lattice
+    n, n_t = lat.n_sites, len(lat.displacements)
+    codes = sector_codes(n, ham.conserves_sz)
+    # orbit representative (smallest code) and the translation t* with shift(c, r_t*) = rep
+    rep_code, t_star = codes.copy(), np.zeros(len(codes), dtype=np.int32)
+    for t in range(1, n_t):
+        img = translate_codes(codes, lat, t)
+        better = img < rep_code
+        rep_code[better], t_star[better] = img[better], t
+    is_rep = rep_code == codes
+    reps = codes[is_rep]
+    rep_of_code = np.searchsorted(reps, rep_code).astype(np.int64)
+    del rep_code
+    stab = np.stack([translate_codes(reps, lat, t) == reps for t in range(n_t)], axis=1)  # (n_reps, |T|)
+    orbit = n_t / stab.sum(axis=1)
+    disp = lat.displacements.astype(float)  # r_t
+
+    # connected configurations of every representative, once for all momenta
+    kernel = jax.jit(ham.connected)
+    rows, cols, t_of, amp = [], [], [], []
+    for s in range(0, len(reps), batch):
+        chunk = reps[s : s + batch]
+        diag, sigma_p, mels = (np.asarray(a) for a in kernel(decode(chunk, n)))
+        idx = np.arange(s, s + len(chunk))
+        rows.append(idx), cols.append(idx), t_of.append(np.zeros(len(chunk), np.int32)), amp.append(diag)
+        keep = mels != 0
+        if keep.any():
+            pos = np.searchsorted(codes, encode(sigma_p[keep]))
+            # column = source rep r, row = target rep r' (H[r', r])
+            cols.append(np.broadcast_to(idx[:, None], mels.shape)[keep])
+            rows.append(rep_of_code[pos])
+            t_of.append(t_star[pos])
+            amp.append(mels[keep])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    t_of, amp = np.concatenate(t_of), np.concatenate(amp)
+    amp = amp * np.sqrt(orbit[cols] / orbit[rows])
+    # τ = shift(r', −r_t*), so e^{−ik·a'(τ)} = e^{+ik·r_t*}
+
+    momenta = lat.momenta()
+    n_axis = np.rint(momenta * lat.L / (2 * np.pi)).astype(int) % lat.L
+    index = {tuple(m): i for i, m in enumerate(n_axis)}
+    sector_energies = np.full(len(momenta), np.nan)
+    block_dims = np.zeros(len(momenta), dtype=int)
+    vectors: dict[int, np.ndarray] = {}
+    for i, k in enumerate(momenta):
+        partner = index[tuple((-n_axis[i]) % lat.L)]
+        if partner < i:  # E(k) = E(−k) for a real Hamiltonian
+            sector_energies[i], block_dims[i] = sector_energies[partner], block_dims[partner]
+            continue
+        phases_on_stab = np.cos(disp @ k)  # (|T|,)
+        ok = np.all(~stab | (phases_on_stab[None, :] > 1 - 1e-9), axis=1)
+        block_dims[i] = int(ok.sum())
+        if block_dims[i] == 0:
+            continue
+        new = -np.ones(len(reps), dtype=np.int64)
+        new[ok] = np.arange(block_dims[i])
+        use = ok[rows] & ok[cols]
+        phase = np.exp(1j * (disp[t_of[use]] @ k))
+        real = np.allclose(phase.imag, 0.0, atol=1e-12)
+        vals = amp[use] * (phase.real if real else phase)
+        block = sp.csr_matrix((vals, (new[rows[use]], new[cols[use]])), shape=(block_dims[i],) * 2)
+        e, v = _eigh_lowest(block, want_vector)
+        sector_energies[i] = e
+        vectors[i] = v
+    best = int(np.nanargmin(sector_energies))
+    if best not in vectors:  # the ground sector is the partner of a solved one
+        best = index[tuple((-n_axis[best]) % lat.L)]
+    result = EDResult(
+        energy=float(sector_energies[best]), sector_energies=sector_energies, momenta=momenta,
+        ground_momentum=momenta[best], dim=len(codes), block_dims=block_dims,
+        seconds=0.0,
+    )
+    if want_vector:
+        k = momenta[best]
+        ok = np.all(~stab | (np.cos(disp @ k)[None, :] > 1 - 1e-9), axis=1)
+        ok_idx = -np.ones(len(reps), dtype=np.int64)
+        ok_idx[ok] = np.arange(ok.sum())
+        v = _fix_phase(vectors[best])
+        r = rep_of_code
+        amp_rep = np.where(ok[r], v[np.maximum(ok_idx[r], 0)], 0.0) / np.sqrt(orbit[r])
+        psi = amp_rep * np.exp(-1j * (disp[t_star] @ k))  # ψ(shift(r, a)) = e^{ik·a} ψ(r), a = −r_t*
+        result.vector = psi.real if np.allclose(psi.imag, 0.0, atol=1e-12) else psi
+        result.codes = codes
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@lru_cache(maxsize=4)
+def _cached_ed(ham: Hamiltonian, want_vector: bool) -> EDResult:
+    return _momentum_ed(ham, want_vector) if ham.lattice.pbc else _plain_ed(ham, want_vector)
+
+
+def exact_diagonalization(ham: Hamiltonian, want_vector: bool = True) -> EDResult:
+    """Lanczos ground state of ``ham``: energy, lowest energy per momentum sector, ground vector.
+
+    Raises ValueError (naming the limit) when the problem is too large for ED.
+    Results stay in an in-memory cache (the last four Hamiltonians).
+    """
+    problem = ed_problem(ham)
+    if problem:
+        raise ValueError(problem)
+    return _cached_ed(ham, want_vector)
+
+
+def provenance() -> dict[str, str]:
+    return {"library": f"scipy {scipy.__version__} (ARPACK eigsh, Lanczos)", "symmetry": "translations (momentum blocks)"}
