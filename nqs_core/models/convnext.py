@@ -81,6 +81,11 @@ class ConvNeXt(nn.Module):
         u = np.stack(np.meshgrid(*[np.arange(self.patch)] * self.lattice.dim, indexing="ij"), -1)
         return u.reshape(-1, self.lattice.dim)[:, ::-1].astype(np.int32)
 
+    @classmethod
+    def from_settings(cls, settings: Any, lattice: Lattice) -> "ConvNeXt":
+        """Same as the module-level ``from_settings``."""
+        return from_settings(settings, lattice)
+
     def with_momentum(self, k_over_pi: tuple[float, ...]) -> "ConvNeXt":
         """The same architecture at momentum k (used by ``symmetry.project``)."""
         return self.clone(k_over_pi=tuple(float(x) for x in k_over_pi))

@@ -11,6 +11,8 @@ is wrapped in ``MomentumProjection`` (|T| evaluations of the base per configurat
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,6 +72,26 @@ class MomentumProjection(nn.Module):
     base: nn.Module
     lattice: Lattice
     k_over_pi: tuple[float, ...]
+
+    @property
+    def holomorphic(self) -> bool:
+        """A log-sum-exp of holomorphic log-amplitudes is holomorphic."""
+        return bool(getattr(self.base, "holomorphic", False))
+
+    @classmethod
+    def from_settings(cls, model: nn.Module, settings: Any, lattice: Lattice) -> nn.Module:
+        """``settings.k`` applied to ``model`` (the output of base → Marshall prior), as ``make_model`` does.
+
+        A ConvNeXt is already an exact momentum eigenstate (``convnext.from_settings`` builds it at
+        k − k_Marshall under the prior, and the Marshall sign has momentum k_Marshall in the
+        Sᶻ = 0 sector where Heisenberg and J1-J2 are sampled), so it is returned unchanged;
+        anything else goes through ``project``.
+        """
+        base = getattr(model, "base", None) if hasattr(model, "sublattice_a") else None
+        sz_zero = getattr(settings, "hamiltonian", None) in ("heisenberg", "j1j2")
+        if base is not None and hasattr(base, "with_momentum") and sz_zero:
+            return model
+        return project(model, lattice, tuple(settings.k))
 
     @nn.compact
     def __call__(self, sigma: jnp.ndarray) -> jnp.ndarray:
