@@ -108,7 +108,7 @@ def _project(fn, sigma: jnp.ndarray, perms: np.ndarray, phase: np.ndarray) -> jn
     shifted = sigma[:, jnp.asarray(perms)].reshape(b * t, n)
     log_psi = fn(shifted).reshape(b, t)
     terms = log_psi + 1j * jnp.asarray(phase, dtype=log_psi.real.dtype)
-    return log_sum_exp(terms, axis=1) - np.log(t)
+    return log_sum_exp(terms, axis=1) - float(np.log(t))
 
 
 def project(base: nn.Module, lattice: Lattice, k_over_pi: tuple[float, ...]) -> nn.Module:

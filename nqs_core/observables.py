@@ -1,0 +1,142 @@
+"""What the lab shows about a state besides its energy: momentum sector, S(q) and sign structure.
+
+All functions take ``log_psi_fn(params, σ (B, N)) -> log ψ (B,)`` (e.g. ``model.apply``), the
+parameters, configurations and the lattice (docs/ARCHITECTURE.md conventions):
+
+* ``translation_eigenvalues``: ⟨ψ(shift(σ, e_a))/ψ(σ)⟩_{σ~|ψ|²} = e^{ik_a} for a state of momentum k
+  (DESIGN.md §2), one per lattice axis; ``momentum_from_eigenvalues`` turns them into k/π.
+* ``structure_factor``: S(q) = (1/N) Σ_ij e^{iq·(r_i−r_j)} ⟨σᶻ_iσᶻ_j⟩/4 = ⟨|Σ_i e^{iq·r_i} σ_i|²⟩/(4N)
+  on the allowed momenta q (``lattice.momenta()``).
+* ``marshall_agreement``: fraction of sampled σ whose sign of Re(e^{−iφ}ψ(σ)) equals the Marshall
+  sign (−1)^{N↑ on A}, maximised over the global phase φ.
+* ``fidelity`` and ``sign_agreement`` against an exact state vector ψ₀ on the enumerated basis
+  (``nqs_core.basis`` ordering): |⟨ψ₀|ψ⟩|²/(⟨ψ₀|ψ₀⟩⟨ψ|ψ⟩) and Σ_σ |ψ₀(σ)|² [sign ψ(σ) = sign ψ₀(σ)]
+  (normalised weights), the latter maximised over a global phase of ψ.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nqs_core.basis import basis_codes, decode
+from nqs_core.lattice import Lattice
+
+LogPsiFn = Callable[..., jnp.ndarray]
+
+
+# ----- momentum sector ----------------------------------------------------------------------
+def translation_eigenvalues(log_psi_fn: LogPsiFn, params, samples: jnp.ndarray, lattice: Lattice) -> jnp.ndarray:
+    """(d,) complex: ⟨ψ(shift(σ, e_a))/ψ(σ)⟩ over the samples σ ~ |ψ|², a = x (, y).  Jittable."""
+    samples = jnp.asarray(samples)
+    log_psi = log_psi_fn(params, samples)
+    out = []
+    for perm in lattice.unit_translations():
+        ratio = jnp.exp(log_psi_fn(params, samples[:, jnp.asarray(perm)]) - log_psi)
+        out.append(jnp.mean(ratio))
+    return jnp.stack(out)
+
+
+def momentum_from_eigenvalues(eigenvalues: np.ndarray) -> np.ndarray:
+    """k/π in [0, 2) per axis from translation eigenvalues e^{ik_a} (the phase of each)."""
+    return np.mod(np.angle(np.asarray(eigenvalues)) / np.pi, 2.0)
+
+
+def nearest_allowed_momentum(eigenvalues: np.ndarray, lattice: Lattice) -> tuple[float, ...]:
+    """The allowed k/π (multiples of 2/L per axis) closest to the phases of ``eigenvalues``."""
+    k = momentum_from_eigenvalues(eigenvalues)
+    n = np.mod(np.round(k * lattice.L / 2), lattice.L)
+    return tuple(float(x) for x in 2 * n / lattice.L)
+
+
+# ----- static structure factor --------------------------------------------------------------
+def structure_factor(samples: jnp.ndarray, lattice: Lattice, weights: jnp.ndarray | None = None) -> tuple[np.ndarray, jnp.ndarray]:
+    """(q (n_q, d), S(q) (n_q,)) with S(q) = ⟨|Σ_i e^{iq·r_i} σ_i|²⟩/(4N) over the allowed q.
+
+    ``samples`` are drawn from |ψ|² (plain average) or, with ``weights`` (e.g. |ψ₀(σ)|² on the
+    whole basis), averaged with those weights (normalised here).  Jittable in ``samples``.
+    """
+    q = lattice.momenta()
+    sigma = jnp.asarray(samples).astype(jnp.float64)
+    phase = jnp.asarray(np.exp(1j * q @ lattice.coords.T.astype(float)))  # (n_q, N)
+    amp = sigma @ phase.T  # (B, n_q): Σ_i e^{iq·r_i} σ_i
+    power = jnp.abs(amp) ** 2 / (4 * lattice.n_sites)
+    if weights is None:
+        return q, jnp.mean(power, axis=0)
+    w = jnp.asarray(weights, dtype=jnp.float64)
+    return q, (w / jnp.sum(w)) @ power
+
+
+# ----- sign structure -----------------------------------------------------------------------
+def best_half_plane(angles: jnp.ndarray, weights: jnp.ndarray | None = None) -> jnp.ndarray:
+    """max over φ of the (weighted) fraction of angles θ with cos(θ − φ) > 0, i.e. inside an open
+    half circle.  Exact (sort, then a sliding window over the doubled circle); jittable."""
+    theta = jnp.mod(jnp.asarray(angles), 2 * jnp.pi)
+    w = jnp.ones_like(theta) if weights is None else jnp.asarray(weights, dtype=theta.dtype)
+    order = jnp.argsort(theta)
+    theta, w = theta[order], w[order]
+    ext = jnp.concatenate([theta, theta + 2 * jnp.pi])
+    cum = jnp.concatenate([jnp.zeros(1, w.dtype), jnp.cumsum(jnp.concatenate([w, w]))])
+    # window [θ_i, θ_i + π): the optimum can always be taken with an angle on its closed edge
+    end = jnp.searchsorted(ext, theta + jnp.pi - 1e-12, side="left")
+    start = jnp.arange(theta.shape[0])
+    return jnp.max(cum[end] - cum[start]) / jnp.sum(w)
+
+
+def marshall_phase(samples: jnp.ndarray, lattice: Lattice) -> jnp.ndarray:
+    """π N↑_A(σ): the phase of the Marshall sign (−1)^{N↑ on A}, A = ``lattice.sublattice == 0``."""
+    mask = jnp.asarray(lattice.sublattice == 0)
+    return jnp.pi * jnp.sum(jnp.where((jnp.asarray(samples) > 0) & mask, 1.0, 0.0), axis=-1)
+
+
+def marshall_agreement(log_psi_fn: LogPsiFn, params, samples: jnp.ndarray, lattice: Lattice) -> jnp.ndarray:
+    """Fraction of samples with sign Re(e^{−iφ}ψ(σ)) = (−1)^{N↑_A(σ)}, maximised over φ.  Jittable."""
+    theta = jnp.imag(log_psi_fn(params, jnp.asarray(samples))) - marshall_phase(samples, lattice)
+    return best_half_plane(theta)
+
+
+# ----- against an exact state ---------------------------------------------------------------
+def _state_on_basis(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Lattice,
+                    codes: np.ndarray | None, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ψ on the basis normalised to max |ψ| = 1, ψ₀) as NumPy complex128 arrays."""
+    psi0 = np.asarray(psi0)
+    n = lattice.n_sites
+    if codes is None:
+        if len(psi0) == 2**n:
+            codes = basis_codes(n, sz_zero=False)
+        else:
+            codes = basis_codes(n, sz_zero=True)
+    if len(codes) != len(psi0):
+        raise ValueError(f"psi0 has {len(psi0)} entries but the basis has {len(codes)} states")
+    fn = jax.jit(lambda s: log_psi_fn(params, s))
+    log_psi = np.concatenate([np.asarray(fn(decode(codes[i : i + batch], n)))
+                              for i in range(0, len(codes), batch)]).astype(np.complex128)
+    re = log_psi.real
+    psi = np.exp(log_psi - np.max(re[np.isfinite(re)]))
+    return np.nan_to_num(psi), psi0.astype(np.complex128)
+
+
+def fidelity(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Lattice,
+             codes: np.ndarray | None = None, batch: int = 4096) -> float:
+    """|⟨ψ₀|ψ⟩|² / (⟨ψ₀|ψ₀⟩⟨ψ|ψ⟩) with ψ evaluated on every basis state (default basis: Sᶻ = 0
+    if ``len(psi0)`` is its size, else the full space; pass ``codes`` otherwise)."""
+    psi, psi0 = _state_on_basis(log_psi_fn, params, psi0, lattice, codes, batch)
+    return float(abs(np.vdot(psi0, psi)) ** 2 / (np.vdot(psi0, psi0).real * np.vdot(psi, psi).real))
+
+
+def sign_agreement(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Lattice,
+                   codes: np.ndarray | None = None, batch: int = 4096) -> float:
+    """Σ_σ |ψ₀(σ)|² [sign Re(e^{−iφ}ψ(σ)ψ₀*(σ)) > 0] / Σ|ψ₀|², maximised over the global phase φ.
+
+    For real ψ₀ and a ψ real up to one phase this is the weighted agreement of sign ψ with sign ψ₀.
+    """
+    psi, psi0 = _state_on_basis(log_psi_fn, params, psi0, lattice, codes, batch)
+    weight = np.abs(psi0) ** 2
+    keep = (weight > 0) & (np.abs(psi) > 0)
+    if not keep.any():
+        return 0.0
+    theta = np.angle(psi[keep] * np.conj(psi0[keep]))
+    return float(best_half_plane(jnp.asarray(theta), jnp.asarray(weight[keep]))) * weight[keep].sum() / weight.sum()

@@ -1,0 +1,169 @@
+"""ConvNeXt NQS: equivariance of the encoder, exact momentum of the output, settings, precision."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nqs_core  # noqa: F401  (enables x64)
+from nqs_core.lattice import make_lattice
+from nqs_core.models import convnext
+from nqs_core.models.convnext import ConvNeXt, log_cosh
+from nqs_core.models.symmetry import MomentumProjection, project
+from nqs_core.settings import RunSettings
+
+
+def random_configs(n_sites: int, batch: int, seed: int = 0, sz_zero: bool = True) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if not sz_zero:
+        return rng.choice(np.array([-1, 1], np.int8), size=(batch, n_sites))
+    base = np.array([1, -1] * (n_sites // 2), dtype=np.int8)
+    return np.stack([rng.permutation(base) for _ in range(batch)])
+
+
+def init(model, n_sites, seed=0):
+    sigma = random_configs(n_sites, 2, seed)
+    params = model.init(jax.random.key(seed), sigma)
+    # randomise every parameter (LayerNorm scales/biases are 1/0 at init) so no symmetry is accidental
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    leaves = [x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    return jax.tree.unflatten(tree, leaves)
+
+
+def assert_momentum(model, params, lattice, k_over_pi, sigma, rtol):
+    """ψ(shift(σ, e_a)) = e^{ik_a} ψ(σ) for each axis, compared on the scale of the largest |ψ|."""
+    k = lattice.momentum_index(k_over_pi)
+    b = sigma.shape[0]
+    batch = np.concatenate([sigma] + [sigma[:, perm] for perm in lattice.unit_translations()])
+    log_psi = np.asarray(model.apply(params, batch)).reshape(1 + lattice.dim, b)
+    psi = np.exp(log_psi - np.max(log_psi[0].real))
+    for a in range(lattice.dim):
+        err = np.max(np.abs(psi[1 + a] - np.exp(1j * k[a]) * psi[0]))
+        assert err < rtol, (k_over_pi, a, err)
+    return psi[0]
+
+
+# ----- encoder equivariance -------------------------------------------------------------------
+@pytest.mark.parametrize("kind,L,patch,kernel", [("chain", 12, 2, 3), ("chain", 12, 3, 4), ("square", 6, 2, 3), ("square", 4, 1, 3)])
+def test_encoder_commutes_with_patch_translations(kind, L, patch, kernel):
+    lat = make_lattice(kind, L)
+    model = ConvNeXt(lattice=lat, patch=patch, kernel=kernel, depth=2, features=6)
+    params = init(model, lat.n_sites)
+    sigma = random_configs(lat.n_sites, 8, seed=3, sz_zero=False)
+    h = np.asarray(model.apply(params, sigma, method=ConvNeXt.encode))
+    assert h.shape == (8,) + (L // patch,) * lat.dim + (6,)
+    # shift(σ, s e_x) moves patch p+1 to p: the feature map rolls by −1 along the x grid axis
+    for a, perm_axis in enumerate(range(lat.dim)):
+        r = np.zeros(lat.dim, dtype=int)
+        r[a] = patch
+        perm = lat.site(lat.coords + r)
+        h_shift = np.asarray(model.apply(params, sigma[:, perm], method=ConvNeXt.encode))
+        grid_axis = 1 if lat.dim == 1 else (2 if a == 0 else 1)  # grid axes are (p_y, p_x)
+        np.testing.assert_allclose(h_shift, np.roll(h, -1, axis=grid_axis), atol=1e-12)
+    # and a shift by a single site (not a patch translation) is not a symmetry of the encoder
+    if patch > 1:
+        h_one = np.asarray(model.apply(params, sigma[:, lat.unit_translations()[0]], method=ConvNeXt.encode))
+        assert not np.allclose(h_one, np.roll(h, -1, axis=1), atol=1e-3)
+
+
+# ----- exact momentum for every allowed k ----------------------------------------------------
+@pytest.mark.parametrize("kind,L,patch,kernel", [("chain", 8, 2, 3), ("chain", 6, 3, 2), ("chain", 8, 1, 3), ("square", 4, 2, 2)])
+def test_every_allowed_momentum_is_exact(kind, L, patch, kernel):
+    lat = make_lattice(kind, L)
+    sigma = random_configs(lat.n_sites, 16, seed=1)
+    for k in lat.momenta() / np.pi:
+        model = ConvNeXt(lattice=lat, patch=patch, kernel=kernel, depth=1, features=4, k_over_pi=tuple(k))
+        params = init(model, lat.n_sites, seed=2)
+        psi = assert_momentum(model, params, lat, tuple(k), sigma, rtol=1e-10)
+        assert np.max(np.abs(psi)) == pytest.approx(1.0)  # not the zero function
+
+
+def test_square_6x6_momentum_with_inter_patch_phases():
+    """6×6 with 2×2 patches: k = (2π/3, π/3) needs both the patch phases and the intra-patch sum."""
+    lat = make_lattice("square", 6)
+    sigma = random_configs(36, 8, seed=4)
+    for k in [(2 / 3, 1 / 3), (1.0, 0.0), (0.0, 0.0), (4 / 3, 5 / 3)]:
+        model = ConvNeXt(lattice=lat, patch=2, kernel=3, depth=2, features=4, k_over_pi=k)
+        params = init(model, 36, seed=5)
+        assert_momentum(model, params, lat, k, sigma, rtol=1e-10)
+
+
+def test_float32_precision_and_momentum():
+    lat = make_lattice("square", 4)
+    model = convnext.from_settings(RunSettings(model="convnext", lattice="square", L=4, dtype="float32", kernel=2, k=(1.0, 0.0)), lat)
+    params = init(model, 16)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+    sigma = random_configs(16, 16, seed=6)
+    out = model.apply(params, sigma)
+    assert out.dtype == jnp.complex64 and out.shape == (16,)
+    assert_momentum(model, params, lat, (1.0, 0.0), sigma, rtol=2e-5)
+
+
+def test_projection_is_idempotent_and_orthogonal():
+    """The ConvNeXt at k is a momentum eigenstate: the generic projector onto k leaves it unchanged
+    and the projector onto any other k' annihilates it."""
+    lat = make_lattice("chain", 8)
+    sigma = random_configs(8, 12, seed=7)
+    model = ConvNeXt(lattice=lat, depth=1, features=4, k_over_pi=(0.5,))
+    params = init(model, 8)
+    psi = np.exp(np.asarray(model.apply(params, sigma)))
+    for k in lat.momenta() / np.pi:
+        wrapped = MomentumProjection(base=model, lattice=lat, k_over_pi=tuple(k))
+        psi_k = np.exp(np.asarray(wrapped.apply({"params": {"base": params["params"]}}, sigma)))
+        expected = psi if np.isclose(k[0], 0.5) else np.zeros_like(psi)
+        np.testing.assert_allclose(psi_k, expected, atol=1e-12 * np.max(np.abs(psi)))
+
+
+# ----- building from settings ----------------------------------------------------------------
+def test_from_settings_defaults_and_project_dispatch():
+    s = RunSettings(model="convnext", lattice="chain", L=16)
+    lat = make_lattice("chain", 16)
+    model = convnext.from_settings(s, lat)
+    assert (model.depth, model.features, model.patch, model.kernel) == (2, 8, 2, 3)
+    assert model.param_dtype == jnp.float64 and model.k == (0.0,)
+    at_pi = project(model, lat, (1.0,))
+    assert isinstance(at_pi, ConvNeXt) and at_pi.k == (1.0,)
+    assert ConvNeXt.from_settings(s.replace(k=(0.25,)), lat).k == (0.25,)
+
+
+@pytest.mark.parametrize("change,setting", [({"patch": 3}, "patch"), ({"kernel": 9}, "kernel"), ({"k": (0.3,)}, "k")])
+def test_invalid_geometry_names_the_setting(change, setting):
+    lat = make_lattice("chain", 16)
+    s = RunSettings(model="convnext", lattice="chain", L=16).replace(**change)
+    with pytest.raises(ValueError, match=rf"^{setting} must"):
+        convnext.from_settings(s, lat)
+
+
+def test_open_boundaries_run_unprojected_and_reject_momentum():
+    lat = make_lattice("chain", 8, "open")
+    model = ConvNeXt(lattice=lat, depth=1, features=4)
+    params = init(model, 8)
+    out = model.apply(params, random_configs(8, 4))
+    assert out.shape == (4,) and np.all(np.isfinite(out))
+    with pytest.raises(ValueError, match="k must be 0 with open boundaries"):
+        ConvNeXt(lattice=lat, k_over_pi=(1.0,)).init(jax.random.key(0), random_configs(8, 1))
+
+
+def test_log_cosh_matches_definition_and_is_stable():
+    z = jnp.array([0.3 + 0.2j, -1.5 + 2.0j, 40.0 - 1.0j, -700.0 + 0.5j])
+    ref = np.log(np.cosh(np.asarray(z[:3])))
+    np.testing.assert_allclose(np.exp(np.asarray(log_cosh(z[:3]))), np.exp(ref), rtol=1e-12)
+    big = complex(log_cosh(z[3]))
+    assert np.isfinite(big) and big.real == pytest.approx(700.0 - np.log(2.0))
+
+
+def test_marshall_prior_composition_has_requested_momentum():
+    """make_model: ConvNeXt → Marshall prior → momentum k.  On a chain of L = 4n+2 the prior carries
+    momentum π, so the network is built at k − π and the full state has momentum k."""
+    from nqs_core.models import make_model
+
+    lat = make_lattice("chain", 6)
+    sigma = random_configs(6, 12, seed=8)
+    for k in [(0.0,), (1.0,), (2 / 3,)]:
+        s = RunSettings(model="convnext", lattice="chain", L=6, sign="marshall", k=k, kernel=3, depth=1, features=4)
+        model = make_model(s, lat)
+        params = init(model, 6)
+        assert_momentum(model, params, lat, k, sigma, rtol=1e-10)
