@@ -1,0 +1,166 @@
+"""Momentum projection: exact momentum for every k (wrapped RBM), agreement with the dense projector,
+completeness over k, and the variational bound inside a momentum sector against momentum-resolved ED."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+import nqs_core  # noqa: F401
+from nqs_core.basis import basis_codes, decode, encode, sparse_matrix
+from nqs_core.hamiltonians import make_hamiltonian
+from nqs_core.lattice import make_lattice
+from nqs_core.models.convnext import ConvNeXt
+from nqs_core.models.rbm import RBM
+from nqs_core.models.symmetry import MomentumProjection, log_sum_exp, marshall_momentum, project
+from nqs_core.references.ed import exact_diagonalization
+
+
+class TableState(nn.Module):
+    """log ψ(σ) read from a fixed vector on sorted basis codes (an exact state as a 'model')."""
+
+    codes: tuple[int, ...]
+    values: tuple[complex, ...]
+
+    def __call__(self, sigma):
+        codes = jnp.asarray(np.asarray(self.codes, dtype=np.int64))
+        bits = (jnp.asarray(sigma) > 0).astype(jnp.int64)
+        code = bits @ (jnp.int64(1) << jnp.arange(sigma.shape[-1], dtype=jnp.int64))
+        idx = jnp.clip(jnp.searchsorted(codes, code), 0, len(self.codes) - 1)
+        vals = jnp.asarray(np.asarray(self.values, dtype=np.complex128))
+        return jnp.where(codes[idx] == code, jnp.log(vals[idx] + 0j), -jnp.inf + 0j)
+
+
+def table(codes, vector) -> TableState:
+    return TableState(tuple(int(c) for c in codes), tuple(complex(v) for v in vector))
+
+
+def state_vector(model, params, codes, n_sites):
+    log_psi = np.asarray(model.apply(params, decode(codes, n_sites)))
+    return np.exp(log_psi)
+
+
+def translation_matrix(codes, lattice, t):
+    """Dense (T_t ψ)(σ) = ψ(shift(σ, r_t)) on the basis ``codes``."""
+    sigma = decode(codes, lattice.n_sites)
+    target = np.searchsorted(codes, encode(sigma[:, lattice.translations[t]]))
+    m = np.zeros((len(codes), len(codes)))
+    m[np.arange(len(codes)), target] = 1.0
+    return m
+
+
+def rbm_params(n_sites, seed=0):
+    model = RBM(alpha=1)
+    params = model.init(jax.random.key(seed), np.ones((1, n_sites), np.int8))
+    return jax.tree.map(lambda x: 0.4 * jax.random.normal(jax.random.key(seed + 1), x.shape, x.dtype), params)
+
+
+@pytest.mark.parametrize("kind,L", [("chain", 8), ("square", 4)])
+def test_wrapped_rbm_has_every_allowed_momentum(kind, L):
+    lat = make_lattice(kind, L)
+    n = lat.n_sites
+    rng = np.random.default_rng(0)
+    sigma = np.stack([rng.permutation(np.array([1, -1] * (n // 2), np.int8)) for _ in range(12)])
+    params = {"params": {"base": rbm_params(n)["params"]}}
+    batch = np.concatenate([sigma] + [sigma[:, p] for p in lat.unit_translations()])
+    for k_over_pi in lat.momenta() / np.pi:
+        model = project(RBM(alpha=1), lat, tuple(k_over_pi))
+        assert isinstance(model, MomentumProjection) and model.holomorphic
+        log_psi = np.asarray(jax.jit(model.apply)(params, batch)).reshape(1 + lat.dim, -1)
+        psi = np.exp(log_psi - np.max(log_psi[0].real))
+        k = lat.momentum_index(tuple(k_over_pi))
+        for a in range(lat.dim):
+            np.testing.assert_allclose(psi[1 + a], np.exp(1j * k[a]) * psi[0], atol=1e-10)
+
+
+def test_projection_equals_dense_projector_and_is_complete():
+    """Σ_k Ψ^(k) = Ψ (completeness) and Ψ^(k) = P_k Ψ with P_k = (1/|T|) Σ_t e^{−ik·r_t} T_t built
+    from explicit permutation matrices on the full 2^N basis."""
+    lat = make_lattice("chain", 6)
+    codes = basis_codes(6, sz_zero=False)
+    params = rbm_params(6, seed=3)
+    psi = state_vector(RBM(alpha=1), params, codes, 6)
+    T = [translation_matrix(codes, lat, t) for t in range(len(lat.displacements))]
+    total = np.zeros_like(psi)
+    for k_over_pi in lat.momenta() / np.pi:
+        k = lat.momentum_index(tuple(k_over_pi))
+        P = sum(np.exp(-1j * k[0] * lat.displacements[t][0]) * T[t] for t in range(len(T))) / len(T)
+        model = MomentumProjection(base=RBM(alpha=1), lattice=lat, k_over_pi=tuple(k_over_pi))
+        psi_k = state_vector(model, {"params": {"base": params["params"]}}, codes, 6)
+        np.testing.assert_allclose(psi_k, P @ psi, atol=1e-12 * np.abs(psi).max())
+        np.testing.assert_allclose(P @ P, P, atol=1e-12)
+        total += psi_k
+    np.testing.assert_allclose(total, psi, rtol=1e-10)
+
+
+def test_invalid_momentum_names_k():
+    lat = make_lattice("square", 4)
+    with pytest.raises(ValueError, match=r"^k must be a multiple of 2/L"):
+        project(RBM(), lat, (0.25, 0.0))
+    with pytest.raises(ValueError, match=r"^k needs 2 component"):
+        project(RBM(), lat, (0.5,))
+
+
+def test_log_sum_exp_stable_and_safe_at_exact_cancellation():
+    a = jnp.array([1000.0 + 0.3j, 999.0 - 2.0j, -50.0 + 1.0j])
+    ref = 1000.0 + np.log(np.sum(np.exp(np.asarray(a) - 1000.0)))
+    assert complex(log_sum_exp(a)) == pytest.approx(ref, rel=1e-14)
+    near = complex(log_sum_exp(jnp.array([0.0 + 0.0j, 0.0 + 1j * np.pi])))  # 1 + e^{iπ}: rounding only
+    assert np.isfinite(near) and near.real < -30
+    zero = log_sum_exp(jnp.array([-jnp.inf + 0j, -jnp.inf + 0j]))  # an exactly vanishing sum
+    assert np.isfinite(complex(zero)) and zero.real < -700
+    grad = jax.grad(lambda x: log_sum_exp(jnp.array([x - jnp.inf, -jnp.inf + 0j])).real)(0.0)
+    assert np.isfinite(grad)
+
+
+@pytest.mark.parametrize("kind,L", [("chain", 4), ("chain", 6), ("chain", 10), ("square", 4)])
+def test_marshall_sign_momentum(kind, L):
+    """(−1)^{N↑_A} on Sᶻ = 0 configurations is a translation eigenfunction with the stated momentum."""
+    lat = make_lattice(kind, L)
+    sigma = decode(basis_codes(lat.n_sites, sz_zero=True)[:500], lat.n_sites)
+    a_mask = lat.sublattice == 0
+    sign = lambda s: (-1.0) ** np.sum((s > 0) & a_mask, axis=1)  # noqa: E731
+    k = np.pi * np.asarray(marshall_momentum(lat))
+    for a, perm in enumerate(lat.unit_translations()):
+        np.testing.assert_array_equal(sign(sigma[:, perm]), np.cos(k[a]) * sign(sigma))
+
+
+def exact_energy(model, params, ham, codes):
+    psi = state_vector(model, params, codes, ham.lattice.n_sites)
+    H = sparse_matrix(ham, codes)
+    return float(np.real(np.vdot(psi, H @ psi)) / np.vdot(psi, psi).real)
+
+
+def test_wrong_sector_energy_is_bounded_by_that_sectors_ed():
+    """Heisenberg chain L = 10: ground state at k = π (N = 4n+2).  A state dominated by the exact
+    ground state but with components everywhere has energy below E_0(k = 0); projected to k = 0
+    (the wrong sector) its exact variational energy rises to at or above ED's lowest k = 0 energy,
+    and likewise for every other sector.  A projected ConvNeXt obeys the same bound."""
+    lat = make_lattice("chain", 10)
+    ham = make_hamiltonian("heisenberg", lat)
+    ed = exact_diagonalization(ham)
+    codes = basis_codes(10, sz_zero=True)
+    np.testing.assert_array_equal(ed.codes, codes)
+    k_index = {round(float(k[0] / np.pi), 9): i for i, k in enumerate(ed.momenta)}
+    assert np.argmin(ed.sector_energies) == k_index[1.0]
+    rng = np.random.default_rng(1)
+    noise = rng.standard_normal(len(codes)) + 1j * rng.standard_normal(len(codes))
+    mixture = ed.vector / np.linalg.norm(ed.vector) + 0.2 * noise / np.linalg.norm(noise)
+    state = table(codes, mixture)
+    e_mix = exact_energy(state, {}, ham, codes)
+    assert e_mix < ed.sector_energies[k_index[0.0]] - 0.1
+    for k_over_pi, i in k_index.items():
+        projected = MomentumProjection(base=state, lattice=lat, k_over_pi=(k_over_pi,))
+        e_k = exact_energy(projected, {}, ham, codes)
+        assert e_k >= ed.sector_energies[i] - 1e-9, (k_over_pi, e_k, ed.sector_energies[i])
+        if k_over_pi == 1.0:  # the right sector: the projection filters the noise towards E_0
+            assert e_k < e_mix
+    net = ConvNeXt(lattice=lat, depth=1, features=4, patch=2, kernel=3, k_over_pi=(0.0,))
+    params = net.init(jax.random.key(0), decode(codes[:2], 10))
+    for k_over_pi in (0.0, 0.4, 1.0):
+        model = net.with_momentum((k_over_pi,))
+        p = model.init(jax.random.key(1), decode(codes[:2], 10)) if model.has_momentum_head() else params
+        assert exact_energy(model, p, ham, codes) >= ed.sector_energies[k_index[k_over_pi]] - 1e-9
