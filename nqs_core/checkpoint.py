@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"resume: no checkpoint file at {str(path)!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"resume: cannot read checkpoint {str(path)!r}: not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"][()]))

@@ -204,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
         elif event.kind == "steps":
             for r in event.records:
                 if args.json:
-                    print(json.dumps(_clean(r.to_dict())), flush=True)
+                    print(json.dumps(_clean(r.to_dict()), ensure_ascii=False), flush=True)
                 else:
                     t_steps.append(r.seconds)
                     if not args.quiet and ((r.step + 1) % every == 0 or r.step + 1 == settings.steps):
@@ -229,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
 
     if args.json:
-        print(json.dumps({"summary": _clean(result.summary)}), flush=True)
+        print(json.dumps({"summary": _clean(result.summary)}, ensure_ascii=False), flush=True)
     else:
         print_summary(result.summary)
     if result.phase == "diverged":
