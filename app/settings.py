@@ -34,7 +34,7 @@ CONTROLS = [name for names in GROUPS.values() for name in names]
 PRESETS: dict[str, dict[str, Any]] = {
     "Heisenberg 4×4 in 30 s": dict(
         hamiltonian="heisenberg", lattice="square", L=4, bc="periodic", model="rbm", alpha=1, sign="marshall",
-        k=NO_MOMENTUM, optimizer="sr", lr=0.05, diag_shift=0.01, samples=512, chains=16, steps=150, seed=0,
+        k=NO_MOMENTUM, optimizer="sr", lr=0.05, diag_shift=0.01, samples=512, chains=16, steps=100, seed=0,
         dtype="float64"),
     "The sign problem: J1-J2 without a sign prior": dict(
         hamiltonian="j1j2", lattice="square", L=4, bc="periodic", J1=1.0, J2=0.3, model="rbm", alpha=2,

@@ -1,0 +1,399 @@
+"""One browser session of the lab: sidebar controls, buttons, status line, live views, export/load.
+
+Threading (docs/notes/panel.md, DESIGN.md §6): the worker thread (``app.runner.Runner``) only
+queues NumPy data; every Bokeh change happens in ``Lab.tick``, a periodic callback on the server's
+event loop (10 Hz), which drains the queue and streams into bounded ColumnDataSources.  When the
+session ends (``pn.state.on_session_destroyed``) the worker is asked to stop.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import panel as pn
+
+from app.runner import FINAL_PHASES, Runner, live_workers
+from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
+from app.views.diagnostics import DiagnosticsView
+from app.views.energy import EnergyView
+from app.views.ising import IsingView
+from app.views.momentum import MomentumView
+from app.views.sign import SignView, configuration_signs
+from app.views.spins import SpinsView
+from nqs_core.lattice import make_lattice
+from nqs_core.settings import RunSettings, SettingsError
+
+log = logging.getLogger("nqs_lab.session")
+
+TICK_MS = 100
+LARGE_FONT_SCALE = 1.45
+_WIDGETS = {"Selector": pn.ui.Select, "Integer": pn.ui.IntInput, "Number": pn.ui.FloatInput}
+HISTORY_FIELDS = ("step", "energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score",
+                  "seconds", "translation_eigenvalue_re", "translation_eigenvalue_im", "marshall_agreement",
+                  "sign_agreement")
+
+
+def history_rows(history: list[Any]) -> list[dict[str, Any]]:
+    """Flat rows (CSV columns ``HISTORY_FIELDS``) of StepRecords."""
+    rows = []
+    for r in history:
+        d = r.to_dict()
+        te = d.pop("translation_eigenvalue", None)
+        d["translation_eigenvalue_re"] = te[0] if te is not None else None
+        d["translation_eigenvalue_im"] = te[1] if te is not None else None
+        rows.append({k: d.get(k) for k in HISTORY_FIELDS})
+    return rows
+
+
+def history_csv(history: list[Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(HISTORY_FIELDS))
+    writer.writeheader()
+    for row in history_rows(history):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def run_json(settings: RunSettings, history: list[Any], reference: dict | None, summary: dict | None) -> str:
+    """The exported run: settings, per-step history, reference and summary (loadable again)."""
+    def clean(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, float)):
+            return float(x) if np.isfinite(x) else None
+        if isinstance(x, np.integer):
+            return int(x)
+        if isinstance(x, (str, int, bool)) or x is None:
+            return x
+        return str(x)
+
+    return json.dumps(clean({"format": "nqs-lab run", "version": 1, "settings": settings.to_dict(),
+                             "history": [r.to_dict() for r in history], "reference": reference,
+                             "summary": summary}), indent=1)
+
+
+def parse_run_json(text: str) -> tuple[RunSettings, list[Any], dict | None, dict | None]:
+    """Inverse of :func:`run_json`; raises ValueError with a readable reason."""
+    from nqs_core.driver import StepRecord
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not a JSON file: {err}") from err
+    if not isinstance(data, dict) or "settings" not in data or "history" not in data:
+        raise ValueError("not an exported NQS Lab run (needs 'settings' and 'history')")
+    settings = RunSettings.from_dict(data["settings"])
+    history = [StepRecord.from_dict({k: (float("nan") if v is None else v) for k, v in d.items()})
+               for d in data["history"]]
+    return settings, history, data.get("reference"), data.get("summary")
+
+
+class Lab:
+    """The page of one session (build with ``Lab().page``)."""
+
+    def __init__(self) -> None:
+        self.settings = LabSettings()
+        self.runner = Runner(name=f"s{id(self) % 100000}", after=configuration_signs)
+        self.history: list[Any] = []
+        self.reference: dict | None = None
+        self.summary: dict | None = None
+        self.run_settings: RunSettings | None = None
+        self.workdir = Path(tempfile.mkdtemp(prefix="nqs-lab-"))
+        self.checkpoint = self.workdir / "checkpoint.npz"
+        self._callback = None
+        self._closed = False
+
+        self.spins, self.energy, self.sign = SpinsView(), EnergyView(), SignView()
+        self.momentum, self.diagnostics, self.ising = MomentumView(), DiagnosticsView(), IsingView()
+        self.views = [self.spins, self.energy, self.sign, self.momentum, self.diagnostics, self.ising]
+
+        self._build_controls()
+        self._build_buttons()
+        self._build_export()
+        self.large_font = pn.ui.Switch(label="Large fonts (projector)", value=False)
+        self.large_font.param.watch(self._on_large_font, "value")
+        self.server_line = pn.pane.Str("", styles={"font-size": "0.85em", "opacity": "0.8"})
+        self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
+        self.page = self._build_page()
+        self._reset_views(self._settings_or_default())
+        self._refresh_controls()
+        self._refresh_buttons()
+        self.status.object = self.runner.status_text()
+
+    # ----- construction -----------------------------------------------------------------
+    def _build_controls(self) -> None:
+        self.widgets: dict[str, Any] = {}
+        for name in CONTROLS:
+            p = self.settings.param[name]
+            widget = _WIDGETS[type(p).__name__].from_param(p, sizing_mode="stretch_width")
+            if type(p).__name__ in ("Integer", "Number") and p.bounds is not None:
+                widget.start, widget.end = p.bounds  # the hard bounds, not the slider's soft ones
+            if type(p).__name__ == "Number":
+                widget.step = p.step or 0.01
+            self.widgets[name] = widget
+        self.preset = pn.ui.Select.from_param(self.settings.param.preset, label="Preset for talks",
+                                              sizing_mode="stretch_width")
+        self.settings.param.watch(lambda *_: self._refresh_controls(), [*CONTROLS, "preset"])
+        self.settings.param.k.watchers  # noqa: B018 (objects changes are pushed by Panel itself)
+        self.control_groups = [
+            pn.Column(pn.pane.Markdown(f"#### {title}", margin=(8, 5, 0, 5)), *[self.widgets[n] for n in names],
+                      sizing_mode="stretch_width")
+            for title, names in GROUPS.items()]
+
+    def _build_buttons(self) -> None:
+        def button(label: str, color: str, handler) -> Any:
+            b = pn.ui.Button(label=label, color=color, variant="contained", sizing_mode="stretch_width",
+                             margin=(4, 3))
+            b.on_click(handler)
+            return b
+
+        self.run_button = button("Run", "success", self._on_run)
+        self.pause_button = button("Pause", "warning", self._on_pause)
+        self.resume_button = button("Resume", "primary", self._on_resume)
+        self.stop_button = button("Stop", "error", self._on_stop)
+        self.reset_button = button("Reset", "secondary", self._on_reset)
+        self.status = pn.pane.Str("", css_classes=["nqs-status"], styles={"font-size": "1.05em", "font-weight": "600"})
+        self.message = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["nqs-message"])
+
+    def _build_export(self) -> None:
+        self.download_csv = pn.widgets.FileDownload(callback=self._csv_bytes, filename="history.csv",
+                                                    label="History (CSV)", button_type="default",
+                                                    sizing_mode="stretch_width", disabled=True)
+        self.download_json = pn.widgets.FileDownload(callback=self._json_bytes, filename="run.json",
+                                                     label="Run (JSON)", button_type="default",
+                                                     sizing_mode="stretch_width", disabled=True)
+        self.download_ckpt = pn.widgets.FileDownload(callback=self._checkpoint_bytes, filename="checkpoint.npz",
+                                                     label="Checkpoint", button_type="default",
+                                                     sizing_mode="stretch_width", disabled=True)
+        self.upload = pn.widgets.FileInput(accept=".json", multiple=False, sizing_mode="stretch_width")
+        self.upload.param.watch(self._on_upload, "value")
+
+    def _build_page(self) -> Any:
+        buttons = pn.Column(pn.Row(self.run_button, self.pause_button, self.resume_button),
+                            pn.Row(self.stop_button, self.reset_button), sizing_mode="stretch_width")
+        sidebar = [
+            self.preset, buttons, self.status, self.message,
+            *self.control_groups,
+            pn.pane.Markdown("#### Export and load", margin=(8, 5, 0, 5)),
+            pn.Row(self.download_csv, self.download_json), self.download_ckpt,
+            pn.pane.Markdown("Load an exported run (JSON) to view it again:", margin=(0, 5)), self.upload,
+            pn.pane.Markdown("#### Display", margin=(8, 5, 0, 5)), self.large_font, self.server_line,
+        ]
+        return pn.ui.Page(title="NQS Lab: neural quantum states, live", sidebar=sidebar, main=[self.tabs],
+                          sidebar_width=380, theme_toggle=True)
+
+    # ----- settings ---------------------------------------------------------------------
+    def _settings_or_default(self) -> RunSettings:
+        rs = self.settings.run_settings()
+        return rs if not rs.problems() else RunSettings()
+
+    def _refresh_controls(self) -> None:
+        visible = set(self.settings.visible_parameters())
+        problems = self.settings.problems()
+        for name, widget in self.widgets.items():
+            widget.visible = name in visible
+            msg = problems.get(name)
+            widget.error_state = msg is not None
+            widget.helper_text = msg or ""
+        if not self.runner.alive and self.runner.phase == "idle":
+            self.runner.total = self.settings.steps
+            self.status.object = self.runner.status_text()
+        hidden_problem = [m for n, m in problems.items() if n not in visible]
+        if hidden_problem:
+            self._say(hidden_problem[0], error=True)
+
+    # ----- buttons ----------------------------------------------------------------------
+    def _on_run(self, *_: Any) -> None:
+        if self.runner.alive:
+            return
+        try:
+            settings = self.settings.to_run_settings()
+        except SettingsError as err:
+            self._say(f"Not started: {err} (fix the setting marked in red).", error=True)
+            self._refresh_controls()
+            return
+        self._reset_views(settings)
+        self.run_settings = settings
+        try:
+            self.runner.start(settings, checkpoint=self.checkpoint)
+        except Exception as err:  # keep Run usable whatever happens
+            log.exception("could not start a run")
+            self._say(f"Could not start: {type(err).__name__}: {err}", error=True)
+        self._say("")
+        self._refresh_buttons()
+        self.status.object = self.runner.status_text()
+
+    def _on_pause(self, *_: Any) -> None:
+        self.runner.pause()
+        self._refresh_buttons()
+        self.status.object = self.runner.status_text()
+
+    def _on_resume(self, *_: Any) -> None:
+        self.runner.resume()
+        self._refresh_buttons()
+        self.status.object = self.runner.status_text()
+
+    def _on_stop(self, *_: Any) -> None:
+        self.runner.stop()
+        self._say("stopping after the current step…")
+
+    def _on_reset(self, *_: Any) -> None:
+        self.runner.stop()
+        self.runner.phase, self.runner.message, self.runner.step = "idle", "", 0
+        self._reset_views(self._settings_or_default())
+        self._say("")
+        self._refresh_buttons()
+        self.status.object = self.runner.status_text()
+
+    def _refresh_buttons(self) -> None:
+        alive, phase = self.runner.alive, self.runner.phase
+        self.run_button.disabled = alive
+        self.pause_button.disabled = not alive or phase == "paused"
+        self.resume_button.disabled = not alive or phase != "paused"
+        self.stop_button.disabled = not alive
+        has_data = bool(self.history)
+        self.download_csv.disabled = not has_data
+        self.download_json.disabled = not has_data
+        self.download_ckpt.disabled = not self.checkpoint.exists()
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.message.object = f"<span style='color:#D55E00'>{text}</span>" if (error and text) else text
+
+    # ----- views ------------------------------------------------------------------------
+    def _reset_views(self, settings: RunSettings) -> None:
+        self.history, self.reference, self.summary = [], None, None
+        lat = make_lattice(settings.lattice, settings.L, settings.bc)
+        self.spins.reset(settings.lattice, settings.L)
+        self.energy.reset()
+        sign_note = "" if settings.hamiltonian != "tfim" else \
+            "TFIM: the ground state is positive, there is no sign structure to learn"
+        self.sign.reset(sign_note)
+        self.momentum.reset(lat.coords, lat.L, lat.momenta() / np.pi, settings.k)
+        self.diagnostics.reset()
+
+    def tick(self) -> None:
+        """Periodic callback on the event loop: drain the worker's queue into the views."""
+        if self._closed:
+            return
+        try:
+            batch = self.runner.drain()
+            if batch.records:
+                self.history.extend(batch.records)
+                self.energy.update(batch.records)
+                self.sign.update(batch.records)
+                self.diagnostics.update(batch.records)
+            if batch.records or batch.frames:
+                self.momentum.update(batch.records, batch.frames)
+            if batch.frames:
+                self.spins.update(batch.frames)
+            if batch.reference is not None:
+                self.reference = batch.reference
+                self.energy.set_reference(batch.reference)
+            if batch.phase == "running" and self.runner.compile_seconds is not None:
+                self.diagnostics.set_compile_seconds(self.runner.compile_seconds)
+            configs = batch.extra.get("configurations")
+            if configs is not None:
+                self.sign.show_configurations(configs["log_psi"], configs["target"], configs["target_name"])
+            if batch.result is not None:
+                self.summary = getattr(batch.result, "summary", None)
+                self._say(self._summary_text())
+            if batch.phase in ("diverged", "error"):
+                self._say(f"**{batch.phase}**: {batch.message}", error=True)
+            if not batch.empty:
+                self.status.object = self.runner.status_text()
+                self._refresh_buttons()
+            elif self.runner.phase in ("running",):
+                self.status.object = self.runner.status_text()
+            self.server_line.object = f"this server: {live_workers()} run(s) active"
+            self.ising.tick()
+        except Exception:  # a broken update must not kill the periodic callback
+            log.exception("tick failed")
+
+    def _summary_text(self) -> str:
+        s = self.summary or {}
+        e, err = s.get("final_energy"), s.get("final_error")
+        if e is None or not np.isfinite(e):
+            return self.runner.message
+        text = f"E = {e:.5f} ± {err:.5f} ({s.get('final_source', '')})"
+        if s.get("relative_error") is not None:
+            text += f"; relative error {s['relative_error']:.2e} vs {s.get('reference_method')}"
+        return text
+
+    # ----- export / load ----------------------------------------------------------------
+    def _csv_bytes(self) -> io.BytesIO:
+        return io.BytesIO(history_csv(self.history).encode())
+
+    def _json_bytes(self) -> io.BytesIO:
+        settings = self.run_settings or self._settings_or_default()
+        return io.BytesIO(run_json(settings, self.history, self.reference, self.summary).encode())
+
+    def _checkpoint_bytes(self) -> io.BytesIO:
+        return io.BytesIO(self.checkpoint.read_bytes() if self.checkpoint.exists() else b"")
+
+    def _on_upload(self, event: Any) -> None:
+        if not event.new:
+            return
+        try:
+            settings, history, reference, summary = parse_run_json(event.new.decode())
+            settings.validate()
+        except Exception as err:
+            self._say(f"Could not load that file: {err}", error=True)
+            return
+        if self.runner.alive:
+            self.runner.stop()
+        self.settings.load_run_settings(settings)
+        self._reset_views(settings)
+        self.run_settings = settings
+        self.history = list(history)
+        self.energy.update(history)
+        self.sign.update(history)
+        self.diagnostics.update(history)
+        self.momentum.update(history, [])
+        if reference:
+            self.reference = reference
+            self.energy.set_reference(reference)
+        self.summary = summary
+        self.runner.phase, self.runner.step, self.runner.total = "idle", len(history), settings.steps
+        self._say(f"Loaded a run of {len(history)} steps ({self.upload.filename}). " + self._summary_text())
+        self.status.object = f"loaded · step {len(history)} / {settings.steps}"
+        self._refresh_buttons()
+
+    # ----- display ----------------------------------------------------------------------
+    def _on_large_font(self, event: Any) -> None:
+        scale = LARGE_FONT_SCALE if event.new else 1.0
+        for view in self.views:
+            view.set_font_scale(scale)
+        self.page.theme_config = {"typography": {"fontSize": 18 if event.new else 14}}
+
+    # ----- lifecycle --------------------------------------------------------------------
+    def start_session(self) -> None:
+        """Register the periodic drain and the end-of-session hook (call inside a session)."""
+        self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+        pn.state.on_session_destroyed(self._on_session_destroyed)
+
+    def _on_session_destroyed(self, session_context: Any) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the worker and the periodic callback (the session is gone)."""
+        self._closed = True
+        self.runner.stop()
+        if self._callback is not None:
+            try:
+                self._callback.stop()
+            except Exception:
+                pass
+        log.info("session closed: worker stop requested (alive=%s)", self.runner.alive)
+
+
+__all__ = ["Lab", "history_csv", "run_json", "parse_run_json", "PRESETS", "time"]

@@ -1,0 +1,25 @@
+"""Entry of ``panel serve app`` (Bokeh directory-app format): one Lab page per browser session.
+
+Module-level state of imported modules (the engine's compiled-code cache, ``nqs_core.vmc.engine_for``,
+and JAX's persistent compilation cache) is shared by all sessions of the server process; this
+script itself runs once per session.
+"""
+
+import logging
+
+import panel as pn
+
+from app.lab import Lab
+
+pn.extension(notifications=False)
+_log = logging.getLogger("nqs_lab")
+_log.setLevel(logging.INFO)
+if not _log.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    _log.addHandler(_handler)
+    _log.propagate = False
+
+lab = Lab()
+lab.start_session()
+lab.page.servable(title="NQS Lab")

@@ -1,0 +1,228 @@
+"""One background worker per browser session (DESIGN.md §6).
+
+The worker thread calls :func:`nqs_core.driver.run`; the driver's callback runs in that thread and
+only puts NumPy data on a ``queue.Queue``.  The page drains the queue from a periodic callback on
+the server's event loop (about 10 Hz) with :meth:`Runner.drain`, which merges everything that
+arrived since the last call into one :class:`Batch`.  Nothing here touches Panel or Bokeh, so the
+worker is tested without a server.  Python threads cannot be killed: stopping asks the driver's
+:class:`RunControl`, which is checked between jitted calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from nqs_core.settings import RunSettings
+
+log = logging.getLogger("nqs_lab.runner")
+
+PHASES = ("idle", "starting", "compiling", "running", "paused", "stopped", "diverged", "done", "error")
+FINAL_PHASES = ("idle", "stopped", "diverged", "done", "error")
+
+_live_lock = threading.Lock()
+_live_workers: set[threading.Thread] = set()
+
+
+def live_workers() -> int:
+    """Number of worker threads still running in this server process (all sessions)."""
+    with _live_lock:
+        return sum(1 for t in _live_workers if t.is_alive())
+
+
+@dataclass
+class Batch:
+    """Everything that arrived since the previous :meth:`Runner.drain`."""
+
+    records: list[Any] = field(default_factory=list)  # StepRecord, in step order
+    frames: list[np.ndarray] = field(default_factory=list)  # sample sets (n_show, N), oldest first
+    reference: dict | None = None
+    phase: str | None = None  # the newest phase, if it changed
+    message: str = ""
+    result: Any = None  # RunResult when the run finished
+    extra: dict[str, Any] = field(default_factory=dict)  # other event payloads (newest wins)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.records or self.frames or self.reference or self.phase or self.result is not None
+                    or self.extra)
+
+
+class Runner:
+    """Start, pause, resume and stop one VMC run in a background thread; drain its events."""
+
+    def __init__(self, run_fn: Callable[..., Any] | None = None, name: str = "session",
+                 max_frames: int = 512, after: Callable[[Any], dict[str, Any]] | None = None):
+        self._run_fn = run_fn
+        self._after = after  # run in the worker on the RunResult; returns extra payloads by name
+        self.name = name
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._control: Any = None
+        self._max_frames = max_frames
+        self.phase = "idle"
+        self.message = ""
+        self.step = 0
+        self.total = 0
+        self.compile_seconds: float | None = None
+        self._t_start = 0.0
+        self._t_compile = None
+        self._rate_window: deque[tuple[float, int]] = deque(maxlen=64)
+        self._generation = 0
+
+    # ----- control ----------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, settings: RunSettings, checkpoint: str | Path | None = None) -> None:
+        """Validate ``settings`` (raises SettingsError) and start the worker thread."""
+        settings.validate()
+        if self.alive:
+            raise RuntimeError("a run is still active: stop it first")
+        from nqs_core.driver import RunControl, run
+
+        run_fn = self._run_fn or run
+        self._generation += 1
+        self._queue = queue.Queue()
+        self._control = RunControl()
+        self.phase, self.message = "starting", ""
+        self.step, self.total = 0, settings.steps
+        self.compile_seconds = None
+        self._t_start = time.monotonic()
+        self._t_compile = None
+        self._rate_window.clear()
+        q, control = self._queue, self._control
+
+        def callback(event: Any) -> None:
+            kind = getattr(event, "kind", None)
+            if kind == "steps":
+                samples = getattr(event, "samples", None)
+                if samples is not None:
+                    samples = np.asarray(samples).copy()  # NumPy in the worker, never on the event loop
+                q.put(("steps", list(event.records), samples, time.monotonic()))
+            elif kind == "phase":
+                q.put(("phase", event.phase, getattr(event, "message", "") or "", time.monotonic()))
+            elif kind == "reference":
+                q.put(("reference", dict(event.reference), None, time.monotonic()))
+            else:
+                payload = {k: v for k, v in vars(event).items() if k != "kind"}
+                q.put(("extra", kind, payload, time.monotonic()))
+
+        def target() -> None:
+            try:
+                kwargs: dict[str, Any] = {"callback": callback, "control": control}
+                if checkpoint is not None:
+                    kwargs["checkpoint"] = checkpoint
+                result = run_fn(settings, **kwargs)
+                if self._after is not None:
+                    try:
+                        for name, payload in self._after(result).items():
+                            q.put(("extra", name, payload, time.monotonic()))
+                    except Exception:
+                        log.warning("post-processing failed in %s: %s", self.name, traceback.format_exc())
+                q.put(("result", result, None, time.monotonic()))
+            except Exception as exc:  # the page must stay usable: report, don't crash the server
+                log.warning("run failed in %s: %s", self.name, traceback.format_exc())
+                q.put(("phase", "error", f"{type(exc).__name__}: {exc}", time.monotonic()))
+            finally:
+                with _live_lock:
+                    _live_workers.discard(threading.current_thread())
+                log.info("worker of %s finished", self.name)
+
+        thread = threading.Thread(target=target, name=f"nqs-worker-{self.name}", daemon=True)
+        with _live_lock:
+            _live_workers.add(thread)
+        self._thread = thread
+        thread.start()
+        log.info("worker of %s started: %s", self.name, settings)
+
+    def pause(self) -> None:
+        if self.alive and self._control is not None:
+            self._control.pause()
+            self.phase = "paused"
+
+    def resume(self) -> None:
+        if self.alive and self._control is not None:
+            self._control.resume()
+            self.phase = "running"
+
+    def stop(self) -> None:
+        """Ask the worker to stop (returns at once; the thread ends at its next check)."""
+        if self._control is not None:
+            self._control.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker to end; True when it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.alive
+
+    # ----- events -----------------------------------------------------------------------
+    def drain(self, max_items: int = 10_000) -> Batch:
+        """Merge what the worker queued since the last call (call from the event loop)."""
+        batch = Batch()
+        for _ in range(max_items):
+            try:
+                kind, a, b, t = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "steps":
+                batch.records.extend(a)
+                if b is not None:
+                    batch.frames.append(b)
+                if a:
+                    self.step = int(a[-1].step) + 1
+                    self._rate_window.append((t, self.step))
+                    if self.compile_seconds is None:
+                        self.compile_seconds = t - (self._t_compile or self._t_start)
+                if self.phase in ("starting", "compiling"):
+                    self.phase = "running"
+                    batch.phase = "running"
+            elif kind == "phase":
+                if a == "compiling":
+                    self._t_compile = t
+                elif a == "running" and self._t_compile is not None and self.compile_seconds is None:
+                    self.compile_seconds = t - self._t_compile
+                self.phase, self.message = a, b
+                batch.phase, batch.message = a, b
+            elif kind == "reference":
+                batch.reference = a
+            elif kind == "result":
+                batch.result = a
+                if self.phase not in FINAL_PHASES:
+                    self.phase = "done"
+                    batch.phase = "done"
+            else:
+                batch.extra[a] = b
+        if len(batch.frames) > self._max_frames:
+            batch.frames = batch.frames[-self._max_frames:]
+        return batch
+
+    def iterations_per_second(self) -> float:
+        """Steps per wall-clock second over the recent window (0 before two updates)."""
+        if len(self._rate_window) < 2:
+            return 0.0
+        (t0, s0), (t1, s1) = self._rate_window[0], self._rate_window[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def status_text(self) -> str:
+        """``phase · step N / M · x it/s`` as shown under the buttons."""
+        label = {"compiling": "compiling…", "starting": "starting…"}.get(self.phase, self.phase)
+        parts = [label, f"step {self.step} / {self.total}"]
+        rate = self.iterations_per_second()
+        if self.phase == "running" and rate > 0:
+            parts.append(f"{rate:.1f} it/s")
+        text = " · ".join(parts)
+        if self.message and self.phase in ("diverged", "error", "stopped"):
+            text += f" — {self.message}"
+        return text

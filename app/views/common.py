@@ -1,0 +1,56 @@
+"""Shared pieces of the live views: figure factory, palette, font scaling, bounded streams.
+
+Colours are the Okabe–Ito palette (distinguishable with colour-blindness, readable on light and
+dark backgrounds).  Bokeh axis fonts do not follow the page typography, so ``set_font_scale``
+changes them on the figures (the projector option).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bokeh.models import ColumnDataSource
+from bokeh.plotting import figure
+
+BLUE, ORANGE, GREEN, VERMILION, PURPLE, SKY, YELLOW, GREY = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#999999")
+SPIN_UP, SPIN_DOWN = "#E69F00", "#0072B2"
+ROLLOVER = 5000  # points kept per live stream: memory stays flat over any run length
+
+BASE_FONT = {"title": 13, "axis_label": 12, "ticks": 11, "legend": 11}
+
+
+def make_figure(title: str, x_label: str, y_label: str, **kwargs: Any) -> figure:
+    """A responsive Bokeh figure with the lab's defaults."""
+    opts: dict[str, Any] = dict(height=280, sizing_mode="stretch_width", tools="pan,wheel_zoom,box_zoom,reset,save",
+                                toolbar_location="right", title=title)
+    opts.update(kwargs)
+    fig = figure(**opts)
+    fig.xaxis.axis_label = x_label
+    fig.yaxis.axis_label = y_label
+    fig.toolbar.logo = None
+    set_font_scale(fig, 1.0)
+    return fig
+
+
+def set_font_scale(fig: figure, scale: float) -> None:
+    """Scale title, axis labels, tick labels and legend of a figure."""
+    px = {k: f"{round(v * scale)}px" for k, v in BASE_FONT.items()}
+    fig.title.text_font_size = px["title"]
+    for axis in (*fig.xaxis, *fig.yaxis):
+        axis.axis_label_text_font_size = px["axis_label"]
+        axis.major_label_text_font_size = px["ticks"]
+    for legend in fig.legend:
+        legend.label_text_font_size = px["legend"]
+
+
+def empty_like(source: ColumnDataSource) -> dict[str, list]:
+    return {k: [] for k in source.data}
+
+
+def finite(x: Any) -> float:
+    """float(x), or NaN when missing (None) so Bokeh leaves a gap."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -1,0 +1,143 @@
+"""Momentum: the chosen sector on the Brillouin-zone grid, the measured translation eigenvalue on
+the unit circle, and the spin structure factor S(q) of the sampled configurations.
+
+The translation eigenvalue is the engine's estimate ⟨Ψ(shift(σ, e_x))/Ψ(σ)⟩ = e^{ik_x}
+(docs/ARCHITECTURE.md); S(q) = (1/N) ⟨|Σ_i S^z_i e^{−iq·r_i}|²⟩ with S^z = σ/2, averaged over the
+samples of recent frames (a diagonal observable, so the samples of |ψ|² suffice).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+import panel as pn
+from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d, Title
+from bokeh.palettes import Viridis256
+
+from app.views.common import BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, make_figure, set_font_scale
+
+TRAIL = 300
+
+
+def structure_factor(samples: np.ndarray, coords: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """(q in units of π (n_q, d), S(q) (n_q,)) on the allowed momenta q = 2πn/L."""
+    s = np.asarray(samples, dtype=float) / 2.0
+    coords = np.asarray(coords)
+    d = coords.shape[1]
+    n = np.array(np.meshgrid(*[np.arange(L)] * d, indexing="ij")).reshape(d, -1).T[:, ::-1]
+    q = 2 * np.pi * n / L
+    phase = np.exp(-1j * coords @ q.T)  # (N, n_q)
+    amp = s @ phase  # (B, n_q)
+    return q / np.pi, np.mean(np.abs(amp) ** 2, axis=0) / s.shape[1]
+
+
+class MomentumView:
+    title = "Momentum"
+
+    def __init__(self) -> None:
+        self.bz_source = ColumnDataSource(dict(kx=[], ky=[], color=[], size=[]))
+        self.bz_fig = make_figure("Brillouin zone: allowed k", "kx / π", "ky / π", height=340,
+                                  width=340, sizing_mode="fixed", tools="save", x_range=Range1d(-1.2, 1.2),
+                                  y_range=Range1d(-1.2, 1.2))
+        self.bz_fig.scatter("kx", "ky", source=self.bz_source, color="color", size="size", marker="square")
+        self.bz_note = Title(text="", text_color=ORANGE, text_font_size="12px", text_font_style="normal")
+        self.bz_fig.add_layout(self.bz_note, "above")
+
+        self.circle_source = ColumnDataSource(dict(re=[], im=[], step=[]))
+        self.expected_source = ColumnDataSource(dict(re=[], im=[]))
+        self.circle_fig = make_figure("Translation eigenvalue ⟨T_x⟩", "Re", "Im", height=340,
+                                      width=340, sizing_mode="fixed", tools="save",
+                                      x_range=Range1d(-1.25, 1.25), y_range=Range1d(-1.25, 1.25))
+        t = np.linspace(0, 2 * np.pi, 200)
+        self.circle_fig.line(np.cos(t), np.sin(t), color=GREY, line_width=1)
+        self.circle_fig.scatter("re", "im", source=self.circle_source, color=BLUE, size=5, alpha=0.5,
+                                legend_label="measured")
+        self.circle_fig.scatter("re", "im", source=self.expected_source, color=VERMILION, size=16, marker="star",
+                                legend_label="e^{ik_x} of the sector")
+        self.circle_fig.legend.location = "top_left"
+        self.circle_fig.legend.background_fill_alpha = 0.0
+        self.circle_fig.legend.label_text_font_size = "11px"
+        self.circle_note = Title(text="", text_color=GREY, text_font_size="12px", text_font_style="normal")
+        self.circle_fig.add_layout(self.circle_note, "above")
+
+        self.sq_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
+        self.sq_source = ColumnDataSource(dict(qx=[], qy=[], s=[], w=[], h=[]))
+        self.sq_fig = make_figure("Structure factor S(q) of the samples", "qx / π", "qy / π", height=340,
+                                  width=380, sizing_mode="fixed", tools="hover,save", x_range=Range1d(-1.2, 1.2),
+                                  y_range=Range1d(-1.2, 1.2))
+        self.sq_fig.rect("qx", "qy", width="w", height="h", source=self.sq_source,
+                         fill_color={"field": "s", "transform": self.sq_mapper}, line_color=None)
+        self.sq_fig.add_layout(ColorBar(color_mapper=self.sq_mapper, width=10), "right")
+        self.sq_fig.hover.tooltips = [("q/π", "(@qx, @qy)"), ("S(q)", "@s{0.000}")]
+        self._recent: deque[np.ndarray] = deque(maxlen=20)
+        self.coords = np.zeros((1, 1))
+        self.L = 1
+        self.figures = [self.bz_fig, self.circle_fig, self.sq_fig]
+        self.panel = pn.Row(pn.pane.Bokeh(self.bz_fig), pn.pane.Bokeh(self.circle_fig), pn.pane.Bokeh(self.sq_fig),
+                            name=self.title)
+
+    def reset(self, coords: np.ndarray, L: int, momenta_over_pi: np.ndarray, k: tuple[float, ...] | None) -> None:
+        self.coords, self.L = np.asarray(coords), L
+        self._recent.clear()
+        self.circle_source.data = empty_like(self.circle_source)
+        self.sq_source.data = dict(qx=[], qy=[], s=[], w=[], h=[])
+        m = np.asarray(momenta_over_pi, dtype=float)
+        m = np.where(m > 1 + 1e-9, m - 2, m)  # draw the zone as (−π, π]
+        kx = m[:, 0].tolist()
+        ky = (m[:, 1] if m.shape[1] > 1 else np.zeros(len(m))).tolist()
+        chosen = None
+        if k is not None:
+            kk = np.where(np.asarray(k) > 1 + 1e-9, np.asarray(k) - 2, np.asarray(k))
+            chosen = (float(kk[0]), float(kk[1]) if len(kk) > 1 else 0.0)
+        color = [ORANGE if chosen and abs(a - chosen[0]) < 1e-9 and abs(b - chosen[1]) < 1e-9 else GREY
+                 for a, b in zip(kx, ky)]
+        size = [22 if c == ORANGE else 12 for c in color]
+        self.bz_source.data = dict(kx=kx, ky=ky, color=color, size=size)
+        self.bz_fig.yaxis.axis_label = "ky / π" if m.shape[1] > 1 else ""
+        self.bz_fig.y_range.update(start=-1.2 if m.shape[1] > 1 else -0.5, end=1.2 if m.shape[1] > 1 else 0.5)
+        self.sq_fig.y_range.update(start=-1.2 if m.shape[1] > 1 else -0.5, end=1.2 if m.shape[1] > 1 else 0.5)
+        self.sq_fig.yaxis.axis_label = "qy / π" if m.shape[1] > 1 else ""
+        self.bz_note.text = ("sector k/π = " + ", ".join(f"{x:g}" for x in k)) if k is not None else \
+            "no momentum projection"
+        if k is not None:
+            self.expected_source.data = dict(re=[float(np.cos(np.pi * k[0]))], im=[float(np.sin(np.pi * k[0]))])
+        else:
+            self.expected_source.data = dict(re=[], im=[])
+        self.circle_note.text = ("measured each step" if k is not None else
+                                 "measured when a momentum sector is chosen")
+
+    def update(self, records: list[Any], frames: list[np.ndarray]) -> None:
+        pts = [(int(r.step), getattr(r, "translation_eigenvalue", None)) for r in records]
+        pts = [(s, v) for s, v in pts if v is not None and np.all(np.isfinite(np.asarray(v, dtype=float)))]
+        if pts:
+            re = [float(np.asarray(v).reshape(-1)[0]) for _, v in pts]
+            im = [float(np.asarray(v).reshape(-1)[1]) if np.size(v) > 1 else 0.0 for _, v in pts]
+            self.circle_source.stream(dict(re=re, im=im, step=[s for s, _ in pts]), rollover=TRAIL)
+            angle = np.angle(re[-1] + 1j * im[-1]) / np.pi
+            self.circle_note.text = f"step {pts[-1][0]}: |⟨T⟩| = {abs(re[-1] + 1j * im[-1]):.3f}, " \
+                                    f"arg/π = {angle:+.3f}"
+        if frames:
+            self._recent.extend(np.asarray(f) for f in frames)
+            self._draw_sq()
+
+    def _draw_sq(self) -> None:
+        samples = np.concatenate(list(self._recent), axis=0)
+        if samples.shape[1] != self.coords.shape[0]:
+            return
+        q, s = structure_factor(samples, self.coords, self.L)
+        q = np.where(q > 1 + 1e-9, q - 2, q)
+        qx = q[:, 0]
+        qy = q[:, 1] if q.shape[1] > 1 else np.zeros(len(q))
+        w = np.full(len(q), 2.0 / self.L)
+        h = w if q.shape[1] > 1 else np.ones(len(q))
+        self.sq_mapper.high = float(max(np.max(s), 1e-9))
+        self.sq_source.data = dict(qx=qx.tolist(), qy=qy.tolist(), s=s.tolist(), w=w.tolist(), h=h.tolist())
+
+    def set_font_scale(self, scale: float) -> None:
+        for fig in self.figures:
+            set_font_scale(fig, scale)
+
+
+__all__ = ["MomentumView", "structure_factor", "ROLLOVER"]

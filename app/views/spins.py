@@ -1,0 +1,129 @@
+"""Spin configurations: the current samples drawn on the lattice, like a Metropolis animation.
+
+Square lattices: one L×L tile per shown sample, side by side (squares coloured by spin).
+Chains: a space–time strip, one row per successive sample, newest at the top.
+Every frame (one set of samples per update) is kept in a bounded ring so a player can scrub
+through them afterwards.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import panel as pn
+from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d
+
+from app.views.common import GREY, SPIN_DOWN, SPIN_UP, make_figure, set_font_scale
+
+MAX_FRAMES = 400
+STRIP_ROWS = 96
+MAX_TILES = 4
+
+
+def tile_image(samples: np.ndarray, L: int, n_tiles: int = MAX_TILES) -> np.ndarray:
+    """Up to ``n_tiles`` L×L configurations on a near-square grid of tiles, NaN gaps between them.
+
+    Image row y of a tile is lattice row y (site = x + L·y), so each tile matches the lattice.
+    """
+    s = np.asarray(samples, dtype=float)[:n_tiles].reshape(-1, L, L)
+    n = s.shape[0]
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    img = np.full((rows * (L + 1) - 1, cols * (L + 1) - 1), np.nan)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        r = rows - 1 - r  # first sample at the top left
+        img[r * (L + 1): r * (L + 1) + L, c * (L + 1): c * (L + 1) + L] = s[i]
+    return img
+
+
+def strip_image(frames: list[np.ndarray], columns: int = STRIP_ROWS) -> np.ndarray:
+    """(L, columns) space–time strip of one Markov chain (the first shown chain of every frame):
+    site on the vertical axis, successive samples left to right."""
+    if not frames:
+        return np.full((1, 1), np.nan)
+    stacked = np.stack([np.asarray(f, dtype=float).reshape(-1, np.shape(f)[-1])[0] for f in frames[-columns:]])
+    return stacked.T
+
+
+class SpinsView:
+    title = "Spins"
+
+    def __init__(self) -> None:
+        self.frames: deque[np.ndarray] = deque(maxlen=MAX_FRAMES)
+        self.kind = "square"
+        self.L = 4
+        mapper = LinearColorMapper(palette=[SPIN_DOWN, SPIN_UP], low=-1, high=1, nan_color=(0, 0, 0, 0))
+        self.source = ColumnDataSource(dict(image=[np.full((1, 1), np.nan)], x=[0], y=[0], dw=[1], dh=[1]))
+        self.fig = make_figure("Sampled configurations (orange ↑, blue ↓)", "", "", height=420, width=420,
+                               sizing_mode="fixed", tools="save", x_range=Range1d(-0.5, 1), y_range=Range1d(-0.5, 1))
+        self.fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source, color_mapper=mapper)
+        self.fig.grid.visible = False
+        self.player = pn.widgets.Player(name="Replay the recorded frames", start=0, end=1, value=0, interval=120,
+                                        loop_policy="once", show_loop_controls=False, width=420, disabled=True,
+                                        visible_buttons=["first", "previous", "play", "pause", "next", "last"])
+        self.frame = self.player
+        self.follow = pn.widgets.Checkbox(name="Follow the live run", value=True)
+        self.caption = pn.pane.Str("", styles={"font-size": "0.9em"})
+        self.frame.param.watch(self._on_frame, "value")
+        self.figures = [self.fig]
+        self.panel = pn.Column(pn.pane.Bokeh(self.fig), self.caption, self.player, self.follow,
+                               sizing_mode="stretch_width", name=self.title)
+
+    def reset(self, kind: str, L: int) -> None:
+        self.kind, self.L = kind, L
+        self.frames.clear()
+        self.source.data = dict(image=[np.full((1, 1), np.nan)], x=[0], y=[0], dw=[1], dh=[1])
+        self.player.param.update(start=0, end=1, value=0, disabled=True)
+        square = kind == "square"
+        self.fig.title.text = ("Sampled configurations on the lattice (orange ↑, blue ↓)" if square else
+                               "Space–time strip of sampled chains (orange ↑, blue ↓)")
+        self.fig.xaxis.axis_label = "" if square else "sample (oldest → newest)"
+        self.fig.yaxis.axis_label = "" if square else "site"
+        self.fig.xaxis.visible = not square
+        self.fig.yaxis.visible = not square
+        self.fig.width, self.fig.height = (420, 420) if square else (760, 300)
+        self.caption.object = ""
+
+    def _draw(self, index: int) -> None:
+        if not self.frames:
+            return
+        index = int(np.clip(index, 0, len(self.frames) - 1))
+        if self.kind == "square":
+            img = tile_image(self.frames[index], self.L)
+        else:
+            img = strip_image(list(self.frames)[: index + 1])
+        h, w = img.shape
+        self.source.data = dict(image=[img], x=[-0.5], y=[-0.5], dw=[w], dh=[h])
+        self.fig.x_range.update(start=-0.5, end=w - 0.5)
+        self.fig.y_range.update(start=-0.5, end=h - 0.5)
+        frame = self.frames[index]
+        m = float(np.mean(frame)) if np.size(frame) else 0.0
+        self.caption.object = (f"frame {index + 1} / {len(self.frames)} · {np.shape(frame)[0]} samples · "
+                               f"mean σᶻ = {m:+.3f}")
+
+    def _on_frame(self, event) -> None:
+        if self.frames and event.new != len(self.frames) - 1:
+            self.follow.value = False
+        self._draw(event.new)
+
+    def update(self, frames: list[np.ndarray]) -> None:
+        if not frames:
+            return
+        for f in frames:
+            self.frames.append(np.asarray(f))
+        n = len(self.frames)
+        self.player.param.update(end=max(n - 1, 1), disabled=n < 2)
+        if self.follow.value:
+            if self.frame.value == n - 1:
+                self._draw(n - 1)
+            else:
+                self.frame.value = n - 1
+                self.follow.value = True
+
+    def set_font_scale(self, scale: float) -> None:
+        set_font_scale(self.fig, scale)
+
+
+__all__ = ["SpinsView", "tile_image", "strip_image", "GREY"]
