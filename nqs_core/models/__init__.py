@@ -1,0 +1,69 @@
+"""Wavefunction models: ``make_model(settings, lattice)`` builds base network → Marshall prior →
+momentum projection (outermost), as fixed in docs/ARCHITECTURE.md.
+
+Every model is a Flax module with ``model.apply(params, σ (B, N)) -> log ψ (B,)`` complex.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from nqs_core.lattice import Lattice
+from nqs_core.models.jastrow import Jastrow
+from nqs_core.models.rbm import RBM
+from nqs_core.models.sign import MarshallSign
+
+if TYPE_CHECKING:
+    from nqs_core.settings import RunSettings
+
+PARAM_DTYPES = {"float32": jnp.complex64, "float64": jnp.complex128}
+
+__all__ = ["RBM", "Jastrow", "MarshallSign", "make_model", "param_dtype", "is_holomorphic"]
+
+
+def param_dtype(settings: "RunSettings"):
+    """complex64 for dtype=float32, complex128 for dtype=float64."""
+    if settings.dtype not in PARAM_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(PARAM_DTYPES)}; got {settings.dtype!r}")
+    return PARAM_DTYPES[settings.dtype]
+
+
+def is_holomorphic(model: nn.Module) -> bool:
+    """True when log ψ is a holomorphic function of complex parameters (enables a cheaper Jacobian)."""
+    return bool(getattr(model, "holomorphic", False))
+
+
+def _base_model(settings: "RunSettings", lattice: Lattice) -> nn.Module:
+    dtype = param_dtype(settings)
+    if settings.model == "rbm":
+        return RBM(alpha=settings.alpha, param_dtype=dtype)
+    if settings.model == "jastrow":
+        return Jastrow(param_dtype=dtype)
+    if settings.model == "convnext":
+        try:
+            from nqs_core.models.convnext import ConvNeXt
+        except ImportError as e:  # pragma: no cover - depends on the ConvNeXt part being present
+            raise ValueError(f"model=convnext is not available in this build ({e})") from e
+        return ConvNeXt.from_settings(settings, lattice)
+    raise ValueError(f"model must be one of rbm, jastrow, convnext; got {settings.model!r}")
+
+
+def make_model(settings: "RunSettings", lattice: Lattice) -> nn.Module:
+    """The wavefunction for ``settings`` on ``lattice``: base, then Marshall prior, then projection."""
+    model = _base_model(settings, lattice)
+    if settings.sign == "marshall":
+        if not lattice.is_bipartite:
+            raise ValueError("sign=marshall needs a bipartite lattice (even L when periodic)")
+        model = MarshallSign(model, tuple(int(v == 0) for v in lattice.sublattice))
+    elif settings.sign != "none":
+        raise ValueError(f"sign must be one of none, marshall; got {settings.sign!r}")
+    if settings.k is not None:
+        try:
+            from nqs_core.models.symmetry import MomentumProjection
+        except ImportError as e:  # pragma: no cover - depends on the symmetry part being present
+            raise ValueError(f"momentum projection (setting k) is not available in this build ({e})") from e
+        model = MomentumProjection.from_settings(model, settings, lattice)
+    return model

@@ -1,0 +1,236 @@
+"""Gradients, natural-gradient preconditioners (SR, MinSR) and the optax transformations.
+
+All parameters are treated as REAL: a complex leaf w contributes (Re w, Im w) to the vector θ.
+One formulation then serves holomorphic and non-holomorphic networks.  With normalised sample
+weights p_s (1/N_s for Monte Carlo, |ψ|²/Z for exact enumeration), ⟨·⟩ = Σ_s p_s(·) and
+
+    O_k(σ) = ∂ log ψ(σ)/∂θ_k (complex),   ΔO = O − ⟨O⟩,   ΔE = E_loc − ⟨E_loc⟩,
+    gradient   g_k = ∂E/∂θ_k = 2 Re⟨ΔO_k* ΔE⟩,
+    SR         S = Re⟨ΔO†ΔO⟩,  F = Re⟨ΔO* ΔE⟩ = g/2,   d = (S + λI)⁻¹ F,
+    MinSR      Ō = √p (ΔO) stacked as [Re Ō; Im Ō] (2N_s × N_p), ε̄ = √p ΔE stacked likewise,
+               d = Ōᵀ(ŌŌᵀ + λI)⁻¹ ε̄   (Chen & Heyl, Nat. Phys. 2024),
+
+so that ŌᵀŌ = S and Ōᵀε̄ = F: by the push-through identity SR and MinSR give the same d for
+every λ > 0 (DESIGN.md §3: δθ = −η (S + λI)⁻¹ F, the imaginary-time step, as NetKet's SR for
+holomorphic networks).  The direction d (or g for sgd/adam/adamw) is fed to an optax
+transformation and the update is θ ← θ − η_t·tx(d).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
+
+
+# ----- real parameter vector ---------------------------------------------------------------
+@dataclass(frozen=True)
+class RealRavel:
+    """θ ↔ parameter pytree.  Layout: θ = (Re of all complex leaves, Im of all complex leaves,
+    all real leaves), each block in tree order, so that for an all-complex pytree with flat
+    complex vector w, θ = (Re w, Im w).  Static (hashable) layout."""
+
+    treedef: Any
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, params: PyTree) -> "RealRavel":
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        return cls(treedef, tuple(tuple(x.shape) for x in leaves), tuple(jnp.dtype(x.dtype) for x in leaves))
+
+    def _is_complex(self) -> list[bool]:
+        return [bool(jnp.issubdtype(d, jnp.complexfloating)) for d in self.dtypes]
+
+    @property
+    def real_dtype(self):
+        return jnp.result_type(*(jnp.finfo(d).dtype for d in self.dtypes))
+
+    @property
+    def n_complex(self) -> int:
+        return sum(math.prod(s) for s, c in zip(self.shapes, self._is_complex()) if c)
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(s) * (2 if c else 1) for s, c in zip(self.shapes, self._is_complex()))
+
+    @property
+    def all_complex(self) -> bool:
+        return all(self._is_complex())
+
+    def ravel(self, params: PyTree) -> jax.Array:
+        leaves = [jnp.ravel(x) for x in jax.tree_util.tree_leaves(params)]
+        cx = self._is_complex()
+        parts = [x.real for x, c in zip(leaves, cx) if c] + [x.imag for x, c in zip(leaves, cx) if c]
+        parts += [x for x, c in zip(leaves, cx) if not c]
+        return jnp.concatenate([p.astype(self.real_dtype) for p in parts])
+
+    def unravel(self, theta: jax.Array) -> PyTree:
+        nc = self.n_complex
+        pos_c, pos_r = 0, 2 * nc
+        leaves = []
+        for shape, dtype, c in zip(self.shapes, self.dtypes, self._is_complex()):
+            n = math.prod(shape)
+            if c:
+                x = theta[pos_c : pos_c + n] + 1j * theta[nc + pos_c : nc + pos_c + n]
+                pos_c += n
+            else:
+                x = theta[pos_r : pos_r + n]
+                pos_r += n
+            leaves.append(x.reshape(shape).astype(dtype))
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+# ----- log-derivatives ---------------------------------------------------------------------
+def jacobian_holomorphic(apply: ApplyFn, params: PyTree, sigma: jax.Array) -> jax.Array:
+    """O_c (N_s, N_c) complex: ∂ log ψ(σ_s)/∂w_k for the flat complex parameter vector w of a
+    holomorphic network (all leaves complex), one reverse pass per sample."""
+    def one(s):
+        return jax.grad(lambda p: apply(p, s[None])[0], holomorphic=True)(params)
+
+    grads = jax.vmap(one)(sigma)  # pytree of (N_s, *shape)
+    return jnp.concatenate([g.reshape(g.shape[0], -1) for g in jax.tree_util.tree_leaves(grads)], axis=1)
+
+
+def jacobian(apply: ApplyFn, params: PyTree, sigma: jax.Array, holomorphic: bool = False) -> jax.Array:
+    """O (N_s, N_p) complex: O_sk = ∂ log ψ(σ_s)/∂θ_k for the real parameter vector θ (RealRavel).
+
+    Holomorphic networks need one reverse pass per sample (∂/∂Re w = O_w, ∂/∂Im w = i O_w);
+    otherwise the real and imaginary parts of log ψ are differentiated separately.
+    """
+    rr = RealRavel.of(params)
+    if holomorphic and rr.all_complex:
+        o_c = jacobian_holomorphic(apply, params, sigma)
+        return jnp.concatenate([o_c, 1j * o_c], axis=1)
+    theta = rr.ravel(params)
+
+    def re_im(th, s):
+        lp = apply(rr.unravel(th), s[None])[0]
+        return jnp.stack([lp.real, lp.imag])
+
+    jac = jax.vmap(jax.jacrev(re_im), in_axes=(None, 0))(theta, sigma)  # (N_s, 2, N_p)
+    return jac[:, 0] + 1j * jac[:, 1]
+
+
+def centred(x: jax.Array, weights: jax.Array) -> jax.Array:
+    """x − ⟨x⟩ along axis 0 with normalised weights."""
+    return x - jnp.tensordot(weights, x, axes=(0, 0))
+
+
+def gradient_from_jacobian(o: jax.Array, e_loc: jax.Array, weights: jax.Array) -> jax.Array:
+    """g = 2 Re⟨ΔO* ΔE⟩ (N_p,), real."""
+    de = centred(e_loc, weights)
+    return 2.0 * jnp.real(jnp.conj(centred(o, weights)).T @ (weights * de))
+
+
+def gradient_vjp(apply: ApplyFn, params: PyTree, sigma: jax.Array, e_loc: jax.Array,
+                 weights: jax.Array) -> jax.Array:
+    """g = 2 Re⟨O* ΔE⟩ (ΔE centred, so ⟨O⟩ drops out) by one reverse pass over the batch."""
+    rr = RealRavel.of(params)
+    theta = rr.ravel(params)
+    de = centred(e_loc, weights)
+    _, vjp = jax.vjp(lambda th: apply(rr.unravel(th), sigma).astype(e_loc.dtype), theta)
+    # JAX's vjp of a real→complex map with cotangent c is Re Σ_s c_s ∂f_s/∂θ (no conjugation).
+    (g,) = vjp(jnp.conj(weights * de))
+    return 2.0 * g
+
+
+# ----- natural-gradient directions ---------------------------------------------------------
+def _shift(mat_diag_mean: jax.Array, diag_shift: jax.Array) -> jax.Array:
+    """λ, floored at 1e-10·mean diag so that λ = 0 stays solvable (pseudo-inverse-like)."""
+    return jnp.maximum(diag_shift, 1e-10 * mat_diag_mean)
+
+
+def sr_dense(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array) -> jax.Array:
+    """d = (S + λI)⁻¹ F with S = Re⟨ΔO†ΔO⟩, F = Re⟨ΔO* ΔE⟩, by Cholesky."""
+    ob = jnp.sqrt(weights)[:, None] * centred(o, weights)
+    eb = jnp.sqrt(weights) * centred(e_loc, weights)
+    s = ob.real.T @ ob.real + ob.imag.T @ ob.imag
+    f = ob.real.T @ eb.real + ob.imag.T @ eb.imag
+    lam = _shift(jnp.mean(jnp.diag(s)), diag_shift)
+    c = jax.scipy.linalg.cho_factor(s + lam * jnp.eye(s.shape[0], dtype=s.dtype))
+    return jax.scipy.linalg.cho_solve(c, f)
+
+
+def sr_dense_holomorphic(o_c: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array) -> jax.Array:
+    """The same d as ``sr_dense`` for a holomorphic network, from the complex Jacobian O_c
+    (N_s, N_c) only: with θ = (Re w, Im w), S = [[Re S_c, −Im S_c], [Im S_c, Re S_c]] and
+    F = (Re F_c, Im F_c), so d = (Re δ, Im δ) with (S_c + λ)δ = F_c (half the work)."""
+    ob = jnp.sqrt(weights)[:, None] * centred(o_c, weights)
+    eb = jnp.sqrt(weights) * centred(e_loc, weights)
+    s = jnp.conj(ob).T @ ob
+    f = jnp.conj(ob).T @ eb
+    lam = _shift(jnp.mean(jnp.real(jnp.diag(s))), diag_shift)
+    c = jax.scipy.linalg.cho_factor(s + lam * jnp.eye(s.shape[0], dtype=s.dtype))
+    delta = jax.scipy.linalg.cho_solve(c, f)
+    return jnp.concatenate([delta.real, delta.imag])
+
+
+def minsr(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array) -> jax.Array:
+    """d = Ōᵀ(ŌŌᵀ + λI)⁻¹ ε̄ in sample space (2N_s × 2N_s), Ō = [Re; Im] of √p ΔO."""
+    ob = jnp.sqrt(weights)[:, None] * centred(o, weights)
+    eb = jnp.sqrt(weights) * centred(e_loc, weights)
+    a = jnp.concatenate([ob.real, ob.imag], axis=0)  # (2N_s, N_p)
+    eps = jnp.concatenate([eb.real, eb.imag])
+    t = a @ a.T
+    lam = _shift(jnp.mean(jnp.diag(t)) * t.shape[0] / a.shape[1], diag_shift)
+    c = jax.scipy.linalg.cho_factor(t + lam * jnp.eye(t.shape[0], dtype=t.dtype))
+    return a.T @ jax.scipy.linalg.cho_solve(c, eps)
+
+
+def sr_cg(apply: ApplyFn, params: PyTree, sigma: jax.Array, e_loc: jax.Array, weights: jax.Array,
+          diag_shift: jax.Array, tol: float = 1e-10, maxiter: int = 200, x0: jax.Array | None = None) -> jax.Array:
+    """d = (S + λI)⁻¹ F by conjugate gradients with matrix-free S v = Re⟨ΔO* (ΔO v)⟩,
+    O v by a forward (jvp) pass and ΔO† w by a reverse (vjp) pass over the batch."""
+    rr = RealRavel.of(params)
+    theta = rr.ravel(params)
+    f = lambda th: apply(rr.unravel(th), sigma).astype(e_loc.dtype)
+    _, jvp_fn = jax.linearize(f, theta)
+    _, vjp_fn = jax.vjp(f, theta)
+    de = centred(e_loc, weights)
+    (force,) = vjp_fn(jnp.conj(weights * de))  # F = Re Σ p O* ΔE
+
+    def s_times(v):
+        ov = jvp_fn(v)
+        dov = ov - jnp.sum(weights * ov)
+        (sv,) = vjp_fn(jnp.conj(weights * dov))
+        return sv + diag_shift * v
+
+    d, _ = jax.scipy.sparse.linalg.cg(s_times, force, x0=x0, tol=tol, maxiter=maxiter)
+    return d
+
+
+# ----- optax transformations and schedules -------------------------------------------------
+def transformation(optimizer: str, momentum: jax.Array | float = 0.0) -> optax.GradientTransformation:
+    """The optax transformation applied to the direction (before the learning rate):
+    sgd/sr/minsr: momentum trace (plain when momentum = 0); adam: scale_by_adam;
+    adamw: scale_by_adam + decoupled weight decay 1e-4 (optax.adamw's default)."""
+    if optimizer in ("sgd", "sr", "minsr"):
+        return optax.trace(decay=momentum)
+    if optimizer == "adam":
+        return optax.scale_by_adam()
+    if optimizer == "adamw":
+        return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(1e-4))
+    raise ValueError(f"optimizer must be one of sgd, adam, adamw, sr, minsr; got {optimizer!r}")
+
+
+def learning_rate(schedule: str, lr: jax.Array, step: jax.Array, total_steps: jax.Array) -> jax.Array:
+    """η_t: constant, or cosine decay to 0 over ``total_steps`` (optax.cosine_decay_schedule
+    with alpha = 0, written out so that lr and the step count stay run-time values)."""
+    if schedule == "constant":
+        return jnp.asarray(lr)
+    if schedule == "cosine":
+        t = jnp.minimum(step, total_steps) / jnp.maximum(total_steps, 1)
+        return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+    raise ValueError(f"schedule must be one of constant, cosine; got {schedule!r}")
+
+
+__all__ = ["RealRavel", "jacobian", "gradient_from_jacobian", "gradient_vjp", "sr_dense",
+           "sr_dense_holomorphic", "minsr", "sr_cg", "transformation", "learning_rate", "jacobian_holomorphic"]

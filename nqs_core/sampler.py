@@ -1,0 +1,206 @@
+"""Samplers of |ψ(σ)|²: Metropolis–Hastings with many parallel chains, and exact enumeration.
+
+Metropolis moves (symmetric proposals, so the acceptance probability is min(1, |ψ(σ')/ψ(σ)|²)):
+* ``local``: flip one uniformly chosen spin (TFIM, no conserved magnetisation);
+* ``exchange``: swap the spins of a uniformly chosen pair, nearest-neighbour bonds
+  (``pairs="neighbours"``) or any two distinct sites (``pairs="any"``); keeps total Sᶻ.
+  A pair of equal spins proposes σ itself (an identity move; not counted as accepted).
+
+Chains persist between calls (``SamplerState``).  Each call discards ``thermalization`` sweeps,
+then records one configuration every ``sweep`` sub-steps.  log ψ of the current chain states is
+carried along, so each sub-step evaluates the network once (on the proposals only).  All random
+numbers of a call are drawn up front, outside the loop.
+
+The exact sampler enumerates the basis (``nqs_core.basis``), and draws independent samples from
+|ψ|²/Z with ``jax.random.choice``; ``exact_distribution`` gives the weights themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from nqs_core.basis import basis_codes, decode
+
+LogPsiFn = Callable[[jax.Array], jax.Array]
+
+
+def log_acceptance(delta_log_psi: jax.Array) -> jax.Array:
+    """log |ψ(σ')/ψ(σ)|² = 2 Re(log ψ(σ') − log ψ(σ)): the Metropolis rule for |ψ|²."""
+    return 2.0 * jnp.real(delta_log_psi)
+
+
+@struct.dataclass
+class SamplerState:
+    """Persistent sampler state: current configurations (C, N) int8 and the PRNG key."""
+
+    sigma: jax.Array
+    key: jax.Array
+
+
+def random_configurations(key: jax.Array, n_chains: int, n_sites: int, sz_zero: bool) -> jax.Array:
+    """(C, N) int8 random configurations: uniform, or uniform in the Sᶻ = 0 sector."""
+    if not sz_zero:
+        return jnp.where(jax.random.bernoulli(key, 0.5, (n_chains, n_sites)), 1, -1).astype(jnp.int8)
+    half = jnp.where(jnp.arange(n_sites) < n_sites // 2, 1, -1).astype(jnp.int8)
+    keys = jax.random.split(key, n_chains)
+    return jax.vmap(lambda k: jax.random.permutation(k, half))(keys)
+
+
+@dataclass(frozen=True)
+class MetropolisSampler:
+    """Metropolis–Hastings with ``n_chains`` parallel chains and ``samples_per_chain`` samples each."""
+
+    n_sites: int
+    n_chains: int
+    samples_per_chain: int
+    sweep: int
+    thermalization: int
+    move: str = "exchange"  # "local" | "exchange"
+    bonds: tuple[tuple[int, int], ...] | None = None  # exchange pairs; None = any two sites
+    sz_zero: bool = True
+    acceptance: Callable[[jax.Array], jax.Array] = field(default=log_acceptance)
+
+    def __post_init__(self) -> None:
+        if self.move not in ("local", "exchange"):
+            raise ValueError(f"move must be local or exchange; got {self.move!r}")
+
+    @property
+    def n_samples(self) -> int:
+        return self.n_chains * self.samples_per_chain
+
+    def init(self, key: jax.Array) -> SamplerState:
+        k_init, k_run = jax.random.split(key)
+        return SamplerState(random_configurations(k_init, self.n_chains, self.n_sites, self.sz_zero), k_run)
+
+    def _proposals(self, key: jax.Array, n_steps: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Sites (i, j) to flip/swap and log-uniforms, each of shape (n_steps, C)."""
+        k1, k2, k3 = jax.random.split(key, 3)
+        shape = (n_steps, self.n_chains)
+        log_u = jnp.log(jax.random.uniform(k3, shape))
+        if self.move == "local":
+            i = jax.random.randint(k1, shape, 0, self.n_sites)
+            return i, i, log_u
+        if self.bonds is not None:
+            b = jnp.asarray(np.asarray(self.bonds, dtype=np.int32))
+            pick = jax.random.randint(k1, shape, 0, len(self.bonds))
+            return b[pick, 0], b[pick, 1], log_u
+        i = jax.random.randint(k1, shape, 0, self.n_sites)
+        j = (i + jax.random.randint(k2, shape, 1, self.n_sites)) % self.n_sites  # j ≠ i, uniform
+        return i, j, log_u
+
+    def sample(
+        self, log_psi: LogPsiFn, state: SamplerState, samples_per_chain: int | None = None
+    ) -> tuple[SamplerState, jax.Array, jax.Array, jax.Array]:
+        """Run the chains: returns (state, σ (C, T, N) int8, log ψ(σ) (C, T), acceptance rate)."""
+        t = self.samples_per_chain if samples_per_chain is None else samples_per_chain
+        key, k_prop = jax.random.split(state.key)
+        n_therm = self.thermalization * self.sweep
+        n_total = n_therm + t * self.sweep
+        si, sj, log_u = self._proposals(k_prop, n_total)
+        rows = jnp.arange(self.n_chains)
+        local = self.move == "local"
+        accept_fn = self.acceptance
+
+        def substep(carry, rnd):
+            sigma, lp, n_acc = carry
+            i, j, lu = rnd
+            if local:
+                sigma_p = sigma.at[rows, i].multiply(-1)
+                moved = jnp.ones(i.shape, bool)
+            else:
+                a, b = sigma[rows, i], sigma[rows, j]
+                sigma_p = sigma.at[rows, i].set(b).at[rows, j].set(a)
+                moved = a != b
+            lp_p = log_psi(sigma_p)
+            accept = lu < accept_fn(lp_p - lp)
+            sigma = jnp.where(accept[:, None], sigma_p, sigma)
+            lp = jnp.where(accept, lp_p, lp)
+            return (sigma, lp, n_acc + jnp.sum(accept & moved, dtype=jnp.int32)), None
+
+        sigma0 = state.sigma
+        carry = (sigma0, log_psi(sigma0), jnp.zeros((), jnp.int32))
+        if n_therm:
+            carry, _ = jax.lax.scan(substep, carry, (si[:n_therm], sj[:n_therm], log_u[:n_therm]))
+        blocks = tuple(x[n_therm:].reshape(t, self.sweep, self.n_chains) for x in (si, sj, log_u))
+
+        def record(carry, block):
+            carry, _ = jax.lax.scan(substep, carry, block)
+            return carry, (carry[0], carry[1])
+
+        carry, (sigmas, lps) = jax.lax.scan(record, carry, blocks)
+        acceptance = carry[2] / (n_total * self.n_chains)
+        return SamplerState(carry[0], key), jnp.swapaxes(sigmas, 0, 1), jnp.swapaxes(lps, 0, 1), acceptance
+
+
+@dataclass(frozen=True)
+class ExactSampler:
+    """Independent samples from |ψ|²/Z over the enumerated basis (small systems only)."""
+
+    n_sites: int
+    n_chains: int
+    samples_per_chain: int
+    sz_zero: bool = True
+    acceptance: Callable[[jax.Array], jax.Array] = field(default=log_acceptance)
+
+    @property
+    def n_samples(self) -> int:
+        return self.n_chains * self.samples_per_chain
+
+    @property
+    def basis(self) -> np.ndarray:
+        """(D, N) int8 basis configurations (Sᶻ = 0 sector or the full space)."""
+        return decode(basis_codes(self.n_sites, self.sz_zero), self.n_sites)
+
+    def init(self, key: jax.Array) -> SamplerState:
+        k_init, k_run = jax.random.split(key)
+        return SamplerState(random_configurations(k_init, self.n_chains, self.n_sites, self.sz_zero), k_run)
+
+    def distribution(self, log_psi: LogPsiFn) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(basis (D, N), log ψ (D,), p (D,)) with p = |ψ|²/Z."""
+        basis = jnp.asarray(self.basis)
+        lp = log_psi(basis)
+        logits = self.acceptance(lp - lp[jnp.argmax(jnp.real(lp))])
+        return basis, lp, jax.nn.softmax(logits)
+
+    def sample(
+        self, log_psi: LogPsiFn, state: SamplerState, samples_per_chain: int | None = None
+    ) -> tuple[SamplerState, jax.Array, jax.Array, jax.Array]:
+        """Draw C·T independent samples: (state, σ (C, T, N), log ψ (C, T), acceptance = 1)."""
+        t = self.samples_per_chain if samples_per_chain is None else samples_per_chain
+        key, k = jax.random.split(state.key)
+        basis, lp, p = self.distribution(log_psi)
+        idx = jax.random.choice(k, basis.shape[0], (self.n_chains, t), replace=True, p=p)
+        sigma, lps = basis[idx], lp[idx]
+        return SamplerState(sigma[:, -1], key), sigma, lps, jnp.asarray(1.0)
+
+
+Sampler = MetropolisSampler | ExactSampler
+
+
+def make_sampler(settings, hamiltonian) -> Sampler:
+    """The sampler for ``settings``: exact, or Metropolis with exchange moves when the
+    Hamiltonian conserves Sᶻ (Heisenberg, J1-J2) and local flips otherwise (TFIM)."""
+    n = hamiltonian.lattice.n_sites
+    sz_zero = hamiltonian.conserves_sz
+    spc = settings.samples_per_chain
+    if settings.sampler == "exact":
+        return ExactSampler(n, settings.chains, spc, sz_zero)
+    if settings.sampler != "metropolis":
+        raise ValueError(f"sampler must be one of metropolis, exact; got {settings.sampler!r}")
+    sweep = settings.sweep if settings.sweep is not None else n
+    therm = settings.thermalization if settings.thermalization is not None else spc // 10
+    if not sz_zero:
+        return MetropolisSampler(n, settings.chains, spc, sweep, therm, "local", None, False)
+    if settings.exchange == "neighbours":
+        bonds = tuple((int(a), int(b)) for a, b in hamiltonian.lattice.bonds)
+    elif settings.exchange == "any":
+        bonds = None
+    else:
+        raise ValueError(f"exchange must be one of neighbours, any; got {settings.exchange!r}")
+    return MetropolisSampler(n, settings.chains, spc, sweep, therm, "exchange", bonds, True)

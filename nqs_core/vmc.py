@@ -1,0 +1,263 @@
+"""The VMC engine: sampling, local energies, gradient, preconditioning and the optax update fused
+into one jitted function that runs ``n`` steps per call (``lax.scan``) with fixed shapes.
+
+E_loc(σ) = diag(σ) + Σ_m mel_m(σ) exp(log ψ(σ'_m) − log ψ(σ))  (DESIGN.md §3), statistics from
+``nqs_core.stats``, directions from ``nqs_core.optimizers``.  Compiled code is shared between
+VMC objects whose settings differ only in run-time values (seed, steps, lr, diag_shift, momentum,
+eval_samples, steps_per_call): those enter the jitted function as arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from nqs_core.hamiltonians import Hamiltonian, make_hamiltonian
+from nqs_core.lattice import Lattice, make_lattice
+from nqs_core.models import is_holomorphic, make_model
+from nqs_core.optimizers import (
+    RealRavel,
+    gradient_from_jacobian,
+    gradient_vjp,
+    jacobian,
+    jacobian_holomorphic,
+    learning_rate,
+    minsr,
+    sr_cg,
+    sr_dense,
+    sr_dense_holomorphic,
+    transformation,
+)
+from nqs_core.sampler import ExactSampler, Sampler, SamplerState, make_sampler
+from nqs_core.settings import RunSettings
+from nqs_core.stats import chain_statistics, weighted_statistics
+
+PyTree = Any
+STAT_KEYS = ("energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score", "finite")
+RUNTIME_FIELDS = dict(seed=0, steps=1, lr=1.0, diag_shift=0.0, momentum=0.0, eval_samples=0, steps_per_call=1)
+
+
+@struct.dataclass
+class VMCState:
+    """Everything a run carries from step to step (a pytree: checkpoint it with any pytree I/O)."""
+
+    params: PyTree
+    opt_state: PyTree
+    sampler: SamplerState
+    step: jax.Array  # int32 number of completed steps
+
+
+def build_problem(settings: RunSettings) -> tuple[Lattice, Hamiltonian]:
+    """Lattice and Hamiltonian for ``settings``."""
+    lattice = make_lattice(settings.lattice, settings.L, settings.bc)
+    ham = make_hamiltonian(settings.hamiltonian, lattice, J=settings.J, J1=settings.J1, J2=settings.J2, h=settings.h)
+    return lattice, ham
+
+
+def local_energies(apply, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array) -> jax.Array:
+    """E_loc (B,) complex128 for σ (B, N) with known log ψ(σ) (B,)."""
+    diag, sigma_p, mels = ham.connected(sigma)
+    b, m, n = sigma_p.shape
+    if m == 0:
+        return diag.astype(jnp.complex128)
+    lp_p = apply(params, sigma_p.reshape(b * m, n)).reshape(b, m)
+    ratio = jnp.exp(lp_p.astype(jnp.complex128) - log_psi.astype(jnp.complex128)[:, None])
+    return diag + jnp.sum(jnp.where(mels != 0, mels * ratio, 0.0), axis=1)
+
+
+def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
+             weights: jax.Array, optimizer: str, sr_solver: str, diag_shift: jax.Array):
+    """E_loc, gradient g = 2Re⟨ΔO*ΔE⟩ and the direction fed to optax (SR/MinSR d, or g)."""
+    apply = model.apply
+    e_loc = local_energies(apply, params, ham, sigma, log_psi)
+    holo = is_holomorphic(model) and RealRavel.of(params).all_complex
+    if optimizer == "sr" and sr_solver == "dense":
+        if holo:
+            o_c = jacobian_holomorphic(apply, params, sigma)
+            d = sr_dense_holomorphic(o_c, e_loc, weights, diag_shift)
+            g_c = 2.0 * (jnp.conj(o_c - weights @ o_c).T @ (weights * (e_loc - weights @ e_loc)))
+            g = jnp.concatenate([g_c.real, g_c.imag])
+        else:
+            o = jacobian(apply, params, sigma)
+            d = sr_dense(o, e_loc, weights, diag_shift)
+            g = gradient_from_jacobian(o, e_loc, weights)
+    elif optimizer == "minsr":
+        o = jacobian(apply, params, sigma, holo)
+        d = minsr(o, e_loc, weights, diag_shift)
+        g = gradient_from_jacobian(o, e_loc, weights)
+    elif optimizer == "sr":
+        d = sr_cg(apply, params, sigma, e_loc, weights, diag_shift)
+        g = gradient_vjp(apply, params, sigma, e_loc, weights)
+    else:
+        g = gradient_vjp(apply, params, sigma, e_loc, weights)
+        d = g
+    return e_loc, g.astype(d.dtype), d
+
+
+@dataclass(frozen=True, eq=False)
+class Engine:
+    """The compiled pieces for one static configuration (shared through ``engine_for``)."""
+
+    settings: RunSettings  # with run-time fields normalised (RUNTIME_FIELDS)
+    lattice: Lattice
+    hamiltonian: Hamiltonian
+    model: nn.Module
+    sampler: Sampler
+    ravel: RealRavel
+
+    # ----- one step -------------------------------------------------------------------------
+    def _step(self, state: VMCState, hyper: dict[str, jax.Array]) -> tuple[VMCState, dict[str, jax.Array]]:
+        s = self.settings
+        params = state.params
+        sampler_state, sigma, lp, acceptance = self.sampler.sample(lambda x: self.model.apply(params, x), state.sampler)
+        c, t, n = sigma.shape
+        flat, lpf = sigma.reshape(c * t, n), lp.reshape(c * t)
+        weights = jnp.full((c * t,), 1.0 / (c * t), dtype=jnp.float64)
+        e_loc, g, d = estimate(self.model, params, self.hamiltonian, flat, lpf, weights, s.optimizer,
+                               s.sr_solver, hyper["diag_shift"])
+        stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
+        theta = self.ravel.ravel(params)
+        tx = transformation(s.optimizer, hyper["momentum"].astype(theta.dtype))
+        updates, opt_state = tx.update(d.astype(theta.dtype), state.opt_state, theta)
+        eta = learning_rate(s.schedule, hyper["lr"], state.step, hyper["total_steps"]).astype(theta.dtype)
+        theta_new = theta - eta * updates
+        finite = jnp.isfinite(stats["energy"]) & jnp.all(jnp.isfinite(theta_new))
+        new = VMCState(self.ravel.unravel(theta_new), opt_state, sampler_state, state.step + 1)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
+        stats.update(acceptance=jnp.asarray(acceptance, jnp.float64), grad_norm=jnp.linalg.norm(g).astype(jnp.float64),
+                     finite=finite)
+        return state, stats
+
+    @functools.cached_property
+    def multi_step(self):
+        @functools.partial(jax.jit, static_argnums=2)
+        def run(state: VMCState, hyper: dict[str, jax.Array], n: int):
+            return jax.lax.scan(lambda st, _: self._step(st, hyper), state, None, length=n)
+
+        return run
+
+    @functools.cached_property
+    def evaluate_fn(self):
+        @functools.partial(jax.jit, static_argnums=2)
+        def run(params: PyTree, sampler_state: SamplerState, per_chain: int):
+            sampler_state, sigma, lp, acceptance = self.sampler.sample(
+                lambda x: self.model.apply(params, x), sampler_state, per_chain)
+            c, t, n = sigma.shape
+            e_loc = local_energies(self.model.apply, params, self.hamiltonian, sigma.reshape(c * t, n), lp.reshape(-1))
+            stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
+            stats["acceptance"] = jnp.asarray(acceptance, jnp.float64)
+            return stats
+
+        return run
+
+    def init_params(self, key: jax.Array) -> PyTree:
+        return self.model.init(key, jnp.ones((1, self.lattice.n_sites), jnp.int8))
+
+    def init_opt_state(self, params: PyTree) -> PyTree:
+        theta = self.ravel.ravel(params)
+        return transformation(self.settings.optimizer, 0.0).init(theta)
+
+
+def static_settings(settings: RunSettings) -> RunSettings:
+    """``settings`` with the run-time fields normalised: the key of the compiled-code cache."""
+    return settings.replace(**RUNTIME_FIELDS)
+
+
+def single_threaded_lapack() -> bool:
+    """Run scipy's OpenBLAS (which jaxlib calls for Cholesky and friends on CPU) on one thread.
+
+    Inside a jitted step XLA already keeps the cores busy; OpenBLAS threads spinning next to
+    XLA's pool made a 576×576 Cholesky 10–70× slower on a loaded 2-core machine (measured:
+    685 ms vs 9 ms).  The matrices here are small, so one thread loses nothing.  Returns
+    whether the OpenBLAS entry point was found.
+    """
+    import ctypes
+
+    found = False
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and line.split()[-1].startswith("/")}
+    except OSError:
+        return False
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(1)
+                found = True
+    return found
+
+
+@functools.lru_cache(maxsize=32)
+def engine_for(static: RunSettings) -> Engine:
+    """One Engine (model, sampler, jitted functions) per static configuration."""
+    import scipy.linalg.cython_lapack  # noqa: F401  (load jaxlib's LAPACK provider, then pin it)
+
+    single_threaded_lapack()
+    lattice, ham = build_problem(static)
+    model = make_model(static, lattice)
+    sampler = make_sampler(static, ham)
+    shapes = jax.eval_shape(lambda k: model.init(k, jnp.ones((1, lattice.n_sites), jnp.int8)), jax.random.key(0))
+    return Engine(static, lattice, ham, model, sampler, RealRavel.of(shapes))
+
+
+class VMC:
+    """Variational Monte Carlo for one ``RunSettings`` (docs/ARCHITECTURE.md, the engine contract)."""
+
+    def __init__(self, settings: RunSettings):
+        self.settings = settings.validate()
+        self.engine = engine_for(static_settings(settings))
+        self.lattice = self.engine.lattice
+        self.hamiltonian = self.engine.hamiltonian
+        self.model = self.engine.model
+        self.sampler = self.engine.sampler
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of real parameters (a complex parameter counts twice)."""
+        return self.engine.ravel.size
+
+    @property
+    def hyper(self) -> dict[str, jax.Array]:
+        s = self.settings
+        return {"lr": jnp.asarray(s.lr, jnp.float64), "diag_shift": jnp.asarray(s.diag_shift, jnp.float64),
+                "momentum": jnp.asarray(s.momentum, jnp.float64), "total_steps": jnp.asarray(s.steps, jnp.int32)}
+
+    def init(self) -> VMCState:
+        """Parameters, optimizer state and sampler chains from ``settings.seed``."""
+        k_params, k_sampler = jax.random.split(jax.random.key(self.settings.seed))
+        params = self.engine.init_params(k_params)
+        return VMCState(params, self.engine.init_opt_state(params), self.sampler.init(k_sampler),
+                        jnp.zeros((), jnp.int32))
+
+    def step(self, state: VMCState, n: int = 1) -> tuple[VMCState, dict[str, jax.Array]]:
+        """``n`` fused VMC steps in one jitted call; stats are arrays of shape (n,) (see STAT_KEYS).
+
+        A step whose energy or updated parameters are not finite leaves the state unchanged and
+        reports ``finite = False`` (so the returned state is always the last finite one).
+        """
+        return self.engine.multi_step(state, self.hyper, int(n))
+
+    def samples(self, state: VMCState, n_show: int) -> np.ndarray:
+        """Current chain configurations (n_show, N) int8 (at most one per chain)."""
+        return np.asarray(state.sampler.sigma[:n_show])
+
+    def evaluate(self, state: VMCState, n_samples: int | None = None) -> dict[str, float]:
+        """Energy statistics from ``n_samples`` fresh samples (rounded up to a multiple of chains)."""
+        n = self.settings.eval_samples if n_samples is None else n_samples
+        per_chain = max(1, -(-int(n) // self.settings.chains))
+        stats = self.engine.evaluate_fn(state.params, state.sampler, per_chain)
+        out = {k: float(v) for k, v in stats.items()}
+        out["n_samples"] = per_chain * self.settings.chains
+        return out

@@ -1,0 +1,81 @@
+"""Models against their closed-form definitions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nqs_core  # noqa: F401  (enables x64)
+from nqs_core.lattice import make_lattice
+from nqs_core.models import RBM, Jastrow, MarshallSign, make_model
+from nqs_core.models.rbm import log_cosh
+from nqs_core.settings import RunSettings
+
+
+def random_sigma(n, b=32, seed=0):
+    return np.where(np.random.default_rng(seed).random((b, n)) < 0.5, 1, -1).astype(np.int8)
+
+
+def test_log_cosh_matches_direct_formula_and_is_stable():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=200) * 3 + 1j * rng.normal(size=200) * 3
+    np.testing.assert_allclose(np.exp(np.asarray(log_cosh(jnp.asarray(z)))), np.cosh(z), rtol=1e-12)
+    big = jnp.asarray([800.0 + 0.3j, -800.0 + 0.3j])  # cosh overflows; log cosh = |x| − log 2 + i·(±0.3)
+    np.testing.assert_allclose(np.asarray(log_cosh(big)), [800 - np.log(2) + 0.3j, 800 - np.log(2) - 0.3j], rtol=1e-12)
+
+
+def test_rbm_is_carleo_troyer_formula():
+    model = RBM(alpha=2, init_std=0.3)
+    sigma = random_sigma(6)
+    params = model.init(jax.random.key(0), sigma)
+    p = params["params"]
+    W, b, a = (np.asarray(p[k]) for k in ("kernel", "hidden_bias", "visible_bias"))
+    assert W.shape == (6, 12) and W.dtype == np.complex128
+    expected = sigma @ a + np.sum(np.log(np.cosh(sigma @ W + b)), axis=1)
+    got = np.asarray(model.apply(params, sigma))
+    # log is defined up to 2πi: compare ψ itself
+    np.testing.assert_allclose(np.exp(got), np.exp(expected), rtol=1e-10)
+
+
+def test_jastrow_is_half_quadratic_form():
+    model = Jastrow(init_std=0.3)
+    sigma = random_sigma(7)
+    params = model.init(jax.random.key(1), sigma)
+    w, a = np.asarray(params["params"]["pair"]), np.asarray(params["params"]["visible_bias"])
+    assert w.shape == (21,)
+    W = np.zeros((7, 7), complex)
+    W[np.triu_indices(7, 1)] = w
+    W = W + W.T
+    expected = 0.5 * np.einsum("bi,ij,bj->b", sigma, W, sigma) + sigma @ a
+    np.testing.assert_allclose(np.asarray(model.apply(params, sigma)), expected, rtol=1e-12)
+
+
+def test_marshall_prior_multiplies_by_sublattice_sign():
+    lat = make_lattice("square", 4)
+    base = RBM(init_std=0.2)
+    model = MarshallSign(base, tuple(int(v == 0) for v in lat.sublattice))
+    sigma = random_sigma(16)
+    params = model.init(jax.random.key(2), sigma)
+    with_sign = np.exp(np.asarray(model.apply(params, sigma)))
+    without = np.exp(np.asarray(base.apply({"params": params["params"]["base"]}, sigma)))
+    n_up_a = np.sum((sigma > 0) & (lat.sublattice == 0)[None], axis=1)
+    np.testing.assert_allclose(with_sign, (-1.0) ** n_up_a * without, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, expected", [("float32", np.complex64), ("float64", np.complex128)])
+def test_make_model_precision_and_composition(dtype, expected):
+    s = RunSettings(hamiltonian="heisenberg", lattice="chain", L=8, model="rbm", sign="marshall", dtype=dtype)
+    lat = make_lattice("chain", 8)
+    model = make_model(s, lat)
+    assert isinstance(model, MarshallSign) and isinstance(model.base, RBM)
+    params = model.init(jax.random.key(0), random_sigma(8, 2))
+    assert all(x.dtype == expected for x in jax.tree_util.tree_leaves(params))
+    assert model.apply(params, random_sigma(8, 3)).dtype == expected
+    jas = make_model(s.replace(model="jastrow", sign="none"), lat)
+    assert isinstance(jas, Jastrow)
+
+
+def test_make_model_rejects_unknown_model():
+    s = RunSettings(lattice="chain", L=8)
+    with pytest.raises(ValueError, match="model must be one of"):
+        make_model(s.replace(model="mlp"), make_lattice("chain", 8))
