@@ -1,0 +1,87 @@
+"""``nqs run`` as a user runs it (``python -m nqs_core run …`` in a subprocess): JSON lines, the
+readable summary, resuming from a checkpoint, and exit code 2 with one line for nonsense settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--hamiltonian", "heisenberg", "--lattice", "chain", "--L", "6", "--samples", "64", "--chains", "4"]
+STEP_KEYS = {"step", "energy", "error", "variance", "acceptance", "seconds"}
+SUMMARY_KEYS = {"final_energy", "final_error", "reference_energy", "reference_method", "relative_error", "v_score",
+                "iterations_per_second", "compile_seconds", "wall_seconds", "parameters", "devices", "convention"}
+
+
+def nqs(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "nqs_core", "run", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_json_output_shape():
+    out = nqs(*TINY, "--steps", "5", "--eval-samples", "128", "--json")
+    assert out.returncode == 0, out.stderr
+    objs = json_lines(out.stdout)  # every stdout line is JSON
+    steps, summary = objs[:-1], objs[-1]
+    assert [o["step"] for o in steps] == [0, 1, 2, 3, 4]
+    for o in steps:
+        assert STEP_KEYS <= set(o) and o["seconds"] > 0 and o["variance"] >= 0
+    assert set(summary) == {"summary"}
+    s = summary["summary"]
+    assert SUMMARY_KEYS <= set(s)
+    assert s["devices"] == 1 and s["parameters"] == 48 and s["steps"] == 5
+    assert "Bethe" in s["reference_method"] and s["reference_energy"] < 0
+    assert s["iterations_per_second"] > 0 and s["compile_seconds"] > 0
+    assert "S_i·S_j" in s["convention"]
+    assert abs(s["relative_error"] - abs(s["final_energy"] - s["reference_energy"]) / abs(s["reference_energy"])) < 1e-12
+
+
+def test_readable_output_names_the_convention():
+    out = nqs(*TINY, "--steps", "4", "--eval-samples", "64", "--every", "2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("step ") >= 2 and "/4" in out.stdout
+    assert "convention: H = J Σ⟨ij⟩ S_i·S_j" in out.stdout
+    assert "final energy" in out.stdout and "reference" in out.stdout and "it/s" in out.stdout
+
+
+def test_checkpoint_then_resume_continues_the_count(tmp_path):
+    ck = str(tmp_path / "run.npz")
+    first = nqs(*TINY, "--steps", "3", "--eval-samples", "0", "--seed", "5", "--checkpoint", ck, "--json",
+                "--no-reference")
+    assert first.returncode == 0, first.stderr
+    # flags left out come from the checkpoint (L=6, seed 5, …); --steps counts all steps
+    second = nqs("--resume", ck, "--checkpoint", ck, "--steps", "6", "--eval-samples", "0", "--json",
+                 "--no-reference")
+    assert second.returncode == 0, second.stderr
+    objs = json_lines(second.stdout)
+    assert [o["step"] for o in objs[:-1]] == [3, 4, 5]
+    assert objs[-1]["summary"]["steps"] == 6 and objs[-1]["summary"]["n_sites"] == 6
+
+
+@pytest.mark.parametrize(
+    "args, setting",
+    [
+        (["--lr", "-1"], "lr"),
+        (["--samples", "0"], "samples"),
+        (["--samples", "100", "--chains", "16"], "samples"),
+        (["--model", "transformer"], "model"),
+        (["--L", "5"], "L"),  # odd chain: no Sᶻ = 0 sector
+        (["--steps", "many"], "steps"),
+        (["--resume", "/nonexistent/checkpoint.npz"], "checkpoint"),
+    ],
+)
+def test_nonsense_settings_exit_2_with_one_line(args, setting):
+    out = nqs(*TINY, *args, "--json")
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr and setting in lines[0]
+    assert out.stdout == ""
