@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -193,64 +193,45 @@ def _check_resumable(settings: RunSettings, saved: dict[str, Any]) -> None:
                                       f"have {name}={mine[name]!r} (only {', '.join(RESUMABLE_CHANGES)} may change)")
 
 
-def _as_dict(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return dict(value)
-    if hasattr(value, "to_dict"):
-        return dict(value.to_dict())
-    if is_dataclass(value):
-        return asdict(value)
-    if isinstance(value, tuple) and len(value) == 2:
-        return {"energy": float(value[0]), "method": str(value[1])}
-    return {"energy": float(value), "method": "reference"}
-
-
-def find_reference(settings: RunSettings) -> dict[str, Any] | None:
-    """The ground-state energy of the settings' Hamiltonian: {"energy", "method", …} or None.
-
-    Uses ``nqs_core.references.reference`` when it exists, else a closed form, else exact
-    diagonalisation when the system is small enough.
-    """
-    from nqs_core import references
+def find_reference(settings: RunSettings, compute_dmrg: bool = True) -> dict[str, Any] | None:
+    """The ground-state energy of the settings' Hamiltonian (``nqs_core.references.reference``:
+    closed form > ED > DMRG > published), or None when there is none (or only a new DMRG run
+    could answer and ``compute_dmrg`` is False)."""
+    from nqs_core.references import NeedsDMRG, reference
     from nqs_core.vmc import build_problem
 
     _, ham = build_problem(settings)
-    lookup = getattr(references, "reference", None)
-    if lookup is not None:
-        import inspect
+    try:
+        return dict(reference(ham, compute_dmrg=compute_dmrg))
+    except NeedsDMRG:
+        return None
 
-        first = next(iter(inspect.signature(lookup).parameters), "")
-        return _as_dict(lookup(settings if first == "settings" else ham))
-    from nqs_core.references.closed_forms import closed_form
-    from nqs_core.references.ed import ed_problem, exact_diagonalization
 
-    closed = closed_form(ham)
-    if closed is not None:
-        return {"energy": float(closed[0]), "method": closed[1], "convention": ham.convention}
-    if ed_problem(ham) is None:
-        result = exact_diagonalization(ham, want_vector=False)
-        return {"energy": float(result.energy), "method": "exact diagonalization (Lanczos)",
-                "convention": ham.convention}
-    return None
+def reference_detail(ref: dict[str, Any]) -> str:
+    """A short provenance string: the formula, library or citation behind a reference energy."""
+    prov = ref.get("provenance") or {}
+    if isinstance(prov, dict):
+        for key in ("formula", "citation", "library"):
+            if prov.get(key):
+                return str(prov[key])
+    return str(prov) if prov else ""
 
 
 class _ReferenceLookup:
     """The reference energy, looked up in a background thread so the run does not wait for it."""
 
-    def __init__(self, settings: RunSettings, enabled: bool):
+    def __init__(self, settings: RunSettings, enabled: bool, compute_dmrg: bool = True):
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
         self._thread: threading.Thread | None = None
         if enabled:
-            self._thread = threading.Thread(target=self._work, args=(settings,), daemon=True,
+            self._thread = threading.Thread(target=self._work, args=(settings, compute_dmrg), daemon=True,
                                             name="nqs-reference")
             self._thread.start()
 
-    def _work(self, settings: RunSettings) -> None:
+    def _work(self, settings: RunSettings, compute_dmrg: bool) -> None:
         try:
-            self.result = find_reference(settings)
+            self.result = find_reference(settings, compute_dmrg)
             if self.result is None:
                 self.error = "no reference method covers this system"
         except Exception as err:  # a missing reference must not stop a run
@@ -312,14 +293,16 @@ def run(
     *,
     n_show: int = 4,
     reference: bool = True,
+    reference_dmrg: bool = True,
     reference_timeout: float = 120.0,
     checkpoint_every: float = 30.0,
 ) -> RunResult:
     """Run VMC for ``settings.steps`` steps (see the module docstring); return the result.
 
     ``n_show`` configurations are sent with every ``steps`` event.  ``reference=False`` skips
-    the reference energy; otherwise the summary waits at most ``reference_timeout`` seconds
-    for it at the end.
+    the reference energy; otherwise it is looked up in a background thread (closed form, ED,
+    cached or shipped values, and a new DMRG run unless ``reference_dmrg=False``) and the
+    summary waits at most ``reference_timeout`` seconds for it at the end.
     """
     t_start = time.perf_counter()
     initialize_distributed()
@@ -336,7 +319,7 @@ def run(
         history = [StepRecord.from_dict(d) for d in saved.history]
 
     emit(RunEvent(kind="phase", phase="compiling", message="building the model and compiling the step"))
-    lookup = _ReferenceLookup(settings, reference)
+    lookup = _ReferenceLookup(settings, reference, reference_dmrg)
 
     from nqs_core.vmc import VMC
 
@@ -505,6 +488,7 @@ def _summary(
         "final_source": source,
         "reference_energy": ref_energy,
         "reference_method": (ref.get("method") if ref is not None else None),
+        "reference_detail": (reference_detail(ref) if ref is not None else None),
         "reference_note": (None if ref is not None else (ref_error or "no reference available in time")),
         "relative_error": rel,
         "v_score": v_score,

@@ -38,7 +38,7 @@ def test_json_output_shape():
     s = summary["summary"]
     assert SUMMARY_KEYS <= set(s)
     assert s["devices"] == 1 and s["parameters"] == 48 and s["steps"] == 5
-    assert "Bethe" in s["reference_method"] and s["reference_energy"] < 0
+    assert s["reference_method"] == "exact" and "Bethe" in s["reference_detail"] and s["reference_energy"] < 0
     assert s["iterations_per_second"] > 0 and s["compile_seconds"] > 0
     assert "S_i·S_j" in s["convention"]
     assert abs(s["relative_error"] - abs(s["final_energy"] - s["reference_energy"]) / abs(s["reference_energy"])) < 1e-12

@@ -35,9 +35,10 @@ def test_events_summary_and_reference():
             assert isinstance(r, StepRecord) and math.isfinite(r.energy) and r.seconds > 0
             assert 0 <= r.acceptance <= 1 and r.error >= 0 and r.variance >= 0
     refs = [e.reference for e in events if e.kind == "reference"]
-    assert len(refs) == 1 and "Bethe" in refs[0]["method"]
+    assert len(refs) == 1 and refs[0]["method"] == "exact" and "Bethe" in refs[0]["provenance"]["formula"]
     s = result.summary
-    assert s["reference_energy"] == refs[0]["energy"] and s["reference_method"] == refs[0]["method"]
+    assert s["reference_energy"] == refs[0]["energy"] and s["reference_method"] == "exact"
+    assert "Bethe" in s["reference_detail"]
     assert s["relative_error"] == abs(s["final_energy"] - s["reference_energy"]) / abs(s["reference_energy"])
     assert s["final_source"] == "evaluation with 256 samples" and s["steps"] == 12 and s["devices"] == 1
     assert s["parameters"] == 6 + 6 + 36  # complex RBM α=1: visible bias, hidden bias, weights

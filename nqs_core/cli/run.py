@@ -171,7 +171,7 @@ def print_summary(s: dict[str, Any], out: Any = sys.stdout) -> None:
     print(f"final energy  E = {_fmt(s['final_energy'], '.6f')} ± {_fmt(s['final_error'], '.6f')}  "
           f"(E/N = {_fmt(s['final_energy_per_site'], '.6f')}; {s['final_source']})", file=out)
     if s.get("reference_energy") is not None:
-        print(f"reference     E = {s['reference_energy']:.6f}  ({s['reference_method']});  "
+        print(f"reference     E = {s['reference_energy']:.6f}  ({s['reference_method']}: {s.get('reference_detail')});  "
               f"relative error {_fmt(s['relative_error'], '.2e')}", file=out)
     else:
         print(f"reference: none ({s.get('reference_note')})", file=out)
@@ -189,7 +189,7 @@ def main(args: argparse.Namespace) -> int:
     initialize_distributed()
     settings = settings_from_args(args)
 
-    from nqs_core.driver import RunControl, RunEvent, run
+    from nqs_core.driver import RunControl, RunEvent, reference_detail, run
 
     every = args.every or max(1, settings.steps // 30)
     t_steps: list[float] = []
@@ -200,7 +200,7 @@ def main(args: argparse.Namespace) -> int:
                 print(f"[{event.phase}] {event.message}", file=sys.stderr if args.json else sys.stdout, flush=True)
         elif event.kind == "reference" and not args.json and not args.quiet:
             ref = event.reference or {}
-            print(f"[reference] E = {ref.get('energy'):.6f} ({ref.get('method')})", flush=True)
+            print(f"[reference] E = {ref.get('energy'):.6f} ({ref.get('method')}: {reference_detail(ref)})", flush=True)
         elif event.kind == "steps":
             for r in event.records:
                 if args.json:
