@@ -236,7 +236,7 @@ class VMC:
 
     def init(self) -> VMCState:
         """Parameters, optimizer state and sampler chains from ``settings.seed``."""
-        k_params, k_sampler = jax.random.split(jax.random.key(self.settings.seed))
+        k_params, k_sampler = jax.random.split(jax.random.PRNGKey(self.settings.seed))  # raw uint32 keys: plain arrays in checkpoints
         params = self.engine.init_params(k_params)
         return VMCState(params, self.engine.init_opt_state(params), self.sampler.init(k_sampler),
                         jnp.zeros((), jnp.int32))

@@ -1,0 +1,130 @@
+"""Gradients and preconditioners: real-parameter layout, Jacobians, SR = MinSR, CG = dense."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import nqs_core  # noqa: F401
+from nqs_core.models import RBM
+from nqs_core.optimizers import (
+    RealRavel,
+    gradient_from_jacobian,
+    gradient_vjp,
+    jacobian,
+    jacobian_holomorphic,
+    learning_rate,
+    minsr,
+    sr_cg,
+    sr_dense,
+    sr_dense_holomorphic,
+)
+
+
+class RealTanhNet(nn.Module):
+    """A non-holomorphic network with real and complex leaves: log ψ = Σ tanh(Wσ) + i c·σ."""
+
+    @nn.compact
+    def __call__(self, sigma):
+        x = sigma.astype(jnp.float64)
+        h = jnp.tanh(nn.Dense(5, param_dtype=jnp.float64)(x))
+        c = self.param("phase", nn.initializers.normal(0.3), (x.shape[-1],), jnp.complex128)
+        return jnp.sum(h, axis=-1) + 1j * (x @ c.real) + jnp.abs(x @ c) * 0.1
+
+
+def batch(n=6, b=40, seed=0):
+    return jnp.asarray(np.where(np.random.default_rng(seed).random((b, n)) < 0.5, 1, -1).astype(np.int8))
+
+
+def problem(model, n=6, b=40, seed=0):
+    sigma = batch(n, b, seed)
+    params = model.init(jax.random.key(seed), sigma)
+    rng = np.random.default_rng(seed + 1)
+    e_loc = jnp.asarray(rng.normal(size=b) + 1j * rng.normal(size=b) * 0.1)
+    w = rng.random(b)
+    return params, sigma, e_loc, jnp.asarray(w / w.sum())
+
+
+def test_real_ravel_roundtrip_and_layout():
+    params = RealTanhNet().init(jax.random.key(0), batch())
+    rr = RealRavel.of(params)
+    theta = rr.ravel(params)
+    assert theta.dtype == jnp.float64 and theta.shape == (rr.size,) and rr.size == 6 * 5 + 5 + 2 * 6
+    back = rr.unravel(theta)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_array_equal(a, b)
+    rbm = RBM(init_std=0.1).init(jax.random.key(0), batch())
+    rr = RealRavel.of(rbm)
+    w = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(rbm)])
+    np.testing.assert_array_equal(rr.ravel(rbm), jnp.concatenate([w.real, w.imag]))
+
+
+@pytest.mark.parametrize("model", [RBM(alpha=2, init_std=0.2), RealTanhNet()], ids=["rbm", "nonholomorphic"])
+def test_jacobian_equals_finite_differences(model):
+    params, sigma, _, _ = problem(model)
+    rr = RealRavel.of(params)
+    theta = rr.ravel(params)
+    o = jacobian(model.apply, params, sigma, holomorphic=False)
+    f = lambda th: model.apply(rr.unravel(th), sigma)
+    fd = jax.jacfwd(lambda th: jnp.stack([f(th).real, f(th).imag]))(theta)
+    np.testing.assert_allclose(o, fd[0] + 1j * fd[1], atol=1e-12)
+    if isinstance(model, RBM):
+        np.testing.assert_allclose(jacobian(model.apply, params, sigma, holomorphic=True), o, atol=1e-12)
+        oc = jacobian_holomorphic(model.apply, params, sigma)
+        np.testing.assert_allclose(oc, o[:, : oc.shape[1]], atol=1e-12)
+
+
+@pytest.mark.parametrize("model", [RBM(alpha=1, init_std=0.2), RealTanhNet()], ids=["rbm", "nonholomorphic"])
+def test_gradient_vjp_equals_jacobian_formula(model):
+    params, sigma, e_loc, w = problem(model)
+    o = jacobian(model.apply, params, sigma)
+    g = gradient_from_jacobian(o, e_loc, w)
+    np.testing.assert_allclose(gradient_vjp(model.apply, params, sigma, e_loc, w), g, atol=1e-12)
+    # explicit: g_k = 2 Re Σ_s w_s (O_sk − ⟨O_k⟩)* (E_s − ⟨E⟩)
+    do = np.asarray(o) - np.asarray(w) @ np.asarray(o)
+    de = np.asarray(e_loc) - np.asarray(w) @ np.asarray(e_loc)
+    np.testing.assert_allclose(g, 2 * np.real(np.einsum("s,sk,s->k", np.asarray(w), do.conj(), de)), atol=1e-12)
+
+
+@pytest.mark.parametrize("shift", [1e-7, 1e-2])
+def test_sr_and_minsr_agree_when_samples_outnumber_parameters(shift):
+    model = RBM(alpha=1, init_std=0.3)
+    params, sigma, e_loc, w = problem(model, n=4, b=200)  # 48 real parameters, 200 samples
+    o = jacobian(model.apply, params, sigma, holomorphic=True)
+    assert o.shape == (200, 48)
+    d_sr = sr_dense(o, e_loc, w, shift)
+    d_min = minsr(o, e_loc, w, shift)
+    np.testing.assert_allclose(d_min, d_sr, rtol=1e-6, atol=1e-9 * np.abs(d_sr).max())
+    # and SR solves (S + λ) d = F with S = Re⟨ΔO†ΔO⟩, F = g/2
+    do = np.asarray(o) - np.asarray(w) @ np.asarray(o)
+    S = np.real(np.einsum("s,si,sj->ij", np.asarray(w), do.conj(), do))
+    g = np.asarray(gradient_from_jacobian(o, e_loc, w))
+    np.testing.assert_allclose((S + shift * np.eye(48)) @ np.asarray(d_sr), g / 2, atol=1e-9)
+
+
+def test_holomorphic_dense_sr_equals_real_formulation():
+    model = RBM(alpha=2, init_std=0.3)
+    params, sigma, e_loc, w = problem(model, b=100)
+    o = jacobian(model.apply, params, sigma)
+    oc = jacobian_holomorphic(model.apply, params, sigma)
+    np.testing.assert_allclose(sr_dense_holomorphic(oc, e_loc, w, 0.01), sr_dense(o, e_loc, w, 0.01), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("model", [RBM(alpha=1, init_std=0.3), RealTanhNet()], ids=["rbm", "nonholomorphic"])
+def test_cg_agrees_with_dense_sr(model):
+    params, sigma, e_loc, w = problem(model, b=100)
+    o = jacobian(model.apply, params, sigma)
+    dense = sr_dense(o, e_loc, w, 0.01)
+    cg = sr_cg(model.apply, params, sigma, e_loc, w, 0.01, tol=1e-12, maxiter=1000)
+    np.testing.assert_allclose(cg, dense, rtol=1e-6, atol=1e-8 * np.abs(dense).max())
+
+
+def test_learning_rate_schedules():
+    np.testing.assert_allclose(learning_rate("constant", 0.05, 17, 100), 0.05)
+    sched = optax.cosine_decay_schedule(0.05, 100)
+    for t in (0, 1, 37, 99, 100, 150):
+        np.testing.assert_allclose(learning_rate("cosine", 0.05, t, 100), sched(t), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        learning_rate("linear", 0.05, 0, 10)

@@ -1,0 +1,143 @@
+"""The VMC step against exact results from the full basis."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nqs_core  # noqa: F401
+from nqs_core.basis import decode, hamiltonian_basis, sparse_matrix
+from nqs_core.models import RBM, Jastrow, MarshallSign
+from nqs_core.optimizers import RealRavel
+from nqs_core.settings import RunSettings
+from nqs_core.vmc import VMC, build_problem, engine_for, estimate, local_energies, static_settings
+
+CASES = {
+    "heisenberg-chain8": RunSettings(hamiltonian="heisenberg", lattice="chain", L=8),
+    "j1j2-chain8": RunSettings(hamiltonian="j1j2", lattice="chain", L=8, J2=0.4),
+    "tfim-chain8": RunSettings(hamiltonian="tfim", lattice="chain", L=8, h=0.7),
+    "j1j2-square4": RunSettings(hamiltonian="j1j2", lattice="square", L=4, J2=0.5),
+}
+
+
+def exact_setup(settings, model):
+    lattice, ham = build_problem(settings)
+    codes = hamiltonian_basis(ham)
+    basis = jnp.asarray(decode(codes, lattice.n_sites))
+    H = sparse_matrix(ham, codes)
+    params = model.init(jax.random.key(3), basis[:1])
+    return ham, basis, H, params
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_local_energies_equal_h_psi_over_psi_on_every_basis_state(case):
+    s = CASES[case]
+    lattice, _ = build_problem(s)
+    model = MarshallSign(RBM(alpha=1, init_std=0.3), tuple(int(v == 0) for v in lattice.sublattice))
+    ham, basis, H, params = exact_setup(s, model)
+    lp = model.apply(params, basis)
+    psi = np.exp(np.asarray(lp))
+    e_loc = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l))(params, basis, lp)
+    np.testing.assert_allclose(np.asarray(e_loc), (H @ psi) / psi, rtol=1e-10, atol=1e-10)
+
+
+def exact_energy_fn(model, ham, basis, H, params):
+    rr = RealRavel.of(params)
+    Hd = jnp.asarray(H.toarray())
+
+    def energy(theta):
+        psi = jnp.exp(model.apply(rr.unravel(theta), basis))
+        return jnp.real(jnp.vdot(psi, Hd @ psi) / jnp.vdot(psi, psi))
+
+    return rr, energy
+
+
+@pytest.mark.parametrize("optimizer, solver", [("sgd", "dense"), ("sr", "dense"), ("sr", "cg"), ("minsr", "dense")])
+@pytest.mark.parametrize("case, model_name", [("heisenberg-chain8", "rbm"), ("tfim-chain8", "jastrow")])
+def test_exact_expectation_gradient_equals_gradient_of_exact_energy(optimizer, solver, case, model_name):
+    s = CASES[case]
+    model = RBM(alpha=1, init_std=0.3) if model_name == "rbm" else Jastrow(init_std=0.3)
+    ham, basis, H, params = exact_setup(s, model)
+    rr, energy = exact_energy_fn(model, ham, basis, H, params)
+    theta = rr.ravel(params)
+    lp = model.apply(params, basis)
+    p = np.abs(np.exp(np.asarray(lp))) ** 2
+    weights = jnp.asarray(p / p.sum())
+    e_loc, g, d = estimate(model, params, ham, basis, lp, weights, optimizer, solver, 1e-3)
+    np.testing.assert_allclose(float(jnp.real(weights @ e_loc)), float(energy(theta)), rtol=1e-12)
+    exact_g = jax.grad(energy)(theta)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(exact_g), atol=1e-8, rtol=0)
+    assert np.abs(exact_g).max() > 1e-3  # the comparison is not trivially between zeros
+    if optimizer == "sgd":
+        np.testing.assert_array_equal(d, g)
+
+
+SMALL = RunSettings(hamiltonian="heisenberg", lattice="chain", L=8, sign="marshall", samples=256, chains=8, steps=30,
+                    lr=0.05)
+
+
+def test_step_returns_per_step_statistics_and_lowers_energy():
+    vmc = VMC(SMALL)
+    state = vmc.init()
+    state, stats = vmc.step(state, 30)
+    keys = {"energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score", "finite"}
+    assert keys <= set(stats)
+    assert all(np.shape(stats[k]) == (30,) for k in keys)
+    assert int(state.step) == 30 and bool(np.all(stats["finite"]))
+    e = np.asarray(stats["energy"])
+    exact = -3.651093408937176  # 8-site Heisenberg ring, H = Σ S·S (Bethe ansatz / ED)
+    assert e[-1] < e[0] - 0.5 and e[-1] > exact - 5 * float(stats["error"][-1]) - 1e-9
+    assert np.all((np.asarray(stats["acceptance"]) > 0) & (np.asarray(stats["acceptance"]) <= 1))
+    assert vmc.samples(state, 3).shape == (3, 8)
+    ev = vmc.evaluate(state, 1000)
+    assert ev["n_samples"] == 1000 and abs(ev["energy"] - e[-1]) < 0.5
+
+
+def test_fused_steps_equal_single_steps():
+    vmc = VMC(SMALL)
+    a, stats_a = vmc.step(vmc.init(), 4)
+    b = vmc.init()
+    energies = []
+    for _ in range(4):
+        b, st = vmc.step(b, 1)
+        energies.append(float(st["energy"][0]))
+    np.testing.assert_allclose(np.asarray(stats_a["energy"]), energies, rtol=1e-10)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-10)
+
+
+def test_non_finite_step_keeps_last_finite_state():
+    vmc = VMC(SMALL.replace(optimizer="sgd"))
+    state, stats = vmc.step(vmc.init(), 3)
+    assert bool(np.all(stats["finite"]))
+    # an update of size 1e308·g overflows to inf (the settings cap lr at 10; the engine takes any value)
+    hyper = dict(vmc.hyper, lr=jnp.asarray(1e308))
+    bad = state
+    after, stats = vmc.engine.multi_step(bad, hyper, 4)
+    finite = np.asarray(stats["finite"])
+    assert not finite.all()
+    k = int(np.argmin(finite))  # the first non-finite step
+    assert not finite[k:].any()  # later steps start from the same kept state and fail the same way
+    assert int(after.step) == int(bad.step) + k  # nothing after the last finite step was applied
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(after.params))
+
+
+def test_engines_are_shared_between_runs_with_equal_static_settings():
+    a = VMC(SMALL)
+    b = VMC(SMALL.replace(seed=5, lr=0.01, steps=77, diag_shift=0.1))
+    assert a.engine is b.engine
+    assert static_settings(SMALL) == static_settings(SMALL.replace(seed=9))
+    assert engine_for.cache_info().hits >= 1
+    sa, sb = a.init(), b.init()
+    assert not np.array_equal(np.asarray(sa.sampler.sigma), np.asarray(sb.sampler.sigma))
+
+
+@pytest.mark.parametrize("changes", [dict(optimizer="adam", lr=0.01), dict(optimizer="minsr", samples=64),
+                                     dict(optimizer="sr", sr_solver="cg"), dict(sampler="exact"),
+                                     dict(dtype="float32", model="jastrow", sign="marshall", momentum=0.5,
+                                          schedule="cosine", optimizer="sgd")])
+def test_variants_run_and_stay_finite(changes):
+    vmc = VMC(SMALL.replace(**changes))
+    state, stats = vmc.step(vmc.init(), 3)
+    assert bool(np.all(stats["finite"])) and int(state.step) == 3
+    assert stats["energy"].dtype == np.float64
