@@ -79,3 +79,19 @@ def test_make_model_rejects_unknown_model():
     s = RunSettings(lattice="chain", L=8)
     with pytest.raises(ValueError, match="model must be one of"):
         make_model(s.replace(model="mlp"), make_lattice("chain", 8))
+
+
+def test_sum_log_cosh_equals_sum_of_log_cosh_and_is_holomorphic():
+    from nqs_core.models.rbm import sum_log_cosh
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(50, 12)) * 2 + 1j * rng.normal(size=(50, 12)) * 3
+    got = np.asarray(sum_log_cosh(jnp.asarray(z)))
+    np.testing.assert_allclose(np.exp(got), np.prod(np.cosh(z), axis=1), rtol=1e-10)
+    np.testing.assert_allclose(got.real, np.sum(np.log(np.abs(np.cosh(z))), axis=1), rtol=1e-12)
+    g = jax.grad(lambda w: sum_log_cosh(w[None])[0], holomorphic=True)(jnp.asarray(z[0]))
+    np.testing.assert_allclose(np.asarray(g), np.tanh(z[0]), rtol=1e-10)
+    big = sum_log_cosh(jnp.asarray([[700.0 + 0.2j, -650.0 + 0.1j]]))
+    np.testing.assert_allclose(np.asarray(big), [1350 - 2 * np.log(2) + 0.1j], rtol=1e-12)
+    z32 = jnp.asarray(z[:3], jnp.complex64)
+    assert sum_log_cosh(z32).dtype == jnp.complex64

@@ -97,11 +97,11 @@ def test_sr_and_minsr_agree_when_samples_outnumber_parameters(shift):
     d_sr = sr_dense(o, e_loc, w, shift)
     d_min = minsr(o, e_loc, w, shift)
     np.testing.assert_allclose(d_min, d_sr, rtol=1e-6, atol=1e-9 * np.abs(d_sr).max())
-    # and SR solves (S + λ) d = F with S = Re⟨ΔO†ΔO⟩, F = g/2
+    # and SR solves (S + λ) d = g with S = Re⟨ΔO†ΔO⟩ (NetKet's scale)
     do = np.asarray(o) - np.asarray(w) @ np.asarray(o)
     S = np.real(np.einsum("s,si,sj->ij", np.asarray(w), do.conj(), do))
     g = np.asarray(gradient_from_jacobian(o, e_loc, w))
-    np.testing.assert_allclose((S + shift * np.eye(48)) @ np.asarray(d_sr), g / 2, atol=1e-9)
+    np.testing.assert_allclose((S + shift * np.eye(48)) @ np.asarray(d_sr), g, atol=1e-9)
 
 
 def test_holomorphic_dense_sr_equals_real_formulation():
