@@ -83,9 +83,15 @@ def save_checkpoint(
     history: list[dict[str, Any]],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``state`` (any pytree of arrays), settings and history to ``path`` atomically."""
+    """Write ``state`` (any pytree of arrays), settings and history to ``path`` atomically.
+
+    With several JAX processes every process must call this (gathering the sharded chains is a
+    collective); only process 0 writes the file.
+    """
     path = Path(path)
     leaves, info = _flatten(state)
+    if jax.process_index() != 0:
+        return path
     meta = {
         "format": FORMAT,
         "version": VERSION,

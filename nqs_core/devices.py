@@ -105,14 +105,34 @@ def state_shardings(state: Any, n_chains: int, mesh: Mesh) -> Any:
     return jax.tree_util.tree_map_with_path(pick, state)
 
 
+def _is_key(leaf: Any) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
 def place_state(state: Any, shardings: Any) -> Any:
-    """Put every leaf of ``state`` on its sharding (``jax.device_put`` per leaf)."""
-    return jax.device_put(state, shardings)
+    """Put every leaf of ``state`` on its sharding.
+
+    One process: ``jax.device_put``.  Several processes (``jax.distributed``): every process holds
+    the same full state (same seed or the same checkpoint), and each builds its own shards with
+    ``jax.make_array_from_callback``; PRNG keys (replicated) go through ``device_put``.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(state, shardings)
+
+    def put(leaf: Any, sharding: NamedSharding) -> Any:
+        if _is_key(leaf):
+            return jax.device_put(leaf, sharding)
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, state, shardings)
 
 
 def to_host(x: Any) -> np.ndarray:
     """A NumPy copy of a (possibly sharded, possibly multi-process) array."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -247,7 +247,17 @@ class _ReferenceLookup:
         return self.result if self.ready else None
 
 
-_COMPILED: dict[tuple[Any, ...], Any] = {}
+_COMPILED: dict[tuple[Any, ...], Any] = {}  # (engine, n, devices) -> compiled steps, oldest first
+MAX_COMPILED = 32
+
+
+def current_samples(vmc: Any, state: Any, n_show: int) -> np.ndarray | None:
+    """A few current chain configurations (n_show, N) for the lattice view."""
+    if n_show <= 0:
+        return None
+    if jax.process_count() > 1:  # the chains live on several processes: gather them
+        return to_host(state.sampler.sigma)[:n_show]
+    return to_host(vmc.samples(state, n_show))
 
 
 def _params_finite(state: Any) -> jax.Array:
@@ -279,6 +289,8 @@ def _compiled_steps(vmc: Any, n: int, state: Any, hyper: Any, shardings: Any, me
     compiled = jitted.lower(state, hyper).compile()
     seconds = time.perf_counter() - t0
     if key is not None:
+        while len(_COMPILED) >= MAX_COMPILED:
+            _COMPILED.pop(next(iter(_COMPILED)))
         _COMPILED[key] = compiled
     return compiled, seconds
 
@@ -398,7 +410,7 @@ def run(
                 state = new_state
                 if records:
                     emit(RunEvent(kind="steps", records=records,
-                                  samples=to_host(vmc.samples(state, n_show)) if n_show > 0 else None))
+                                  samples=current_samples(vmc, state, n_show)))
             phase = "diverged"
             message = (f"diverged: {what} became NaN/inf at step {where} (lr={settings.lr:g}, "
                        f"optimizer={settings.optimizer}); kept the last finite state (after {len(history)} steps); "
@@ -409,7 +421,7 @@ def run(
         records = _records_from_stats(stats, len(history), dt)
         history.extend(records)
         state = new_state
-        samples = to_host(vmc.samples(state, n_show)) if n_show > 0 else None
+        samples = current_samples(vmc, state, n_show)
         emit(RunEvent(kind="steps", records=records, samples=samples))
         if checkpoint is not None and time.perf_counter() - last_save > checkpoint_every:
             save(state, "running", "")

@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from nqs_core.checkpoint import load_checkpoint
 from nqs_core.devices import (
     CHAIN_AXIS,
     chain_mesh,
@@ -92,3 +95,47 @@ def test_cli_reports_two_devices():
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])["summary"]
     assert summary["devices"] == 2 and summary["steps"] == 2
+
+
+MULTI = r"""
+import json, sys
+from nqs_core.settings import RunSettings
+from nqs_core.driver import run
+import jax
+s = RunSettings(hamiltonian="heisenberg", lattice="chain", L=8, samples=256, chains=8, steps=6, eval_samples=512, seed=3)
+r = run(s, reference=False, checkpoint=sys.argv[1])
+print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(), "devices": r.summary["devices"],
+                  "energies": [h.energy for h in r.history], "final": r.summary["final_energy"]}))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_with_jax_distributed(tmp_path):
+    """NQS_DISTRIBUTED=1: two processes on this machine (one CPU device each) form one 2-device mesh;
+    both see the same run, and only process 0 writes the (gathered) checkpoint."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ck = tmp_path / "mp.npz"
+    procs = []
+    for pid in range(2):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        env.update(NQS_DISTRIBUTED="1", NQS_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", NQS_NUM_PROCESSES="2",
+                   NQS_PROCESS_ID=str(pid))
+        procs.append(subprocess.Popen([sys.executable, "-c", MULTI, str(ck)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=env))
+    outs = []
+    for p in procs:
+        try:
+            stdout, stderr = p.communicate(timeout=600)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        assert p.returncode == 0, stderr[-3000:]
+        outs.append(json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1]))
+    assert [o["process"] for o in outs] == [0, 1] and all(o["processes"] == 2 and o["devices"] == 2 for o in outs)
+    assert outs[0]["energies"] == outs[1]["energies"] and outs[0]["final"] == outs[1]["final"]
+    saved = load_checkpoint(ck)
+    assert saved.step == 6 and saved.extra["devices"] == 2
+    sigma = [a for a, info in zip(saved.leaves, saved.leaf_info) if "sigma" in info["path"]]
+    assert len(sigma) == 1 and sigma[0].shape == (8, 8)  # both processes' chains gathered

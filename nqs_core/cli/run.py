@@ -105,6 +105,13 @@ def _flag_type(name: str, annotation: str) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per RunSettings field, plus --checkpoint, --resume, --json and output options."""
+    parser.epilog = (
+        "Exit codes: 0 done, 1 diverged, 2 invalid settings, 130 interrupted (Ctrl-C stops cleanly). "
+        "Environment: NQS_CACHE_DIR (compiled programs go to $NQS_CACHE_DIR/jax, default ~/.cache/nqs-lab/jax), "
+        "NQS_COMPILE_CACHE=0 (no persistent compilation cache), NQS_DISTRIBUTED=1 (jax.distributed.initialize(); "
+        "NQS_COORDINATOR_ADDRESS, NQS_NUM_PROCESSES, NQS_PROCESS_ID), XLA_FLAGS=--xla_force_host_platform_device_count=N "
+        "(N CPU devices). Chains are split over all visible devices."
+    )
     defaults = RunSettings(**CLI_DEFAULTS)
     for f in fields(RunSettings):
         flag = "--" + f.name.replace("_", "-")
