@@ -122,13 +122,13 @@ class Lab:
         self._build_export()
         self.large_font = pn.ui.Switch(label="Large fonts (projector)", value=False)
         self.large_font.param.watch(self._on_large_font, "value")
-        self.server_line = pn.pane.Str("", styles={"font-size": "0.85em", "opacity": "0.8"})
-        self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
+        self.server_line = pn.pane.HTML(self._server_text(), margin=(4, 8))
+        self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width", dynamic=True)
         self.page = self._build_page()
         self._reset_views(self._settings_or_default())
         self._refresh_controls()
         self._refresh_buttons()
-        self.status.object = self.runner.status_text()
+        self._set_status(self.runner.status_text())
 
     # ----- construction -----------------------------------------------------------------
     def _build_controls(self) -> None:
@@ -162,7 +162,7 @@ class Lab:
         self.resume_button = button("Resume", "primary", self._on_resume)
         self.stop_button = button("Stop", "error", self._on_stop)
         self.reset_button = button("Reset", "secondary", self._on_reset)
-        self.status = pn.pane.Str("", css_classes=["nqs-status"], styles={"font-size": "1.05em", "font-weight": "600"})
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width", margin=(4, 8))
         self.message = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["nqs-message"])
 
     def _build_export(self) -> None:
@@ -207,13 +207,14 @@ class Lab:
             widget.helper_text = msg or ""
         if not self.runner.alive and self.runner.phase == "idle":
             self.runner.total = self.settings.steps
-            self.status.object = self.runner.status_text()
+            self._set_status(self.runner.status_text())
         hidden_problem = [m for n, m in problems.items() if n not in visible]
         if hidden_problem:
             self._say(hidden_problem[0], error=True)
 
     # ----- buttons ----------------------------------------------------------------------
     def _on_run(self, *_: Any) -> None:
+        log.debug("Run pressed in %s", self.runner.name)
         if self.runner.alive:
             return
         try:
@@ -231,17 +232,17 @@ class Lab:
             self._say(f"Could not start: {type(err).__name__}: {err}", error=True)
         self._say("")
         self._refresh_buttons()
-        self.status.object = self.runner.status_text()
+        self._set_status(self.runner.status_text())
 
     def _on_pause(self, *_: Any) -> None:
         self.runner.pause()
         self._refresh_buttons()
-        self.status.object = self.runner.status_text()
+        self._set_status(self.runner.status_text())
 
     def _on_resume(self, *_: Any) -> None:
         self.runner.resume()
         self._refresh_buttons()
-        self.status.object = self.runner.status_text()
+        self._set_status(self.runner.status_text())
 
     def _on_stop(self, *_: Any) -> None:
         self.runner.stop()
@@ -253,7 +254,7 @@ class Lab:
         self._reset_views(self._settings_or_default())
         self._say("")
         self._refresh_buttons()
-        self.status.object = self.runner.status_text()
+        self._set_status(self.runner.status_text())
 
     def _refresh_buttons(self) -> None:
         alive, phase = self.runner.alive, self.runner.phase
@@ -266,6 +267,13 @@ class Lab:
         self.download_json.disabled = not has_data
         self.download_ckpt.disabled = not self.checkpoint.exists()
 
+    def _set_status(self, text: str) -> None:
+        """The status line: phase, ``step N / M`` and iterations/s (role=status for screen readers)."""
+        import html
+
+        self.status.object = (f"<div class='nqs-status' role='status' style='font-family:monospace;"
+                              f"font-size:1.05em;font-weight:600'>{html.escape(text)}</div>")
+
     def _say(self, text: str, error: bool = False) -> None:
         self.message.object = f"<span style='color:#D55E00'>{text}</span>" if (error and text) else text
 
@@ -274,7 +282,7 @@ class Lab:
         self.history, self.reference, self.summary = [], None, None
         lat = make_lattice(settings.lattice, settings.L, settings.bc)
         self.spins.reset(settings.lattice, settings.L)
-        self.energy.reset()
+        self.energy.reset(settings.steps)
         sign_note = "" if settings.hamiltonian != "tfim" else \
             "TFIM: the ground state is positive, there is no sign structure to learn"
         self.sign.reset(sign_note)
@@ -304,20 +312,29 @@ class Lab:
             configs = batch.extra.get("configurations")
             if configs is not None:
                 self.sign.show_configurations(configs["log_psi"], configs["target"], configs["target_name"])
+            final = batch.extra.get("final_translation")
+            if final is not None:
+                self.momentum.show_final(final["value"], final["n_samples"])
             if batch.result is not None:
+                self.sign.note_if_empty()
                 self.summary = getattr(batch.result, "summary", None)
                 self._say(self._summary_text())
             if batch.phase in ("diverged", "error"):
                 self._say(f"**{batch.phase}**: {batch.message}", error=True)
             if not batch.empty:
-                self.status.object = self.runner.status_text()
+                self._set_status(self.runner.status_text())
                 self._refresh_buttons()
             elif self.runner.phase in ("running",):
-                self.status.object = self.runner.status_text()
-            self.server_line.object = f"this server: {live_workers()} run(s) active"
+                self._set_status(self.runner.status_text())
+            self.server_line.object = self._server_text()
             self.ising.tick()
         except Exception:  # a broken update must not kill the periodic callback
             log.exception("tick failed")
+
+    @staticmethod
+    def _server_text() -> str:
+        return (f"<span class='nqs-server' style='font-size:0.85em;opacity:0.8'>"
+                f"this server: {live_workers()} run(s) active</span>")
 
     def _summary_text(self) -> str:
         s = self.summary or {}
@@ -365,7 +382,7 @@ class Lab:
         self.summary = summary
         self.runner.phase, self.runner.step, self.runner.total = "idle", len(history), settings.steps
         self._say(f"Loaded a run of {len(history)} steps ({self.upload.filename}). " + self._summary_text())
-        self.status.object = f"loaded · step {len(history)} / {settings.steps}"
+        self._set_status(f"loaded · step {len(history)} / {settings.steps}")
         self._refresh_buttons()
 
     # ----- display ----------------------------------------------------------------------
@@ -378,10 +395,16 @@ class Lab:
     # ----- lifecycle --------------------------------------------------------------------
     def start_session(self) -> None:
         """Register the periodic drain and the end-of-session hook (call inside a session)."""
-        self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+        pn.state.onload(self._start_ticking)
         pn.state.on_session_destroyed(self._on_session_destroyed)
 
+    def _start_ticking(self) -> None:
+        """Start the 10 Hz drain once the page has loaded (never for sessions nobody connects to)."""
+        if self._callback is None and not self._closed:
+            self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+
     def _on_session_destroyed(self, session_context: Any) -> None:
+        log.info("session destroyed: %s", self.runner.name)
         self.shutdown()
 
     def shutdown(self) -> None:

@@ -31,19 +31,29 @@ def reference_energy(ref: dict | None) -> float | None:
     return None
 
 
-def reference_label(ref: dict) -> str:
-    """e.g. ``reference: ED (exact diagonalization) E₀ = −11.2285``."""
-    method = ref.get("method") or ref.get("kind") or "reference"
-    source = ref.get("provenance") or ref.get("source") or ""
-    if isinstance(source, dict):
-        source = ", ".join(f"{k} {v}" for k, v in source.items())
+METHOD_NAMES = {"exact": "exact (closed form)", "ed": "ED", "dmrg": "DMRG", "published": "published"}
+PROVENANCE_KEYS = ("formula", "citation", "library", "chi_max", "chi", "truncation_error")
+
+
+def reference_label(ref: dict, max_chars: int = 110) -> str:
+    """e.g. ``ED · scipy 1.18.1 (ARPACK eigsh, Lanczos) · cache · E₀ = −11.228483``."""
+    method = str(ref.get("method") or "reference")
+    parts = [METHOD_NAMES.get(method, method)]
+    prov = ref.get("provenance")
+    if isinstance(prov, dict):
+        bits = [f"{k} {prov[k]}" if k.startswith(("chi", "trunc")) else str(prov[k])
+                for k in PROVENANCE_KEYS if prov.get(k) not in (None, "")]
+        if bits:
+            parts.append(", ".join(bits).replace("library ", ""))
+    elif prov:
+        parts.append(str(prov))
+    if ref.get("source"):
+        parts.append(str(ref["source"]))
+    text = " · ".join(parts)
+    if len(text) > max_chars:
+        text = text[: max_chars - 1] + "…"
     e = reference_energy(ref)
-    text = f"{method}"
-    if source and str(source) != str(method):
-        text += f" ({source})"
-    if e is not None:
-        text += f"  E = {e:.6f}"
-    return text
+    return text + (f" · E₀ = {e:.6f}" if e is not None else "")
 
 
 class EnergyView:
@@ -62,8 +72,11 @@ class EnergyView:
         self.fig.varea("step", "lower", "upper", source=self.source, fill_color=BLUE, fill_alpha=0.25,
                        legend_label="± error")
         self.fig.line("step", "energy", source=self.source, color=BLUE, line_width=2, legend_label="E (VMC)")
-        self.ref_span = Span(location=0.0, dimension="width", line_color=VERMILION, line_dash="dashed",
-                             line_width=2, visible=False)
+        self.ref_source = ColumnDataSource(dict(step=[], energy=[]))  # a glyph, so the y-range includes it
+        self.fig.line("step", "energy", source=self.ref_source, color=VERMILION, line_dash="dashed", line_width=2,
+                      legend_label="reference")
+        self.ref_span = Span(location=0.0, dimension="width", line_alpha=0.0, visible=False)
+        self.total_steps = 1
         self.ref_label = Title(text="reference: waiting…", text_color=VERMILION, text_font_size="12px",
                                text_font_style="normal")
         self.fig.add_layout(self.ref_span)
@@ -88,8 +101,9 @@ class EnergyView:
                                       sizing_mode="stretch_width"),
                                sizing_mode="stretch_width", name=self.title)
 
-    def reset(self) -> None:
-        for src in (self.source, self.rel_source, self.var_source):
+    def reset(self, total_steps: int = 1) -> None:
+        self.total_steps = max(int(total_steps), 1)
+        for src in (self.source, self.rel_source, self.var_source, self.ref_source):
             src.data = empty_like(src)
         self._kept.clear()
         self.reference = None
@@ -110,7 +124,7 @@ class EnergyView:
             self.rel_waiting.text = "no reference energy: " + str(ref.get("message") or ref.get("error") or "")
             return
         self.ref_span.location = e
-        self.ref_span.visible = True
+        self.ref_source.data = dict(step=[0, self.total_steps - 1], energy=[e, e])
         self.rel_waiting.visible = False
         steps = [s for s, _ in self._kept]
         self.rel_source.data = dict(step=steps, rel=[self._rel(v, e) for _, v in self._kept])

@@ -56,6 +56,9 @@ class MomentumView:
                                 legend_label="measured")
         self.circle_fig.scatter("re", "im", source=self.expected_source, color=VERMILION, size=16, marker="star",
                                 legend_label="e^{ik_x} of the sector")
+        self.final_source = ColumnDataSource(dict(re=[], im=[]))
+        self.circle_fig.scatter("re", "im", source=self.final_source, color=ORANGE, size=14, marker="circle",
+                                line_color="black", legend_label="final state")
         self.circle_fig.legend.location = "top_left"
         self.circle_fig.legend.background_fill_alpha = 0.0
         self.circle_fig.legend.label_text_font_size = "11px"
@@ -82,6 +85,7 @@ class MomentumView:
         self.coords, self.L = np.asarray(coords), L
         self._recent.clear()
         self.circle_source.data = empty_like(self.circle_source)
+        self.final_source.data = empty_like(self.final_source)
         self.sq_source.data = dict(qx=[], qy=[], s=[], w=[], h=[])
         m = np.asarray(momenta_over_pi, dtype=float)
         m = np.where(m > 1 + 1e-9, m - 2, m)  # draw the zone as (−π, π]
@@ -121,6 +125,12 @@ class MomentumView:
         if frames:
             self._recent.extend(np.asarray(f) for f in frames)
             self._draw_sq()
+
+    def show_final(self, value: complex, n_samples: int) -> None:
+        """The translation eigenvalue of the final state (from ``n_samples`` chain configurations)."""
+        self.final_source.data = dict(re=[value.real], im=[value.imag])
+        self.circle_note.text = (f"final state: ⟨T_x⟩ = {abs(value):.3f}·e^(iπ·{np.angle(value) / np.pi:+.3f}) "
+                                 f"from {n_samples} samples")
 
     def _draw_sq(self) -> None:
         samples = np.concatenate(list(self._recent), axis=0)

@@ -38,7 +38,7 @@ def configuration_signs(result: Any, n_max: int = 64) -> dict[str, Any]:
     final chain configurations; the target is Marshall's sign (Heisenberg, J1-J2 on a bipartite
     lattice) or + (TFIM, whose ground state is positive).
     """
-    from nqs_core.observables import marshall_phase
+    from nqs_core.observables import marshall_phase, translation_eigenvalues
     from nqs_core.vmc import VMC
 
     settings = result.settings
@@ -47,14 +47,19 @@ def configuration_signs(result: Any, n_max: int = 64) -> dict[str, Any]:
     vmc = VMC(settings)
     samples = np.asarray(vmc.samples(result.state, n_max))
     log_psi = np.asarray(vmc.model.apply(result.state.params, samples))
+    out: dict[str, Any] = {}
+    if vmc.lattice.pbc:
+        ev = np.asarray(translation_eigenvalues(vmc.model.apply, result.state.params, samples, vmc.lattice))
+        out["final_translation"] = {"value": complex(ev[0]), "n_samples": len(samples)}
     if settings.hamiltonian == "tfim":
         target, name = np.ones(len(samples), dtype=int), "positive"
     elif vmc.lattice.is_bipartite:
         phase = np.asarray(marshall_phase(samples, vmc.lattice))
         target, name = np.where(np.round(phase / np.pi) % 2 == 0, 1, -1), "Marshall"
     else:
-        return {}
-    return {"configurations": {"log_psi": log_psi, "target": target, "target_name": name}}
+        return out
+    out["configurations"] = {"log_psi": log_psi, "target": target, "target_name": name}
+    return out
 
 
 class SignView:
@@ -92,6 +97,12 @@ class SignView:
         self.config_source.data = empty_like(self.config_source)
         self.note.text = note
         self.config_note.text = "shown when a run ends or is paused"
+
+    def note_if_empty(self) -> None:
+        """Say so when the engine reported no per-step agreement for this run."""
+        values = np.asarray(self.source.data["marshall"], dtype=float)
+        if not np.isfinite(values).any():
+            self.note.text = "no per-step sign agreement was reported for this run (final state below)"
 
     def update(self, records: list[Any]) -> None:
         if not records:

@@ -1,0 +1,195 @@
+"""End-to-end: the real lab in Chromium (issue 5's "done when").
+
+Run: .venv/bin/python -m pytest -q -m browser tests/browser
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+STEP = re.compile(r"step (\d+) / (\d+)")
+
+COUNT_POINTS = """
+(column) => {
+  let best = -1;
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+    for (const m of doc._all_models.values()) {
+      if (m.type !== "ColumnDataSource" && !(m.constructor && m.constructor.__name__ === "ColumnDataSource")) continue;
+      const d = m.data;
+      const col = d instanceof Map ? d.get(column) : d[column];
+      if (col !== undefined && col !== null) best = Math.max(best, col.length);
+    }
+  }
+  return best;
+}
+"""
+
+
+def status(page) -> str:
+    return page.locator(".nqs-status").first.inner_text()
+
+
+def step_of(page) -> tuple[int, int]:
+    m = STEP.search(status(page))
+    assert m, f"no 'step N / M' in the status line: {status(page)!r}"
+    return int(m.group(1)), int(m.group(2))
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.25):
+    t_end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < t_end:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(poll)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def show_tab(page, name: str, settle: float = 1.5) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    page.get_by_role("tab", name=name, exact=True).and_(page.locator("[aria-selected=true]")).wait_for(timeout=10_000)
+    time.sleep(settle)
+
+
+def button(page, name: str):
+    return page.get_by_role("button", name=name, exact=True)
+
+
+def test_run_pause_resume_stop_on_the_default(open_lab, lab_server, screenshots):
+    page, console = open_lab()
+    for name in ("Run", "Pause", "Resume", "Stop", "Reset"):
+        assert button(page, name).count() == 1, name
+    assert "idle" in status(page) and step_of(page) == (0, 100)
+    page.screenshot(path=str(screenshots / "00-idle-light.png"))
+
+    t0 = time.monotonic()
+    button(page, "Run").click()
+    wait_for(lambda: step_of(page)[0] >= 3, 30, "step N / M to advance within 30 s")
+    first_progress = time.monotonic() - t0
+    points = wait_for(lambda: page.evaluate(COUNT_POINTS, "energy") > 0 and page.evaluate(COUNT_POINTS, "energy"),
+                      30 - first_progress if first_progress < 29 else 1, "energy points in the plot")
+    assert points >= 1
+    assert "running" in status(page) and "it/s" in status(page)
+    page.screenshot(path=str(screenshots / "01-spins-running.png"))
+
+    button(page, "Pause").click()
+    wait_for(lambda: "paused" in status(page), 15, "the paused phase")
+    held = step_of(page)[0]
+    time.sleep(2.5)
+    assert step_of(page)[0] == held, "Pause did not hold the step count"
+    assert not button(page, "Resume").is_disabled()
+
+    button(page, "Resume").click()
+    wait_for(lambda: step_of(page)[0] > held, 30, "steps to continue after Resume")
+    show_tab(page, "Energy")
+    wait_for(lambda: page.evaluate(COUNT_POINTS, "energy") >= 8, 60, "a few energy points")
+    wait_for(lambda: page.evaluate(COUNT_POINTS, "rel") > 0, 60, "the reference and the relative error")
+    page.screenshot(path=str(screenshots / "02-energy.png"))
+
+    button(page, "Stop").click()
+    wait_for(lambda: "stopped" in status(page), 15, "the stopped phase")
+    n_stop = step_of(page)[0]
+    time.sleep(1.5)
+    assert step_of(page)[0] == n_stop
+    assert not button(page, "Run").is_disabled(), "Run must stay usable after Stop"
+
+    show_tab(page, "Spins")
+    page.screenshot(path=str(screenshots / "03-spins-stopped.png"))
+    show_tab(page, "Sign")
+    wait_for(lambda: page.evaluate(COUNT_POINTS, "phase") > 0, 20, "the per-configuration sign picture")
+    page.screenshot(path=str(screenshots / "04-sign.png"))
+    show_tab(page, "Momentum")
+    page.screenshot(path=str(screenshots / "05-momentum.png"))
+    show_tab(page, "Diagnostics")
+    page.screenshot(path=str(screenshots / "06-diagnostics.png"))
+    assert console.errors == [], console.errors
+    print(f"first progress after {first_progress:.1f} s; stopped at step {n_stop}")
+
+
+def test_invalid_setting_shows_its_message_and_run_stays_usable(open_lab, screenshots):
+    page, console = open_lab()
+    field = page.get_by_label("L", exact=True)
+    field.fill("5")
+    field.press("Tab")
+    msg = page.get_by_text("L must give an even number of sites", exact=False)
+    msg.first.wait_for(timeout=10_000)
+    button(page, "Run").click()
+    page.get_by_text("Not started", exact=False).first.wait_for(timeout=10_000)
+    assert "idle" in status(page)
+    assert not button(page, "Run").is_disabled()
+    page.screenshot(path=str(screenshots / "07-invalid-setting.png"))
+    assert console.errors == [], console.errors
+
+
+def test_closing_the_page_stops_its_worker(open_lab, lab_server):
+    observer, _ = open_lab()
+    page, console = open_lab()
+    button(page, "Run").click()
+    wait_for(lambda: step_of(page)[0] >= 1, 120, "the run to start")
+    wait_for(lambda: "1 run(s) active" in observer.locator(".nqs-server").inner_text(), 30,
+             "the observer to see one active run")
+    session_log = lab_server.log().count("worker of")
+    t0 = time.monotonic()
+    page.context.close()
+    wait_for(lambda: "0 run(s) active" in observer.locator(".nqs-server").inner_text(), 15,
+             "the worker to stop after its tab closed")
+    print(f"worker stopped {time.monotonic() - t0:.1f} s after the tab closed")
+    assert lab_server.log().count("worker of") > session_log
+    assert "session closed: worker stop requested" in lab_server.log()
+    assert console.errors == [], console.errors
+
+
+def test_classical_ising_tab_streams_its_lattice(open_lab, screenshots):
+    page, console = open_lab()
+    show_tab(page, "Classical Ising")
+    page.get_by_role("button", name="Animate the Ising lattice").click()
+    readout = page.get_by_text(re.compile(r"sweep \d+ · T ="))
+
+    def sweeps() -> int:
+        return int(re.search(r"sweep (\d+)", readout.first.inner_text()).group(1))
+
+    wait_for(lambda: sweeps() >= 20, 30, "Ising sweeps")
+    s1 = sweeps()
+    time.sleep(1.0)
+    assert sweeps() > s1
+    page.screenshot(path=str(screenshots / "08-classical-ising.png"))
+    assert console.errors == [], console.errors
+
+
+def test_dark_theme_and_large_fonts(open_lab, screenshots):
+    page, console = open_lab()
+    page.get_by_role("switch", name="Large fonts (projector)").or_(
+        page.get_by_label("Large fonts (projector)")).first.click()
+    toggle = page.get_by_role("button", name=re.compile("dark|theme", re.I))
+    toggle.first.click()
+    time.sleep(2.0)
+    page.screenshot(path=str(screenshots / "09-dark-large-fonts.png"))
+    show_tab(page, "Energy")
+    page.screenshot(path=str(screenshots / "10-dark-energy.png"))
+    assert console.errors == [], console.errors
+
+
+def test_chain_preset_space_time_strip_and_momentum(open_lab, screenshots):
+    page, console = open_lab()
+    page.get_by_role("combobox", name="Preset for talks").click()
+    page.locator("li", has_text="An 18-site chain lives at k = π").last.click()
+    wait_for(lambda: "/ 300" in status(page), 10, "the preset's step count")
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("12")
+    steps.press("Tab")
+    wait_for(lambda: "/ 12" in status(page), 10, "the edited step count")
+    button(page, "Run").click()
+    wait_for(lambda: "done" in status(page) or "stopped" in status(page), 240, "the short chain run to end")
+    assert step_of(page) == (12, 12)
+    show_tab(page, "Spins")
+    page.screenshot(path=str(screenshots / "11-chain-space-time-strip.png"))
+    show_tab(page, "Momentum")
+    wait_for(lambda: page.evaluate(COUNT_POINTS, "s") > 0, 20, "S(q) of the chain")
+    page.screenshot(path=str(screenshots / "12-chain-momentum.png"))
+    assert console.errors == [], console.errors
