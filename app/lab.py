@@ -111,6 +111,7 @@ class Lab:
         self.workdir = Path(tempfile.mkdtemp(prefix="nqs-lab-"))
         self.checkpoint = self.workdir / "checkpoint.npz"
         self._callback = None
+        self._doc = None
         self._closed = False
 
         self.spins, self.energy, self.sign = SpinsView(), EnergyView(), SignView()
@@ -293,6 +294,12 @@ class Lab:
         """Periodic callback on the event loop: drain the worker's queue into the views."""
         if self._closed:
             return
+        if self._connection_lost():
+            # the tab is gone: stop now instead of waiting for Bokeh to discard the session (its
+            # discard is deferred while this callback holds the document lock, ~20 s under load)
+            log.info("connection of %s closed", self.runner.name)
+            self.shutdown()
+            return
         try:
             batch = self.runner.drain()
             if batch.records:
@@ -395,6 +402,7 @@ class Lab:
     # ----- lifecycle --------------------------------------------------------------------
     def start_session(self) -> None:
         """Register the periodic drain and the end-of-session hook (call inside a session)."""
+        self._doc = pn.state.curdoc
         pn.state.onload(self._start_ticking)
         pn.state.on_session_destroyed(self._on_session_destroyed)
 
@@ -402,6 +410,12 @@ class Lab:
         """Start the 10 Hz drain once the page has loaded (never for sessions nobody connects to)."""
         if self._callback is None and not self._closed:
             self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+
+    def _connection_lost(self) -> bool:
+        """True when the page that loaded this session has no open websocket any more."""
+        ctx = getattr(self._doc, "session_context", None)
+        session = getattr(ctx, "_session", None)  # bokeh.server.session.ServerSession
+        return session is not None and getattr(session, "connection_count", 1) == 0
 
     def _on_session_destroyed(self, session_context: Any) -> None:
         log.info("session destroyed: %s", self.runner.name)
