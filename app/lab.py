@@ -34,7 +34,7 @@ from nqs_core.settings import RunSettings, SettingsError
 log = logging.getLogger("nqs_lab.session")
 
 TICK_MS = 100
-LARGE_FONT_SCALE = 1.45
+LARGE_ZOOM = 1.35
 _WIDGETS = {"Selector": pn.ui.Select, "Integer": pn.ui.IntInput, "Number": pn.ui.FloatInput}
 HISTORY_FIELDS = ("step", "energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score",
                   "seconds", "translation_eigenvalue_re", "translation_eigenvalue_im", "marshall_agreement",
@@ -113,6 +113,7 @@ class Lab:
         self._callback = None
         self._doc = None
         self._closed = False
+        self._was_alive = False
 
         self.spins, self.energy, self.sign = SpinsView(), EnergyView(), SignView()
         self.momentum, self.diagnostics, self.ising = MomentumView(), DiagnosticsView(), IsingView()
@@ -122,7 +123,8 @@ class Lab:
         self._build_buttons()
         self._build_export()
         self.large_font = pn.ui.Switch(label="Large fonts (projector)", value=False)
-        self.large_font.param.watch(self._on_large_font, "value")
+        # zoom the whole page in the browser (text, controls and plots alike), no server round trip
+        self.large_font.jscallback(value=f"document.body.style.zoom = cb_obj.value ? '{LARGE_ZOOM}' : '1';")
         self.server_line = pn.pane.HTML(self._server_text(), margin=(4, 8))
         self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width", dynamic=True)
         self.page = self._build_page()
@@ -328,7 +330,9 @@ class Lab:
                 self._say(self._summary_text())
             if batch.phase in ("diverged", "error"):
                 self._say(f"**{batch.phase}**: {batch.message}", error=True)
-            if not batch.empty:
+            alive = self.runner.alive
+            if not batch.empty or alive != self._was_alive:
+                self._was_alive = alive
                 self._set_status(self.runner.status_text())
                 self._refresh_buttons()
             elif self.runner.phase in ("running",):
@@ -393,12 +397,6 @@ class Lab:
         self._refresh_buttons()
 
     # ----- display ----------------------------------------------------------------------
-    def _on_large_font(self, event: Any) -> None:
-        scale = LARGE_FONT_SCALE if event.new else 1.0
-        for view in self.views:
-            view.set_font_scale(scale)
-        self.page.theme_config = {"typography": {"fontSize": 18 if event.new else 14}}
-
     # ----- lifecycle --------------------------------------------------------------------
     def start_session(self) -> None:
         """Register the periodic drain and the end-of-session hook (call inside a session)."""

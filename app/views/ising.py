@@ -33,7 +33,7 @@ class IsingView:
         mapper = LinearColorMapper(palette=[SPIN_DOWN, SPIN_UP], low=-1, high=1)
         L = self.model.L
         self.source = ColumnDataSource(dict(image=[self.model.spins.astype(float)]))
-        self.fig = make_figure("Metropolis at T", "x", "y", height=480, width=480, sizing_mode="fixed",
+        self.fig = make_figure(f"Metropolis at T = {self.model.T:.2f}", "x", "y", height=480, width=480, sizing_mode="fixed",
                                tools="save", x_range=Range1d(0, L), y_range=Range1d(0, L))
         self.fig.image(image="image", x=0, y=0, dw=L, dh=L, source=self.source, color_mapper=mapper)
         self.fig.grid.visible = False

@@ -47,7 +47,7 @@ class MomentumView:
 
         self.circle_source = ColumnDataSource(dict(re=[], im=[], step=[]))
         self.expected_source = ColumnDataSource(dict(re=[], im=[]))
-        self.circle_fig = make_figure("Translation eigenvalue ⟨T_x⟩", "Re", "Im", height=340,
+        self.circle_fig = make_figure("Translation eigenvalue ⟨T_x⟩", "Re", "Im", height=380,
                                       width=340, sizing_mode="fixed", tools="save",
                                       x_range=Range1d(-1.25, 1.25), y_range=Range1d(-1.25, 1.25))
         t = np.linspace(0, 2 * np.pi, 200)
@@ -59,9 +59,11 @@ class MomentumView:
         self.final_source = ColumnDataSource(dict(re=[], im=[]))
         self.circle_fig.scatter("re", "im", source=self.final_source, color=ORANGE, size=14, marker="circle",
                                 line_color="black", legend_label="final state")
-        self.circle_fig.legend.location = "top_left"
-        self.circle_fig.legend.background_fill_alpha = 0.0
-        self.circle_fig.legend.label_text_font_size = "11px"
+        legend = self.circle_fig.legend[0]
+        legend.orientation = "horizontal"
+        legend.label_text_font_size = "11px"
+        legend.spacing = 4
+        self.circle_fig.add_layout(legend, "below")
         self.circle_note = Title(text="", text_color=GREY, text_font_size="12px", text_font_style="normal")
         self.circle_fig.add_layout(self.circle_note, "above")
 
@@ -97,7 +99,8 @@ class MomentumView:
             chosen = (float(kk[0]), float(kk[1]) if len(kk) > 1 else 0.0)
         color = [ORANGE if chosen and abs(a - chosen[0]) < 1e-9 and abs(b - chosen[1]) < 1e-9 else GREY
                  for a, b in zip(kx, ky)]
-        size = [22 if c == ORANGE else 12 for c in color]
+        base = 12 if len(kx) <= 16 else max(4, int(220 / len(kx)))
+        size = [2 * base if c == ORANGE else base for c in color]
         self.bz_source.data = dict(kx=kx, ky=ky, color=color, size=size)
         self.bz_fig.yaxis.axis_label = "ky / π" if m.shape[1] > 1 else ""
         self.bz_fig.y_range.update(start=-1.2 if m.shape[1] > 1 else -0.5, end=1.2 if m.shape[1] > 1 else 0.5)
