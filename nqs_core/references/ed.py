@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import scipy
 import scipy.linalg
+import scipy.special
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 

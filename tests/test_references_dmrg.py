@@ -1,0 +1,72 @@
+"""DMRG (TeNPy) in our conventions: against ED, closed forms and the Bethe ansatz; the background job."""
+
+import time
+
+import pytest
+
+from nqs_core import make_hamiltonian, make_lattice
+from nqs_core.references import dmrg_job, reference
+from nqs_core.references.closed_forms import heisenberg_chain_bethe, tfim_chain_open
+from nqs_core.references.dmrg import DMRGCancelled, DMRGJob, hamiltonian_spec, run_dmrg
+from nqs_core.references.ed import exact_diagonalization
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_dmrg_equals_ed_on_16_site_j1j2_chain():
+    ham = make_hamiltonian("j1j2", make_lattice("chain", 16), J2=0.3)
+    run = run_dmrg(hamiltonian_spec(ham))
+    exact = exact_diagonalization(ham, want_vector=False).energy
+    assert run["converged"]
+    assert abs(run["energy"] - exact) / abs(exact) < 1e-6
+    assert run["energy"] >= exact - 1e-10  # variational
+    assert run["estimated_relative_error"] < 1e-6 and run["truncation_error"] >= 0 and run["sweeps"] >= 2
+
+
+def test_dmrg_open_tfim_equals_free_fermions():
+    ham = make_hamiltonian("tfim", make_lattice("chain", 20, "open"), J=1.0, h=0.8)
+    r = reference(ham, method="dmrg")
+    assert r["method"] == "dmrg" and r["provenance"]["library"].startswith("physics-tenpy")
+    assert r["energy"] == pytest.approx(tfim_chain_open(20, 1.0, 0.8), rel=1e-6)
+
+
+def test_background_job_reports_progress_and_caches_its_result():
+    job = dmrg_job("heisenberg", "chain", L=12, bc="open")
+    run = job.result(timeout=300)
+    assert job.done() and job.progress is not None and job.progress["sweep"] >= 1
+    exact = exact_diagonalization(make_hamiltonian("heisenberg", make_lattice("chain", 12, "open")), False).energy
+    assert run["energy"] == pytest.approx(exact, rel=1e-8)
+    cached = reference("heisenberg", "chain", "dmrg", L=12, bc="open")
+    assert cached["source"] == "cache" and cached["energy"] == run["energy"]
+
+
+def test_background_job_can_be_cancelled():
+    job = DMRGJob(make_hamiltonian("heisenberg", make_lattice("chain", 96)))
+    deadline = time.monotonic() + 120
+    while job.progress is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.progress is not None, "no progress reported"
+    job.cancel()
+    assert job.done()
+    assert not job._process.is_alive()
+    with pytest.raises(DMRGCancelled):
+        job.result(timeout=1)
+
+
+def test_dmrg_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="chains only"):
+        DMRGJob(make_hamiltonian("heisenberg", make_lattice("square", 4)))
+    with pytest.raises(ValueError, match="L ≥ 4"):
+        reference("tfim", "chain", "dmrg", L=3)
+
+
+@pytest.mark.accuracy
+@pytest.mark.parametrize("L", [32, 64])
+def test_dmrg_equals_bethe_ansatz_on_periodic_chains(L):
+    r = reference("heisenberg", "chain", "dmrg", L=L, use_table=False)
+    exact = heisenberg_chain_bethe(L)
+    assert abs(r["energy"] - exact) / abs(exact) <= 1e-6
+    assert r["provenance"]["converged"]
