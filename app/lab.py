@@ -93,7 +93,9 @@ def parse_run_json(text: str) -> tuple[RunSettings, list[Any], dict | None, dict
     if not isinstance(data, dict) or "settings" not in data or "history" not in data:
         raise ValueError("not an exported NQS Lab run (needs 'settings' and 'history')")
     settings = RunSettings.from_dict(data["settings"])
-    history = [StepRecord.from_dict({k: (float("nan") if v is None else v) for k, v in d.items()})
+    optional = ("translation_eigenvalue", "marshall_agreement", "sign_agreement")  # None = not measured
+    history = [StepRecord.from_dict({k: (float("nan") if v is None and k not in optional else v)
+                                     for k, v in d.items()})
                for d in data["history"]]
     return settings, history, data.get("reference"), data.get("summary")
 
@@ -170,13 +172,13 @@ class Lab:
 
     def _build_export(self) -> None:
         self.download_csv = pn.widgets.FileDownload(callback=self._csv_bytes, filename="history.csv",
-                                                    label="History (CSV)", button_type="default",
+                                                    label="History (CSV)",
                                                     sizing_mode="stretch_width", disabled=True)
         self.download_json = pn.widgets.FileDownload(callback=self._json_bytes, filename="run.json",
-                                                     label="Run (JSON)", button_type="default",
+                                                     label="Run (JSON)",
                                                      sizing_mode="stretch_width", disabled=True)
         self.download_ckpt = pn.widgets.FileDownload(callback=self._checkpoint_bytes, filename="checkpoint.npz",
-                                                     label="Checkpoint", button_type="default",
+                                                     label="Checkpoint",
                                                      sizing_mode="stretch_width", disabled=True)
         self.upload = pn.widgets.FileInput(accept=".json", multiple=False, sizing_mode="stretch_width")
         self.upload.param.watch(self._on_upload, "value")

@@ -60,11 +60,11 @@ class SpinsView:
                                sizing_mode="fixed", tools="save", x_range=Range1d(-0.5, 1), y_range=Range1d(-0.5, 1))
         self.fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source, color_mapper=mapper)
         self.fig.grid.visible = False
-        self.player = pn.widgets.Player(name="Replay the recorded frames", start=0, end=1, value=0, interval=120,
+        self.player = pn.widgets.Player(label="Replay the recorded frames", start=0, end=1, value=0, interval=120,
                                         loop_policy="once", show_loop_controls=False, width=420, disabled=True,
                                         visible_buttons=["first", "previous", "play", "pause", "next", "last"])
         self.frame = self.player
-        self.follow = pn.widgets.Checkbox(name="Follow the live run", value=True)
+        self.follow = pn.widgets.Checkbox(label="Follow the live run", value=True)
         self.caption = pn.pane.Str("", styles={"font-size": "0.9em"})
         self.frame.param.watch(self._on_frame, "value")
         self.figures = [self.fig]
