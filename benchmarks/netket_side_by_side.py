@@ -157,9 +157,9 @@ def main() -> None:
     if ours and theirs:
         ratio = statistics.median(ours) / statistics.median(theirs)
         print(f"iterations/s ratio (median NQS Lab / median NetKet): {ratio:.2f}")
-        rel_ours = statistics.median(r["relative_error"] for n, r in rows if n == "nqs-lab")
-        rel_theirs = statistics.median(r["relative_error"] for n, r in rows if n == "netket")
-        print(f"relative error (median): NQS Lab {rel_ours:.2e}, NetKet {rel_theirs:.2e}")
+        rel_ours = ", ".join(f"{r['relative_error']:.1e}" for n, r in rows if n == "nqs-lab")
+        rel_theirs = ", ".join(f"{r['relative_error']:.1e}" for n, r in rows if n == "netket")
+        print(f"relative error per run: NQS Lab {rel_ours}; NetKet {rel_theirs}")
     print(f"conditions: {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
           f"{time.time() - t0:.0f} s in all; {rows[0][1]['engine']}"
           + (f"; {next(r['engine'] for n, r in rows if n == 'netket')}" if theirs else ""))
