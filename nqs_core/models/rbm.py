@@ -73,12 +73,17 @@ class RBM(nn.Module):
 
     @nn.compact
     def __call__(self, sigma: jax.Array) -> jax.Array:
-        x = sigma.astype(self.param_dtype)
-        n = x.shape[-1]
+        n = sigma.shape[-1]
         init = nn.initializers.normal(self.init_std)
         W = self.param("kernel", init, (n, self.alpha * n), self.param_dtype)
         b = self.param("hidden_bias", init, (self.alpha * n,), self.param_dtype)
-        out = sum_log_cosh(x @ W + b)
+        if jnp.iscomplexobj(W):  # σ is real: two real products instead of one complex one (2× faster on CPU)
+            x = sigma.astype(W.real.dtype)
+            theta = jax.lax.complex(x @ W.real, x @ W.imag) + b
+        else:
+            x = sigma.astype(W.dtype)
+            theta = x @ W + b
+        out = sum_log_cosh(theta)
         if self.use_visible_bias:
             a = self.param("visible_bias", init, (n,), self.param_dtype)
             out = out + x @ a
