@@ -233,7 +233,7 @@ class _ReferenceLookup:
         try:
             self.result = find_reference(settings, compute_dmrg)
             if self.result is None:
-                self.error = "no reference method covers this system"
+                self.error = "none stored; a DMRG run is needed (nqs reference --method dmrg)"
         except Exception as err:  # a missing reference must not stop a run
             self.error = f"{type(err).__name__}: {err}"
 
@@ -305,16 +305,17 @@ def run(
     *,
     n_show: int = 4,
     reference: bool = True,
-    reference_dmrg: bool = True,
-    reference_timeout: float = 120.0,
+    reference_dmrg: bool = False,
+    reference_timeout: float = 10.0,
     checkpoint_every: float = 30.0,
 ) -> RunResult:
     """Run VMC for ``settings.steps`` steps (see the module docstring); return the result.
 
     ``n_show`` configurations are sent with every ``steps`` event.  ``reference=False`` skips
     the reference energy; otherwise it is looked up in a background thread (closed form, ED,
-    cached or shipped values, and a new DMRG run unless ``reference_dmrg=False``) and the
-    summary waits at most ``reference_timeout`` seconds for it at the end.
+    cached or shipped values; a new DMRG run only with ``reference_dmrg=True``, as the CLI does,
+    since a thread cannot be cancelled) and the summary waits at most ``reference_timeout``
+    seconds for it at the end.
     """
     t_start = time.perf_counter()
     initialize_distributed()

@@ -34,6 +34,8 @@ from nqs_core.settings import (
 # Defaults of ``nqs run`` where they differ from RunSettings (none needed so far: RunSettings'
 # defaults converge the 4×4 Heisenberg model in well under a minute on 2 cores).
 CLI_DEFAULTS: dict[str, Any] = {}
+# at the end of a run, wait at most this long for the reference energy (DMRG may still be running)
+REFERENCE_TIMEOUT = 300.0
 
 CHOICES = {
     "hamiltonian": ("heisenberg", "j1j2", "tfim"),
@@ -231,7 +233,8 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, interrupt)
     try:
         result = run(settings, callback=on_event, control=control, checkpoint=args.checkpoint,
-                     resume=args.resume, reference=not args.no_reference)
+                     resume=args.resume, reference=not args.no_reference, reference_dmrg=True,
+                     reference_timeout=REFERENCE_TIMEOUT)
     finally:
         signal.signal(signal.SIGINT, previous)
 
