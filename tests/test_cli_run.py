@@ -85,3 +85,24 @@ def test_nonsense_settings_exit_2_with_one_line(args, setting):
     assert len(lines) == 1, out.stderr
     assert "Traceback" not in out.stderr and setting in lines[0]
     assert out.stdout == ""
+
+
+def test_persistent_compilation_cache_fills_the_user_cache_dir(tmp_path):
+    """A run stores its compiled programs under $NQS_CACHE_DIR/jax; NQS_COMPILE_CACHE=0 turns that off."""
+    args = [*TINY, "--steps", "2", "--eval-samples", "0", "--no-reference", "--json"]
+    on = nqs(*args, env={"NQS_CACHE_DIR": str(tmp_path / "on")})
+    assert on.returncode == 0, on.stderr
+    assert any((tmp_path / "on" / "jax").iterdir())
+    off = nqs(*args, env={"NQS_CACHE_DIR": str(tmp_path / "off"), "NQS_COMPILE_CACHE": "0"})
+    assert off.returncode == 0, off.stderr
+    assert not (tmp_path / "off" / "jax").exists()
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    from nqs_core.compile_cache import cache_dir
+
+    monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path / "nqs"))
+    assert cache_dir() == tmp_path / "nqs" / "jax"
+    monkeypatch.delenv("NQS_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "nqs-lab" / "jax"
