@@ -61,13 +61,30 @@ def build_problem(settings: RunSettings) -> tuple[Lattice, Hamiltonian]:
     return lattice, ham
 
 
-def local_energies(apply, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array) -> jax.Array:
+MAX_BATCH = 1 << 16  # configurations per network call in local energies (bounds the memory)
+
+
+def apply_in_chunks(apply, params: PyTree, x: jax.Array, chunk: int = MAX_BATCH) -> jax.Array:
+    """apply(params, x) over the leading axis in chunks of at most ``chunk`` (``lax.map``)."""
+    n = x.shape[0]
+    if n <= chunk:
+        return apply(params, x)
+    k = -(-n // chunk)
+    size = -(-n // k)
+    pad = k * size - n
+    xp = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))]) if pad else x
+    out = jax.lax.map(lambda c: apply(params, c), xp.reshape(k, size, *x.shape[1:]))
+    return out.reshape(k * size)[:n]
+
+
+def local_energies(apply, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
+                   chunk: int = MAX_BATCH) -> jax.Array:
     """E_loc (B,) complex128 for σ (B, N) with known log ψ(σ) (B,)."""
     diag, sigma_p, mels = ham.connected(sigma)
     b, m, n = sigma_p.shape
     if m == 0:
         return diag.astype(jnp.complex128)
-    lp_p = apply(params, sigma_p.reshape(b * m, n)).reshape(b, m)
+    lp_p = apply_in_chunks(apply, params, sigma_p.reshape(b * m, n), chunk).reshape(b, m)
     ratio = jnp.exp(lp_p.astype(jnp.complex128) - log_psi.astype(jnp.complex128)[:, None])
     return diag + jnp.sum(jnp.where(mels != 0, mels * ratio, 0.0), axis=1)
 

@@ -39,6 +39,8 @@ def test_local_energies_equal_h_psi_over_psi_on_every_basis_state(case):
     psi = np.exp(np.asarray(lp))
     e_loc = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l))(params, basis, lp)
     np.testing.assert_allclose(np.asarray(e_loc), (H @ psi) / psi, rtol=1e-10, atol=1e-10)
+    chunked = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l, chunk=333))(params, basis, lp)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(e_loc), rtol=1e-12, atol=1e-12)
 
 
 def exact_energy_fn(model, ham, basis, H, params):

@@ -1,0 +1,48 @@
+"""VMC accuracy against exact diagonalisation (marked `accuracy`; a minute or two each on 2 cores)."""
+
+import numpy as np
+import pytest
+from scipy.sparse.linalg import eigsh
+
+import nqs_core  # noqa: F401
+from nqs_core.basis import sparse_matrix
+from nqs_core.settings import RunSettings
+from nqs_core.vmc import VMC
+
+pytestmark = pytest.mark.accuracy
+
+
+def exact_ground_energy(vmc: VMC) -> float:
+    return float(eigsh(sparse_matrix(vmc.hamiltonian), k=1, which="SA")[0][0])
+
+
+def optimise(settings: RunSettings, per_call: int = 25):
+    vmc = VMC(settings)
+    state = vmc.init()
+    energies = []
+    for _ in range(settings.steps // per_call):
+        state, stats = vmc.step(state, per_call)
+        assert bool(np.all(stats["finite"]))
+        energies += list(np.asarray(stats["energy"]))
+    return vmc, state, np.asarray(energies)
+
+
+@pytest.mark.parametrize("settings", [
+    # Heisenberg chain, complex RBM α = 1 with the Marshall sign prior, SR
+    RunSettings(hamiltonian="heisenberg", lattice="chain", L=16, model="rbm", alpha=1, sign="marshall",
+                optimizer="sr", lr=0.05, diag_shift=0.01, schedule="cosine", samples=1024, chains=16,
+                steps=400, seed=1),
+    # transverse-field Ising chain at the critical point h = 1, complex RBM α = 1, SR
+    RunSettings(hamiltonian="tfim", lattice="chain", L=16, h=1.0, model="rbm", alpha=1,
+                optimizer="sr", lr=0.05, diag_shift=0.01, schedule="cosine", samples=1024, chains=16,
+                steps=300, seed=1),
+], ids=["heisenberg-chain16", "tfim-chain16-h1"])
+def test_vmc_reaches_exact_energy_within_1e_3(settings):
+    vmc, state, energies = optimise(settings)
+    exact = exact_ground_energy(vmc)
+    final = vmc.evaluate(state, 16384)
+    rel = abs(final["energy"] - exact) / abs(exact)
+    assert final["error"] < 2e-4 * abs(exact)  # the estimate resolves the tolerance
+    assert final["energy"] > exact - 4 * final["error"]  # variational
+    assert rel < 1e-3, (final, exact, rel)
+    assert abs(final["r_hat"] - 1) < 0.05
