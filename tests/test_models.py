@@ -95,3 +95,23 @@ def test_sum_log_cosh_equals_sum_of_log_cosh_and_is_holomorphic():
     np.testing.assert_allclose(np.asarray(big), [1350 - 2 * np.log(2) + 0.1j], rtol=1e-12)
     z32 = jnp.asarray(z[:3], jnp.complex64)
     assert sum_log_cosh(z32).dtype == jnp.complex64
+
+
+def test_make_model_dispatches_to_convnext_and_momentum_projection():
+    from nqs_core.models.convnext import ConvNeXt
+    from nqs_core.models.symmetry import MomentumProjection
+
+    lat = make_lattice("chain", 8)
+    s = RunSettings(hamiltonian="heisenberg", lattice="chain", L=8, model="convnext", depth=1, features=4, patch=2,
+                    kernel=3)
+    conv = make_model(s, lat)
+    assert isinstance(conv, ConvNeXt)
+    sigma = random_sigma(8, 4)
+    assert make_model(s, lat).apply(conv.init(jax.random.key(0), sigma), sigma).shape == (4,)
+    proj = make_model(s.replace(model="rbm", k=(1.0,)), lat)
+    assert isinstance(proj, MomentumProjection) and isinstance(proj.base, RBM)
+    params = proj.init(jax.random.key(0), sigma)
+    # Ψ^(k)(shift(σ, 1)) = e^{ik} Ψ^(k)(σ) with k = π
+    shifted = sigma[:, lat.translations[1]]
+    ratio = np.exp(np.asarray(proj.apply(params, shifted)) - np.asarray(proj.apply(params, sigma)))
+    np.testing.assert_allclose(ratio, -1.0, atol=1e-10)
