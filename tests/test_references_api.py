@@ -92,21 +92,34 @@ def test_published_values_when_nothing_else_applies():
     assert q["energy_per_site"] == pytest.approx(-0.67155264) and "Sandvik" in q["provenance"]["citation"]
 
 
+def published_on_ed_lattices():
+    """Published entries on lattices our ED handles (the 4×4 squares)."""
+    return [e for e in table.entries() if e["result"]["method"] == "published" and e["settings"]["n_sites"] <= 16]
+
+
+def check_published_against_ed(entry):
+    s, res = entry["settings"], entry["result"]
+    c = s["couplings"]
+    ham = make_hamiltonian(s["hamiltonian"], make_lattice(s["lattice"], s["L"], s["bc"]),
+                           J=c.get("J"), J1=c.get("J1"), J2=c.get("J2"), h=c.get("h"))
+    ours = exact_diagonalization(ham, want_vector=False).energy / ham.lattice.n_sites
+    assert ours == pytest.approx(res["energy_per_site"], abs=6e-8), s  # published to 8 digits
+
+
 def test_shipped_published_values_agree_with_our_ed():
-    """Every published value on a lattice our ED handles (the 4×4 squares) against a fresh ED."""
-    checked = 0
-    for entry in table.entries():
-        res = entry["result"]
-        s = entry["settings"]
-        if res["method"] != "published" or s["n_sites"] > 16:
-            continue
-        c = s["couplings"]
-        ham = make_hamiltonian(s["hamiltonian"], make_lattice(s["lattice"], s["L"], s["bc"]),
-                               J=c.get("J"), J1=c.get("J1"), J2=c.get("J2"), h=c.get("h"))
-        ours = exact_diagonalization(ham, want_vector=False).energy / ham.lattice.n_sites
-        assert ours == pytest.approx(res["energy_per_site"], abs=6e-8), s  # published to 8 digits
-        checked += 1
-    assert checked >= 20
+    """The 4×4 Heisenberg and J1-J2 (J2 = 0.5, 0.8) published values against a fresh ED."""
+    entries = published_on_ed_lattices()
+    assert len(entries) >= 20
+    picked = [e for e in entries if e["settings"]["couplings"].get("J2", 0.5) in (0.5, 0.8)]
+    assert len(picked) == 3
+    for entry in picked:
+        check_published_against_ed(entry)
+
+
+@pytest.mark.accuracy
+def test_every_shipped_published_value_on_4x4_agrees_with_our_ed():
+    for entry in published_on_ed_lattices():
+        check_published_against_ed(entry)
 
 
 def test_shipped_computed_entries_are_reproduced():
