@@ -7,7 +7,10 @@ For σ ∈ {±1}^N on a chain (patch = s sites) or an L×L square (patch = s×s 
        h ← h + V·GELU(W·LayerNorm(DepthwiseConv_k(h)))      (W: F → eF, V: eF → F, e = expansion)
 3. Complex readout after a final LayerNorm, pooled over patches as in the factored ViT
    (Viteritti, Rende & Becca, PRL 130, 236401 (2023)), z_α = (A + iB)·Σ_r h_r + (a + ib), α = 1..F:
-       log φ_k(σ) = Σ_α log cosh z_α  [+ log Σ_r e^{−ik·r} e^{c_r}]
+       log φ_k(σ) = Σ_{r,x} (a_x + ib_x) σ_{r,x} + Σ_α log cosh z_α  [+ log Σ_r e^{−ik·r} e^{c_r}]
+   The first term is a patch-level visible bias (as in the RBM): with b_x = ±π/2 on the A sites of
+   a patch it is the Marshall sign, so the sign structure is one linear step away (DESIGN.md §4.4:
+   the sublattice-aware patch embedding lets the network learn the sign without a prior).
    The bracket (c_r = complex linear "momentum head") is present only when some phase e^{−ik·r}
    over patch positions r ∈ sℤ^d differs from 1; then φ_k(shift(σ, s·a)) = e^{ik·s·a} φ_k(σ).
    Without it (k·s ≡ 0 mod 2π, e.g. k = 0) the readout is the invariant Σ log cosh alone.
@@ -152,9 +155,15 @@ class ConvNeXt(nn.Module):
         self.ups = [nn.Dense(self.expansion * F, name=f"expand_{i}", **kw) for i in range(self.depth)]
         self.downs = [nn.Dense(F, name=f"contract_{i}", **kw) for i in range(self.depth)]
         self.final_norm = nn.LayerNorm(name="final_norm", **kw)
-        self.readout = nn.Dense(2 * F, name="readout", **kw)  # [Re z, Im z]
+        # small readout weights: log Ψ starts nearly flat (the default scale gives |Ψ| spread over
+        # ~e^30 on 16 sites, and Metropolis chains then stall)
+        self.readout = nn.Dense(2 * F, name="readout", kernel_init=nn.initializers.normal(0.1 / np.sqrt(F)),
+                                **kw)  # [Re z, Im z]
+        # patch-level visible bias: log φ += Σ_r Σ_x (a_x + i b_x) σ_{r,x}; with b_x = ±π/2 on the
+        # A sites of a patch it is exactly the Marshall sign e^{iπ N↑_A} (up to a global phase)
+        self.visible = self.param("visible_bias", nn.initializers.normal(0.1), (self.patch**d, 2), dt)
         if self.has_momentum_head():
-            self.momentum_head = nn.Dense(2, name="momentum_head", kernel_init=nn.initializers.normal(1.0), **kw)
+            self.momentum_head = nn.Dense(2, name="momentum_head", kernel_init=nn.initializers.normal(1.0 / np.sqrt(F)), **kw)
 
     # ----- forward ----------------------------------------------------------------------
     def patches(self, sigma: jnp.ndarray) -> jnp.ndarray:
@@ -174,10 +183,12 @@ class ConvNeXt(nn.Module):
 
     def log_amplitude(self, sigma: jnp.ndarray) -> jnp.ndarray:
         """log φ_k(σ): the readout before the intra-patch projection, (B,) complex."""
+        x = self.patches(jnp.asarray(sigma).astype(self.param_dtype))
+        linear = jnp.einsum("b...x,xc->bc", x, self.visible)
         h = self.final_norm(self.encode(sigma))
         h = h.reshape(h.shape[0], -1, h.shape[-1])  # (B, P, F)
         re, im = jnp.split(self.readout(jnp.sum(h, axis=1)), 2, axis=-1)
-        out = jnp.sum(log_cosh(re + 1j * im), axis=-1)
+        out = jnp.sum(log_cosh(re + 1j * im), axis=-1) + linear[:, 0] + 1j * linear[:, 1]
         if self.has_momentum_head():
             c = self.momentum_head(h)
             terms = c[..., 0] + 1j * (c[..., 1] + jnp.asarray(self.patch_phases(), dtype=c.dtype))
