@@ -164,7 +164,8 @@ def sr_dense(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax
 def sr_dense_holomorphic(o_c: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array) -> jax.Array:
     """The same d as ``sr_dense`` for a holomorphic network, from the complex Jacobian O_c
     (N_s, N_c) only: with θ = (Re w, Im w), S = [[Re S_c, −Im S_c], [Im S_c, Re S_c]] and
-    g = 2(Re F_c, Im F_c), F_c = ⟨ΔO_c* ΔE⟩.  S_c = Ō_c†Ō_c is built from real products
+    g = 2(Re F_c, Im F_c), F_c = ⟨ΔO_c* ΔE⟩, so d = (Re δ, Im δ) with (S_c + λ)δ = 2F_c, solved by a
+    complex Cholesky (half the flops of the real 2N_c system).  S_c = Ō_c†Ō_c is built from real products
     (Re S_c = [Re Ō; Im Ō]ᵀ[Re Ō; Im Ō], Im S_c = M − Mᵀ with M = Re Ōᵀ Im Ō): 3/4 of the
     work of a complex product, and XLA's real GEMM is about 2× faster than its complex one."""
     ob = jnp.sqrt(weights)[:, None] * centred(o_c, weights)
@@ -172,13 +173,12 @@ def sr_dense_holomorphic(o_c: jax.Array, e_loc: jax.Array, weights: jax.Array, d
     a = jnp.concatenate([ob.real, ob.imag], axis=0)
     s_re = a.T @ a
     m = ob.real.T @ ob.imag
-    s_im = m - m.T
-    f = jnp.concatenate([a.T @ jnp.concatenate([eb.real, eb.imag]),
-                         ob.real.T @ eb.imag - ob.imag.T @ eb.real])  # g = (Re 2F_c, Im 2F_c)
-    s = jnp.block([[s_re, -s_im], [s_im, s_re]])
+    s_c = jax.lax.complex(s_re, m - m.T)
+    f_c = jnp.conj(ob).T @ eb  # 2F_c
     lam = _shift(jnp.mean(jnp.diag(s_re)), diag_shift)
-    c = jax.scipy.linalg.cho_factor(s + lam * jnp.eye(s.shape[0], dtype=s.dtype))
-    return jax.scipy.linalg.cho_solve(c, f)
+    c = jax.scipy.linalg.cho_factor(s_c + lam * jnp.eye(s_c.shape[0], dtype=s_c.dtype))
+    delta = jax.scipy.linalg.cho_solve(c, f_c)  # complex Cholesky: half the flops of the real 2N_c system
+    return jnp.concatenate([delta.real, delta.imag])
 
 
 def minsr(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array) -> jax.Array:
