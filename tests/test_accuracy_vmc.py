@@ -28,11 +28,12 @@ def optimise(settings: RunSettings, per_call: int = 25):
 
 
 @pytest.mark.parametrize("settings", [
-    # Heisenberg chain, complex RBM α = 1 with the Marshall sign prior, SR
+    # Heisenberg chain, complex RBM α = 1 with the Marshall sign prior, SR (measured: 4.9e-4 relative
+    # after 600 steps; without the prior 6.6e-4 after 300 steps from seed 0)
     RunSettings(hamiltonian="heisenberg", lattice="chain", L=16, model="rbm", alpha=1, sign="marshall",
-                optimizer="sr", lr=0.05, diag_shift=0.01, schedule="cosine", samples=1024, chains=16,
-                steps=400, seed=1),
-    # transverse-field Ising chain at the critical point h = 1, complex RBM α = 1, SR
+                optimizer="sr", lr=0.05, diag_shift=0.01, schedule="constant", samples=1024, chains=16,
+                steps=600, seed=1),
+    # transverse-field Ising chain at the critical point h = 1, complex RBM α = 1, SR (measured: 4.6e-5)
     RunSettings(hamiltonian="tfim", lattice="chain", L=16, h=1.0, model="rbm", alpha=1,
                 optimizer="sr", lr=0.05, diag_shift=0.01, schedule="cosine", samples=1024, chains=16,
                 steps=300, seed=1),
