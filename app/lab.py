@@ -114,6 +114,7 @@ class Lab:
         self.checkpoint = self.workdir / "checkpoint.npz"
         self._callback = None
         self._doc = None
+        self._connected = False
         self._closed = False
         self._was_alive = False
 
@@ -128,7 +129,7 @@ class Lab:
         # zoom the whole page in the browser (text, controls and plots alike), no server round trip
         self.large_font.jscallback(value=f"document.body.style.zoom = cb_obj.value ? '{LARGE_ZOOM}' : '1';")
         self.server_line = pn.pane.HTML(self._server_text(), margin=(4, 8))
-        self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width", dynamic=True)
+        self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
         self.page = self._build_page()
         self._reset_views(self._settings_or_default())
         self._refresh_controls()
@@ -219,7 +220,7 @@ class Lab:
 
     # ----- buttons ----------------------------------------------------------------------
     def _on_run(self, *_: Any) -> None:
-        log.debug("Run pressed in %s", self.runner.name)
+        log.info("Run pressed in %s", self.runner.name)
         if self.runner.alive:
             return
         try:
@@ -264,7 +265,7 @@ class Lab:
     def _refresh_buttons(self) -> None:
         alive, phase = self.runner.alive, self.runner.phase
         self.run_button.disabled = alive
-        self.pause_button.disabled = not alive or phase == "paused"
+        self.pause_button.disabled = not alive or phase in ("paused", "pausing")
         self.resume_button.disabled = not alive or phase != "paused"
         self.stop_button.disabled = not alive
         has_data = bool(self.history)
@@ -276,7 +277,8 @@ class Lab:
         """The status line: phase, ``step N / M`` and iterations/s (role=status for screen readers)."""
         import html
 
-        self.status.object = (f"<div class='nqs-status' role='status' style='font-family:monospace;"
+        live = " data-connected='1'" if self._connected else ""  # set once the page's websocket is up
+        self.status.object = (f"<div class='nqs-status' role='status'{live} style='font-family:monospace;"
                               f"font-size:1.05em;font-weight:600'>{html.escape(text)}</div>")
 
     def _say(self, text: str, error: bool = False) -> None:
@@ -410,6 +412,8 @@ class Lab:
         """Start the 10 Hz drain once the page has loaded (never for sessions nobody connects to)."""
         if self._callback is None and not self._closed:
             self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+            self._connected = True
+            self._set_status(self.runner.status_text())
 
     def _connection_lost(self) -> bool:
         """True when the page that loaded this session has no open websocket any more."""

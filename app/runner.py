@@ -26,7 +26,8 @@ from nqs_core.settings import RunSettings
 
 log = logging.getLogger("nqs_lab.runner")
 
-PHASES = ("idle", "starting", "compiling", "running", "paused", "stopped", "diverged", "done", "error")
+PHASES = ("idle", "starting", "compiling", "running", "pausing", "paused", "resuming", "stopped", "diverged", "done",
+          "error")
 FINAL_PHASES = ("idle", "stopped", "diverged", "done", "error")
 
 _live_lock = threading.Lock()
@@ -149,12 +150,12 @@ class Runner:
     def pause(self) -> None:
         if self.alive and self._control is not None:
             self._control.pause()
-            self.phase = "paused"
+            self.phase = "pausing"  # "paused" comes from the driver once the step in flight is reported
 
     def resume(self) -> None:
         if self.alive and self._control is not None:
             self._control.resume()
-            self.phase = "running"
+            self.phase = "resuming"
 
     def stop(self) -> None:
         """Ask the worker to stop (returns at once; the thread ends at its next check)."""
@@ -185,7 +186,7 @@ class Runner:
                     self._rate_window.append((t, self.step))
                     if self.compile_seconds is None:
                         self.compile_seconds = t - (self._t_compile or self._t_start)
-                if self.phase in ("starting", "compiling"):
+                if self.phase in ("starting", "compiling", "resuming"):
                     self.phase = "running"
                     batch.phase = "running"
             elif kind == "phase":
@@ -217,7 +218,8 @@ class Runner:
 
     def status_text(self) -> str:
         """``phase · step N / M · x it/s`` as shown under the buttons."""
-        label = {"compiling": "compiling…", "starting": "starting…"}.get(self.phase, self.phase)
+        label = {"compiling": "compiling…", "starting": "starting…", "pausing": "pausing…",
+                 "resuming": "resuming…"}.get(self.phase, self.phase)
         parts = [label, f"step {self.step} / {self.total}"]
         rate = self.iterations_per_second()
         if self.phase == "running" and rate > 0:

@@ -92,6 +92,7 @@ class ConsoleLog:
         self.errors: list[str] = []
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url} ({r.failure})"))
 
 
 @pytest.fixture
@@ -104,12 +105,12 @@ def open_lab(browser, lab_server):
         contexts.append(ctx)
         page = ctx.new_page()
         console = ConsoleLog(page)
+        page.bring_to_front()  # a background page defers its rendering and its "document ready"
         page.goto(lab_server.url)
         page.get_by_role("button", name="Run", exact=True).wait_for(timeout=60_000)
-        # the document is connected and has applied its first messages: clicks now reach the server
-        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && Bokeh.documents[0].is_idle",
-                               timeout=60_000)
-        page.wait_for_timeout(500)
+        # the page renders from the embedded document before its websocket is up; the server marks
+        # the status line once the session has loaded (pn.state.onload), and only then clicks arrive
+        page.locator(".nqs-status[data-connected='1']").wait_for(timeout=90_000)
         return page, console
 
     yield _open
