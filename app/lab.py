@@ -23,7 +23,7 @@ import panel as pn
 from app.runner import FINAL_PHASES, Runner, live_workers
 from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
 from app.views.diagnostics import DiagnosticsView
-from app.views.energy import EnergyView
+from app.views.energy import METHOD_NAMES, EnergyView
 from app.views.ising import IsingView
 from app.views.momentum import MomentumView
 from app.views.sign import SignView, configuration_signs
@@ -358,7 +358,8 @@ class Lab:
             return self.runner.message
         text = f"E = {e:.5f} ± {err:.5f} ({s.get('final_source', '')})"
         if s.get("relative_error") is not None:
-            text += f"; relative error {s['relative_error']:.2e} vs {s.get('reference_method')}"
+            method = s.get("reference_method")
+            text += f"; relative error {s['relative_error']:.2e} vs {METHOD_NAMES.get(method, method)}"
         return text
 
     # ----- export / load ----------------------------------------------------------------

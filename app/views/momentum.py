@@ -55,10 +55,10 @@ class MomentumView:
         self.circle_fig.scatter("re", "im", source=self.circle_source, color=BLUE, size=5, alpha=0.5,
                                 legend_label="measured")
         self.circle_fig.scatter("re", "im", source=self.expected_source, color=VERMILION, size=16, marker="star",
-                                legend_label="e^{ik_x} of the sector")
+                                legend_label="sector e^(ik)")
         self.final_source = ColumnDataSource(dict(re=[], im=[]))
         self.circle_fig.scatter("re", "im", source=self.final_source, color=ORANGE, size=14, marker="circle",
-                                line_color="black", legend_label="final state")
+                                line_color="black", legend_label="final")
         legend = self.circle_fig.legend[0]
         legend.orientation = "horizontal"
         legend.label_text_font_size = "11px"
@@ -132,8 +132,8 @@ class MomentumView:
     def show_final(self, value: complex, n_samples: int) -> None:
         """The translation eigenvalue of the final state (from ``n_samples`` chain configurations)."""
         self.final_source.data = dict(re=[value.real], im=[value.imag])
-        self.circle_note.text = (f"final state: ⟨T_x⟩ = {abs(value):.3f}·e^(iπ·{np.angle(value) / np.pi:+.3f}) "
-                                 f"from {n_samples} samples")
+        self.circle_note.text = (f"final: |⟨T⟩| = {abs(value):.3f}, arg/π = {np.angle(value) / np.pi:+.3f} "
+                                 f"({n_samples} samples)")
 
     def _draw_sq(self) -> None:
         samples = np.concatenate(list(self._recent), axis=0)
