@@ -34,7 +34,8 @@ from nqs_core.settings import RunSettings, SettingsError
 log = logging.getLogger("nqs_lab.session")
 
 TICK_MS = 100
-LARGE_ZOOM = 1.35
+LARGE_ROOT_PX = 21  # vs the browser's 16 px
+LARGE_PLOT_SCALE = 1.4
 _WIDGETS = {"Selector": pn.ui.Select, "Integer": pn.ui.IntInput, "Number": pn.ui.FloatInput}
 HISTORY_FIELDS = ("step", "energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score",
                   "seconds", "translation_eigenvalue_re", "translation_eigenvalue_im", "marshall_agreement",
@@ -126,8 +127,11 @@ class Lab:
         self._build_buttons()
         self._build_export()
         self.large_font = pn.ui.Switch(label="Large fonts (projector)", value=False)
-        # zoom the whole page in the browser (text, controls and plots alike), no server round trip
-        self.large_font.jscallback(value=f"document.body.style.zoom = cb_obj.value ? '{LARGE_ZOOM}' : '1';")
+        # Material UI sizes its text in rem: a larger root font size enlarges every label and control;
+        # Bokeh fonts are set on the figures (they do not follow the page typography)
+        self.large_font.jscallback(
+            value=f"document.documentElement.style.fontSize = cb_obj.value ? '{LARGE_ROOT_PX}px' : '';")
+        self.large_font.param.watch(self._on_large_font, "value")
         self.server_line = pn.pane.HTML(self._server_text(), margin=(4, 8))
         self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
         self.page = self._build_page()
@@ -402,6 +406,10 @@ class Lab:
         self._refresh_buttons()
 
     # ----- display ----------------------------------------------------------------------
+    def _on_large_font(self, event: Any) -> None:
+        for view in self.views:
+            view.set_font_scale(LARGE_PLOT_SCALE if event.new else 1.0)
+
     # ----- lifecycle --------------------------------------------------------------------
     def start_session(self) -> None:
         """Register the periodic drain and the end-of-session hook (call inside a session)."""
