@@ -49,8 +49,10 @@ def test_bethe_large_L_approaches_hulthen_with_finite_size_correction():
     assert np.all(np.diff(lam) > 0) and np.allclose(lam, -lam[::-1], atol=1e-12)  # ordered, symmetric
 
 
-@pytest.mark.parametrize("L", [3, 4, 7])
-@pytest.mark.parametrize("J,h", [(1.0, 0.4), (1.0, 1.0), (1.0, 2.5), (-1.0, 0.7), (0.6, -1.3), (-0.8, -0.5), (1.0, 0.0)])
+@pytest.mark.parametrize("L,J,h", [
+    (4, 1.0, 0.4), (7, 1.0, 0.4), (4, 1.0, 1.0), (7, 1.0, 1.0), (3, 1.0, 2.5), (8, 1.0, 2.5),
+    (3, -1.0, 0.7), (7, -1.0, 0.7), (4, -1.0, 0.7), (5, 0.6, -1.3), (7, -0.8, -0.5), (6, 1.0, 0.0),
+])
 def test_tfim_periodic_free_fermions_equal_ed(L, J, h):
     ham = make_hamiltonian("tfim", make_lattice("chain", L), J=J, h=h)
     energy, formula = closed_form(ham)
@@ -64,8 +66,8 @@ def test_tfim_periodic_free_fermions_equal_momentum_ed(L, h):
     assert tfim_chain_periodic(L, 1.0, h) == pytest.approx(exact_diagonalization(ham, want_vector=False).energy, abs=1e-10)
 
 
-@pytest.mark.parametrize("L", [2, 5, 10])
-@pytest.mark.parametrize("J,h", [(1.0, 0.5), (1.0, 1.0), (1.0, 3.0), (-0.7, 1.2)])
+@pytest.mark.parametrize("L,J,h", [(2, 1.0, 0.5), (5, 1.0, 0.5), (10, 1.0, 0.5), (10, 1.0, 1.0), (9, 1.0, 3.0),
+                                    (7, -0.7, 1.2)])
 def test_tfim_open_free_fermions_equal_ed(L, J, h):
     ham = make_hamiltonian("tfim", make_lattice("chain", L, "open"), J=J, h=h)
     assert tfim_chain_open(L, J, h) == pytest.approx(plain_ground_energy(ham), abs=1e-10)

@@ -79,6 +79,10 @@ def main(args: argparse.Namespace) -> int:
     couplings = _check(args)
     result = _plain(reference(args.hamiltonian, args.lattice, args.method, L=args.L, bc=args.bc,
                               progress=_progress, **couplings))
+    prov = result["provenance"]
+    if result["method"] == "dmrg" and not prov.get("converged", True):
+        print(f"warning: DMRG did not reach rel_tol={prov['rel_tol']:g} by chi_max={prov['chi_max']} "
+              f"(estimated relative error {prov['estimated_relative_error']:.1e})", file=sys.stderr)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
