@@ -6,6 +6,7 @@ kept sorted by code so that a connected configuration is found by binary search.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import combinations
 
 import jax
@@ -42,6 +43,12 @@ def hamiltonian_basis(ham: Hamiltonian) -> np.ndarray:
     return basis_codes(ham.lattice.n_sites, ham.conserves_sz)
 
 
+@lru_cache(maxsize=32)
+def connected_kernel(ham: Hamiltonian):
+    """``jax.jit(ham.connected)``, compiled once per Hamiltonian (Hamiltonians are frozen and hashable)."""
+    return jax.jit(ham.connected)
+
+
 def sparse_matrix(ham: Hamiltonian, codes: np.ndarray | None = None, batch: int = 1 << 14) -> sp.csr_matrix:
     """The Hamiltonian as a sparse matrix on ``codes`` (default: ``hamiltonian_basis``).
 
@@ -50,7 +57,7 @@ def sparse_matrix(ham: Hamiltonian, codes: np.ndarray | None = None, batch: int 
     """
     codes = hamiltonian_basis(ham) if codes is None else np.asarray(codes)
     n = ham.lattice.n_sites
-    kernel = jax.jit(ham.connected)
+    kernel = connected_kernel(ham)
     rows, cols, vals = [], [], []
     for start in range(0, len(codes), batch):
         chunk = codes[start : start + batch]

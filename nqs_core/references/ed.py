@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import jax
 import numpy as np
 import scipy
 import scipy.linalg
@@ -27,7 +26,7 @@ import scipy.special
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
-from nqs_core.basis import decode, encode, sparse_matrix
+from nqs_core.basis import connected_kernel, decode, encode, sparse_matrix
 from nqs_core.hamiltonians import Hamiltonian
 from nqs_core.lattice import Lattice
 
@@ -145,7 +144,7 @@ def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192) -> EDRe
     disp = lat.displacements.astype(float)  # r_t
 
     # connected configurations of every representative, once for all momenta
-    kernel = jax.jit(ham.connected)
+    kernel = connected_kernel(ham)
     rows, cols, t_of, amp = [], [], [], []
     for s in range(0, len(reps), batch):
         chunk = reps[s : s + batch]
