@@ -35,12 +35,14 @@ from nqs_core.optimizers import (
     sr_dense_holomorphic,
     transformation,
 )
+from nqs_core.observables import best_half_plane, marshall_phase
 from nqs_core.sampler import ExactSampler, Sampler, SamplerState, make_sampler
 from nqs_core.settings import RunSettings
 from nqs_core.stats import chain_statistics, weighted_statistics
 
 PyTree = Any
 STAT_KEYS = ("energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score", "finite")
+OBSERVABLE_SAMPLES = 256  # samples per step for the translation eigenvalue (one extra network pass each)
 RUNTIME_FIELDS = dict(seed=0, steps=1, lr=1.0, diag_shift=0.0, momentum=0.0, eval_samples=0, steps_per_call=1)
 
 
@@ -150,7 +152,27 @@ class Engine:
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
         stats.update(acceptance=jnp.asarray(acceptance, jnp.float64), grad_norm=jnp.linalg.norm(g).astype(jnp.float64),
                      finite=finite)
+        stats.update(self._observables(params, flat, lpf))
         return state, stats
+
+    def _observables(self, params: PyTree, sigma: jax.Array, log_psi: jax.Array) -> dict[str, jax.Array]:
+        """Per-step sign and momentum read-outs from the step's own samples (``nqs_core.observables``).
+
+        ``marshall_agreement`` (Heisenberg/J1-J2 on a bipartite lattice): fraction of samples with
+        sign Re(e^{−iφ}ψ) = (−1)^{N↑_A}, best φ; uses the sampled log ψ, so it costs a sort.
+        ``translation_eigenvalue`` (periodic lattices): ⟨ψ(T_x σ)/ψ(σ)⟩ over the first
+        ``OBSERVABLE_SAMPLES`` samples, one extra network pass over them.
+        """
+        out: dict[str, jax.Array] = {}
+        lat = self.lattice
+        if self.hamiltonian.conserves_sz and lat.is_bipartite:
+            theta = jnp.imag(log_psi) - marshall_phase(sigma, lat)
+            out["marshall_agreement"] = best_half_plane(theta).astype(jnp.float64)
+        if lat.pbc:
+            sub, lp = sigma[:OBSERVABLE_SAMPLES], log_psi[:OBSERVABLE_SAMPLES]
+            shifted = self.model.apply(params, sub[:, jnp.asarray(lat.unit_translations()[0])])
+            out["translation_eigenvalue"] = jnp.mean(jnp.exp((shifted - lp).astype(jnp.complex128)))
+        return out
 
     @functools.cached_property
     def multi_step(self):
