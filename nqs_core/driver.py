@@ -76,7 +76,8 @@ class StepRecord:
     seconds: float
     translation_eigenvalue: tuple[float, float] | None = None
     marshall_agreement: float | None = None
-    sign_agreement: float | None = None
+    sign_agreement: float | None = None  # against the exact (ED) ground state, on the steps where it was measured
+    fidelity: float | None = None  # |⟨ψ₀|ψ⟩|², same steps
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -192,6 +192,7 @@ class Engine:
             e_loc = local_energies(self.model.apply, params, self.hamiltonian, sigma.reshape(c * t, n), lp.reshape(-1))
             stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
             stats["acceptance"] = jnp.asarray(acceptance, jnp.float64)
+            stats.update(self._observables(params, sigma.reshape(c * t, n), lp.reshape(-1)))
             return stats
 
         return run
@@ -292,11 +293,12 @@ class VMC:
         """Current chain configurations (n_show, N) int8 (at most one per chain)."""
         return np.asarray(state.sampler.sigma[:n_show])
 
-    def evaluate(self, state: VMCState, n_samples: int | None = None) -> dict[str, float]:
-        """Energy statistics from ``n_samples`` fresh samples (rounded up to a multiple of chains)."""
+    def evaluate(self, state: VMCState, n_samples: int | None = None) -> dict[str, float | complex]:
+        """Energy statistics and the step observables (``translation_eigenvalue`` complex) from
+        ``n_samples`` fresh samples (rounded up to a multiple of chains)."""
         n = self.settings.eval_samples if n_samples is None else n_samples
         per_chain = max(1, -(-int(n) // self.settings.chains))
         stats = self.engine.evaluate_fn(state.params, state.sampler, per_chain)
-        out = {k: float(v) for k, v in stats.items()}
+        out = {k: complex(v) if jnp.iscomplexobj(v) else float(v) for k, v in stats.items()}
         out["n_samples"] = per_chain * self.settings.chains
         return out
