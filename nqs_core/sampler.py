@@ -103,28 +103,33 @@ class MetropolisSampler:
         n_therm = self.thermalization * self.sweep
         n_total = n_therm + t * self.sweep
         si, sj, log_u = self._proposals(k_prop, n_total)
-        rows = jnp.arange(self.n_chains)
+        cols = jnp.arange(self.n_sites)
         local = self.move == "local"
         accept_fn = self.acceptance
 
+        # One-hot selects (no gathers/scatters with a row index) and per-chain acceptance counts:
+        # with the chains sharded over devices, the compiled loop then needs no collectives.
         def substep(carry, rnd):
             sigma, lp, n_acc = carry
             i, j, lu = rnd
+            at_i = cols == i[:, None]
             if local:
-                sigma_p = sigma.at[rows, i].multiply(-1)
+                sigma_p = jnp.where(at_i, -sigma, sigma)
                 moved = jnp.ones(i.shape, bool)
-            else:
-                a, b = sigma[rows, i], sigma[rows, j]
-                sigma_p = sigma.at[rows, i].set(b).at[rows, j].set(a)
+            else:  # swapping ±1 spins = flipping both when they differ
+                at_j = cols == j[:, None]
+                a = jnp.sum(jnp.where(at_i, sigma, 0), axis=1, dtype=jnp.int32)
+                b = jnp.sum(jnp.where(at_j, sigma, 0), axis=1, dtype=jnp.int32)
                 moved = a != b
+                sigma_p = jnp.where((at_i | at_j) & moved[:, None], -sigma, sigma)
             lp_p = log_psi(sigma_p)
             accept = lu < accept_fn(lp_p - lp)
             sigma = jnp.where(accept[:, None], sigma_p, sigma)
             lp = jnp.where(accept, lp_p, lp)
-            return (sigma, lp, n_acc + jnp.sum(accept & moved, dtype=jnp.int32)), None
+            return (sigma, lp, n_acc + (accept & moved).astype(jnp.int32)), None
 
         sigma0 = state.sigma
-        carry = (sigma0, log_psi(sigma0), jnp.zeros((), jnp.int32))
+        carry = (sigma0, log_psi(sigma0), jnp.zeros((self.n_chains,), jnp.int32))
         if n_therm:
             carry, _ = jax.lax.scan(substep, carry, (si[:n_therm], sj[:n_therm], log_u[:n_therm]))
         blocks = tuple(x[n_therm:].reshape(t, self.sweep, self.n_chains) for x in (si, sj, log_u))
@@ -134,7 +139,7 @@ class MetropolisSampler:
             return carry, (carry[0], carry[1])
 
         carry, (sigmas, lps) = jax.lax.scan(record, carry, blocks)
-        acceptance = carry[2] / (n_total * self.n_chains)
+        acceptance = jnp.sum(carry[2]) / (n_total * self.n_chains)
         return SamplerState(carry[0], key), jnp.swapaxes(sigmas, 0, 1), jnp.swapaxes(lps, 0, 1), acceptance
 
 
