@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from nqs_core.optimizers import jacobian_holomorphic, sr_dense_holomorphic
 from nqs_core.settings import RunSettings
 from nqs_core.stats import chain_statistics
-from nqs_core.vmc import VMC, local_energies
+from nqs_core.vmc import VMC, flip_ratio_fn, local_energies
 
 
 def timed(fn, *args, repeat: int) -> float:
@@ -57,7 +57,7 @@ def main() -> None:
     c, t, n = sigma.shape
     flat, lpf = sigma.reshape(c * t, n), lp.reshape(-1)
     weights = jnp.full((c * t,), 1.0 / (c * t))
-    e_loc_fn = jax.jit(lambda prm, x, l: local_energies(model.apply, prm, ham, x, l))
+    e_loc_fn = jax.jit(lambda prm, x, l: local_energies(model.apply, prm, ham, x, l, ratios=flip_ratio_fn(model)))
     e_loc = e_loc_fn(state.params, flat, lpf)
     jac_fn = jax.jit(lambda prm, x: jacobian_holomorphic(model.apply, prm, x))
     o_c = jac_fn(state.params, flat)

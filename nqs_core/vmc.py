@@ -79,9 +79,36 @@ def apply_in_chunks(apply, params: PyTree, x: jax.Array, chunk: int = MAX_BATCH)
     return out.reshape(k * size)[:n]
 
 
+def flip_sites(ham: Hamiltonian) -> np.ndarray | None:
+    """(M, K) sites flipped by the connected configurations of ``ham.connected``: σ'_m is σ with the
+    spins at sites[m] flipped wherever mel_m ≠ 0 (bond ends for the S·S terms, one site for the
+    TFIM field); None when there are no connected configurations."""
+    if ham.max_conn == 0:
+        return None
+    if ham.name == "tfim":
+        return np.arange(ham.lattice.n_sites, dtype=np.int32)[:, None]
+    return np.asarray(ham.exchange_bonds[0], dtype=np.int32)
+
+
+def flip_ratio_fn(model: nn.Module):
+    """``(params, σ, sites) -> ψ(σ')/ψ(σ)`` when the model has a ``flip_ratios`` method (the RBM), else None."""
+    if not callable(getattr(type(model), "flip_ratios", None)):
+        return None
+    return lambda params, sigma, sites: model.apply(params, sigma, sites, method="flip_ratios")
+
+
 def local_energies(apply, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
-                   chunk: int = MAX_BATCH) -> jax.Array:
-    """E_loc (B,) complex128 for σ (B, N) with known log ψ(σ) (B,)."""
+                   chunk: int = MAX_BATCH, ratios=None) -> jax.Array:
+    """E_loc (B,) complex128 for σ (B, N) with known log ψ(σ) (B,).
+
+    With ``ratios`` (``flip_ratio_fn(model)``) the amplitude ratios ψ(σ'_m)/ψ(σ) come from the model's
+    own fast path; otherwise from network passes over every σ'_m (in chunks of ``chunk``).
+    """
+    sites = flip_sites(ham) if ratios is not None else None
+    if sites is not None:
+        diag, _, mels = ham.connected(sigma)  # σ' is not needed (XLA drops it)
+        r = ratios(params, sigma, sites)
+        return diag + jnp.sum(jnp.where(mels != 0, mels * r, 0.0), axis=1)
     diag, sigma_p, mels = ham.connected(sigma)
     b, m, n = sigma_p.shape
     if m == 0:
@@ -95,7 +122,7 @@ def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Arra
              weights: jax.Array, optimizer: str, sr_solver: str, diag_shift: jax.Array):
     """E_loc, gradient g = 2Re⟨ΔO*ΔE⟩ and the direction fed to optax (SR/MinSR d, or g)."""
     apply = model.apply
-    e_loc = local_energies(apply, params, ham, sigma, log_psi)
+    e_loc = local_energies(apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model))
     holo = is_holomorphic(model) and RealRavel.of(params).all_complex
     if optimizer == "sr" and sr_solver == "dense":
         if holo:
@@ -189,7 +216,8 @@ class Engine:
             sampler_state, sigma, lp, acceptance = self.sampler.sample(
                 lambda x: self.model.apply(params, x), sampler_state, per_chain)
             c, t, n = sigma.shape
-            e_loc = local_energies(self.model.apply, params, self.hamiltonian, sigma.reshape(c * t, n), lp.reshape(-1))
+            e_loc = local_energies(self.model.apply, params, self.hamiltonian, sigma.reshape(c * t, n), lp.reshape(-1),
+                                   ratios=flip_ratio_fn(self.model))
             stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
             stats["acceptance"] = jnp.asarray(acceptance, jnp.float64)
             stats.update(self._observables(params, sigma.reshape(c * t, n), lp.reshape(-1)))

@@ -115,3 +115,42 @@ def test_make_model_dispatches_to_convnext_and_momentum_projection():
     shifted = sigma[:, lat.translations[1]]
     ratio = np.exp(np.asarray(proj.apply(params, shifted)) - np.asarray(proj.apply(params, sigma)))
     np.testing.assert_allclose(ratio, -1.0, atol=1e-10)
+
+
+def _plain_flip_ratios(model, params, sigma, sites):
+    """ψ(σ^(m))/ψ(σ) from network passes over the flipped configurations."""
+    n = sigma.shape[1]
+    flips = np.ones((len(sites), n), np.int8)
+    flips[np.arange(len(sites))[:, None], sites] = -1
+    sp = (sigma[:, None, :] * flips[None]).reshape(-1, n)
+    lp_p = np.asarray(model.apply(params, sp)).reshape(len(sigma), len(sites))
+    return np.exp(lp_p.astype(np.complex128) - np.asarray(model.apply(params, sigma))[:, None])
+
+
+@pytest.mark.parametrize("sites", [np.stack([np.arange(10), (np.arange(10) + 1) % 10], 1),  # exchange bonds
+                                   np.arange(10)[:, None],  # single flips (TFIM)
+                                   np.array([[0, 3, 7], [2, 5, 6], [9, 1, 4]])])
+@pytest.mark.parametrize("init_std", [0.01, 0.3])
+def test_rbm_flip_ratios_fast_path_equals_network_passes(sites, init_std):
+    model = RBM(alpha=2, init_std=init_std)
+    sigma = random_sigma(10, 256, seed=4)
+    params = model.init(jax.random.key(5), sigma)
+    ratio, ok = jax.jit(lambda p, s: model.apply(p, s, sites, method=RBM.flip_ratios_fast))(params, sigma)
+    assert bool(ok)  # the fast product is used at these weights
+    expected = _plain_flip_ratios(model, params, sigma, sites)
+    assert np.max(np.abs(expected - 1)) > 0.02  # the ratios are not all ≈ 1
+    np.testing.assert_allclose(np.asarray(ratio), expected, rtol=1e-12, atol=1e-12)
+    full = jax.jit(lambda p, s: model.apply(p, s, sites, method=RBM.flip_ratios))(params, sigma)
+    np.testing.assert_array_equal(np.asarray(full), np.asarray(ratio))
+
+
+def test_rbm_flip_ratios_fall_back_to_network_passes_for_large_weights():
+    model = RBM(alpha=1, init_std=2.0)  # |Re θ| ~ 10: cancellation in cosh D + tanh θ sinh D
+    sigma = random_sigma(12, 64, seed=6)
+    params = model.init(jax.random.key(7), sigma)
+    sites = np.stack([np.arange(12), (np.arange(12) + 1) % 12], 1)
+    _, ok = model.apply(params, sigma, sites, method=RBM.flip_ratios_fast)
+    assert not bool(ok)
+    got = np.asarray(jax.jit(lambda p, s: model.apply(p, s, sites, method=RBM.flip_ratios))(params, sigma))
+    expected = _plain_flip_ratios(model, params, sigma, sites)
+    np.testing.assert_allclose(got, expected, rtol=1e-9)

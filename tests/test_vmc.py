@@ -10,7 +10,7 @@ from nqs_core.basis import decode, hamiltonian_basis, sparse_matrix
 from nqs_core.models import RBM, Jastrow, MarshallSign
 from nqs_core.optimizers import RealRavel
 from nqs_core.settings import RunSettings
-from nqs_core.vmc import VMC, build_problem, engine_for, estimate, local_energies, static_settings
+from nqs_core.vmc import VMC, build_problem, engine_for, estimate, flip_ratio_fn, local_energies, static_settings
 
 CASES = {
     "heisenberg-chain8": RunSettings(hamiltonian="heisenberg", lattice="chain", L=8),
@@ -41,6 +41,22 @@ def test_local_energies_equal_h_psi_over_psi_on_every_basis_state(case):
     np.testing.assert_allclose(np.asarray(e_loc), (H @ psi) / psi, rtol=1e-10, atol=1e-10)
     chunked = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l, chunk=333))(params, basis, lp)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(e_loc), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_rbm_fast_local_energies_equal_network_passes(case):
+    """The RBM's flip-ratio fast path (θ' = θ + W·Δσ) gives the local energies of the plain path."""
+    s = CASES[case]
+    model = RBM(alpha=1, init_std=0.1)
+    ham, basis, H, params = exact_setup(s, model)
+    assert flip_ratio_fn(model) is not None and flip_ratio_fn(MarshallSign(model, (1, 0) * 8)) is None
+    lp = model.apply(params, basis)
+    psi = np.exp(np.asarray(lp))
+    fast = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l, ratios=flip_ratio_fn(model)))
+    plain = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l))
+    e_fast, e_plain = np.asarray(fast(params, basis, lp)), np.asarray(plain(params, basis, lp))
+    np.testing.assert_allclose(e_fast, e_plain, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(e_fast, (H @ psi) / psi, rtol=1e-10, atol=1e-10)
 
 
 def exact_energy_fn(model, ham, basis, H, params):
