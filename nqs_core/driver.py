@@ -202,10 +202,57 @@ def find_reference(settings: RunSettings, compute_dmrg: bool = True) -> dict[str
     from nqs_core.vmc import build_problem
 
     _, ham = build_problem(settings)
+    if settings.k is not None and ham.lattice.pbc:
+        sector = sector_reference(settings)
+        if sector is not None:
+            return sector
     try:
-        return dict(reference(ham, compute_dmrg=compute_dmrg))
+        found = dict(reference(ham, compute_dmrg=compute_dmrg))
     except NeedsDMRG:
         return None
+    if settings.k is not None and ham.lattice.pbc:
+        found["sector_note"] = (f"lowest energy over all momenta: ED does not reach this size, so the "
+                                f"{momentum_label(settings.k)} sector is not resolved")
+    return found
+
+
+def momentum_label(k_over_pi: tuple[float, ...] | list[float]) -> str:
+    """``k=π``, ``k=0``, ``k=(π,0)``, ``k=0.5π``: a momentum given in units of π."""
+    def one(x: float) -> str:
+        x = float(x) % 2.0
+        return "0" if abs(x) < 1e-12 else "π" if abs(x - 1) < 1e-12 else f"{x:g}π"
+
+    parts = [one(x) for x in k_over_pi]
+    return f"k={parts[0]}" if len(parts) == 1 else f"k=({','.join(parts)})"
+
+
+def sector_reference(settings: RunSettings) -> dict[str, Any] | None:
+    """The lowest energy of the momentum sector ``settings.k`` by ED (method ``"ed (k=π)"``), or None
+    when ED does not reach the system.  The ED result (all sectors) is cached like any reference;
+    ``ground_energy`` keeps the global ground energy."""
+    from nqs_core.references import reference
+    from nqs_core.references.ed import ed_problem, exact_diagonalization
+    from nqs_core.vmc import build_problem
+
+    _, ham = build_problem(settings)
+    if settings.k is None or ed_problem(ham) is not None:
+        return None
+    ref = dict(reference(ham, method="ed", compute_dmrg=False))
+    target = np.mod(np.asarray(settings.k, dtype=float), 2.0)
+    energy = None
+    for sector in ref.get("sector_energies") or []:
+        k = np.mod(np.asarray(sector["k_over_pi"], dtype=float), 2.0)
+        d = np.abs(k - target)
+        if k.shape == target.shape and np.all(np.minimum(d, 2.0 - d) < 1e-9):
+            energy = float(sector["energy"])
+            break
+    if energy is None or not math.isfinite(energy):  # a stored entry without sector energies
+        energy = float(exact_diagonalization(ham, want_vector=False, k=tuple(settings.k)).energy)
+    n = ham.lattice.n_sites
+    label = momentum_label(settings.k)
+    return {**ref, "energy": energy, "energy_per_site": energy / n, "method": f"ed ({label})",
+            "ground_energy": ref["energy"], "momentum_over_pi": [float(x) for x in settings.k],
+            "sector_note": f"lowest energy of the {label} sector (global ground energy {ref['energy']:.8f})"}
 
 
 def reference_detail(ref: dict[str, Any]) -> str:
@@ -246,6 +293,111 @@ class _ReferenceLookup:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.result if self.ready else None
+
+
+# the exact observer: ED must reach the system with at most this many basis states
+MAX_EXACT_DIM = 200_000
+EXACT_MIN_INTERVAL = 0.75  # seconds between two exact measurements, at least
+EXACT_BUDGET = 0.1  # and at most this fraction of the run's time spent on them
+
+
+def exact_basis_dim(settings: RunSettings) -> int:
+    """Size of the basis the exact state lives on: Sᶻ = 0 (Heisenberg, J1-J2) or the full space."""
+    n = settings.n_sites
+    return math.comb(n, n // 2) if settings.hamiltonian in ("heisenberg", "j1j2") else 2**n
+
+
+class _ExactObserver:
+    """Fidelity |⟨ψ₀|ψ⟩|² and sign agreement Σ|ψ₀|²[sign ψ = sign ψ₀] (``observables.compare_with_exact``)
+    against the ED ground state of the run's momentum sector (``settings.k``), else the global one.
+
+    ED (``references.ed.exact_diagonalization``, in-memory cached) runs in a background thread
+    started before the model is built, together with a first (compiling) call of the network on
+    the basis, so the run never waits for it.  ``due`` throttles the measurements: at most one per
+    ``max(EXACT_MIN_INTERVAL, cost / EXACT_BUDGET)`` seconds, plus the last step.
+    """
+
+    def __init__(self, settings: RunSettings, enabled: bool):
+        self.settings = settings
+        self.psi0: np.ndarray | None = None
+        self.configs: np.ndarray | None = None
+        self.label: str | None = None
+        self.error: str | None = None
+        self.cost = 0.0  # seconds of the last measurement
+        self.total = 0.0  # seconds spent measuring in the run loop
+        self._last = -math.inf
+        self._apply: Any = None
+        self._thread: threading.Thread | None = None
+        self._model_ready = threading.Event()
+        self._warm_params: Any = None
+        if enabled and self.reachable(settings) and jax.process_count() == 1:
+            self._thread = threading.Thread(target=self._work, daemon=True, name="nqs-exact")
+            self._thread.start()
+
+    @staticmethod
+    def reachable(settings: RunSettings) -> bool:
+        from nqs_core.references.ed import ed_problem
+        from nqs_core.vmc import build_problem
+
+        if exact_basis_dim(settings) > MAX_EXACT_DIM:
+            return False
+        return ed_problem(build_problem(settings)[1]) is None
+
+    def set_model(self, apply: Callable[..., Any], params: Any) -> None:
+        """The network (jitted here once) and parameters of the right shapes to compile it with."""
+        self._apply = jax.jit(apply)
+        self._warm_params = params
+        self._model_ready.set()
+
+    def _work(self) -> None:
+        from nqs_core.basis import decode
+        from nqs_core.references.ed import exact_diagonalization
+        from nqs_core.vmc import build_problem
+
+        try:
+            lattice, ham = build_problem(self.settings)
+            k = tuple(self.settings.k) if self.settings.k is not None and lattice.pbc else None
+            res = exact_diagonalization(ham, want_vector=True, k=k)
+            configs = decode(res.codes, lattice.n_sites)
+            self._model_ready.wait()
+            from nqs_core.observables import log_psi_on_basis
+
+            log_psi_on_basis(self._apply, self._warm_params, configs[: self.batch(len(configs))])  # compile
+            self.configs, self.psi0 = configs, res.vector
+            self.label = (f"ed ({momentum_label(self.settings.k)})" if k is not None else "ed") + \
+                f", {len(configs)} basis states"
+        except Exception as err:  # the observer must never stop a run
+            self.error = f"{type(err).__name__}: {err}"
+
+    @staticmethod
+    def batch(dim: int) -> int:
+        return min(dim, 4096)
+
+    @property
+    def ready(self) -> bool:
+        return self.psi0 is not None
+
+    def wait(self, timeout: float) -> bool:
+        if self._thread is not None and timeout > 0:
+            self._thread.join(timeout)
+        return self.ready
+
+    def due(self, last_call: bool) -> bool:
+        if not self.ready:
+            return False
+        return last_call or time.perf_counter() - self._last >= max(EXACT_MIN_INTERVAL, self.cost / EXACT_BUDGET)
+
+    def measure(self, params: Any) -> tuple[float, float]:
+        """(fidelity, sign agreement) of the state with ``params``; timed for the throttle."""
+        from nqs_core.observables import compare_with_exact, log_psi_on_basis
+
+        t0 = time.perf_counter()
+        log_psi = log_psi_on_basis(self._apply, params, self.configs, self.batch(len(self.configs)))
+        out = compare_with_exact(log_psi, self.psi0)
+        self._last = time.perf_counter()
+        self.cost = self._last - t0
+        self.total += self.cost
+        return out
 
 
 _COMPILED: dict[tuple[Any, ...], Any] = {}  # (engine, n, devices) -> compiled steps, oldest first
@@ -296,6 +448,60 @@ def _compiled_steps(vmc: Any, n: int, state: Any, hyper: Any, shardings: Any, me
     return compiled, seconds
 
 
+_AXIS_EIGENVALUES: dict[Any, Any] = {}  # engine -> jitted per-axis translation eigenvalues
+MOMENTUM_SAMPLES = 256
+
+
+def _axis_eigenvalues(vmc: Any, state: Any) -> np.ndarray:
+    """(d,) ⟨ψ(shift(σ, e_a))/ψ(σ)⟩ per axis over ``MOMENTUM_SAMPLES`` fresh samples (the engine's
+    sampler from the current chains; the chains' state is not advanced).  Compiled once per engine."""
+    from nqs_core.observables import translation_eigenvalues
+
+    engine = vmc.engine
+    fn = _AXIS_EIGENVALUES.get(engine)
+    if fn is None:
+        per_chain = max(1, -(-MOMENTUM_SAMPLES // vmc.settings.chains))
+        n = engine.lattice.n_sites
+
+        @jax.jit
+        def fn(params: Any, sampler_state: Any) -> jax.Array:
+            _, sigma, _, _ = engine.sampler.sample(lambda x: engine.model.apply(params, x), sampler_state, per_chain)
+            return translation_eigenvalues(engine.model.apply, params, sigma.reshape(-1, n), engine.lattice)
+
+        _AXIS_EIGENVALUES[engine] = fn
+    return np.array(to_host(fn(_params(state), state.sampler)), dtype=np.complex128)
+
+
+def momentum_readout(vmc: Any, state: Any, evaluation: dict[str, Any] | None,
+                     history: list[StepRecord]) -> dict[str, Any] | None:
+    """``translation_eigenvalue`` [re, im] along x (final evaluation, else the last step),
+    ``translation_eigenvalues`` per axis (y on the square from ``MOMENTUM_SAMPLES`` fresh samples) and
+    the ``measured_momentum`` k/π they imply (nearest allowed momentum per axis); None without
+    translations (open boundaries)."""
+    from nqs_core.observables import nearest_allowed_momentum
+
+    lattice = vmc.lattice
+    if not lattice.pbc or not history:
+        return None
+    x = None
+    if evaluation is not None and evaluation.get("translation_eigenvalue") is not None:
+        x = complex(evaluation["translation_eigenvalue"])
+    elif history[-1].translation_eigenvalue is not None:
+        x = complex(*history[-1].translation_eigenvalue)
+    if x is None or lattice.dim > 1:
+        if jax.process_count() > 1:
+            return None
+        axes = _axis_eigenvalues(vmc, state)
+        if x is not None:
+            axes[0] = x
+        x = complex(axes[0])
+    else:
+        axes = np.array([x])
+    return {"translation_eigenvalue": [x.real, x.imag],
+            "translation_eigenvalues": [[float(z.real), float(z.imag)] for z in axes],
+            "measured_momentum": list(nearest_allowed_momentum(axes, lattice))}
+
+
 # ----- the run ----------------------------------------------------------------------------------
 def run(
     settings: RunSettings,
@@ -309,6 +515,7 @@ def run(
     reference_dmrg: bool = False,
     reference_timeout: float = 10.0,
     checkpoint_every: float = 30.0,
+    exact: bool = True,
 ) -> RunResult:
     """Run VMC for ``settings.steps`` steps (see the module docstring); return the result.
 
@@ -316,7 +523,9 @@ def run(
     the reference energy; otherwise it is looked up in a background thread (closed form, ED,
     cached or shipped values; a new DMRG run only with ``reference_dmrg=True``, as the CLI does,
     since a thread cannot be cancelled) and the summary waits at most ``reference_timeout``
-    seconds for it at the end.
+    seconds for it at the end.  ``exact=True`` measures the fidelity and sign agreement against the
+    ED state of the run's sector where ED reaches (basis ≤ ``MAX_EXACT_DIM``; ``_ExactObserver``),
+    throttled to a small share of the run time, into the ``StepRecord`` of a call's last step.
     """
     t_start = time.perf_counter()
     initialize_distributed()
@@ -334,6 +543,7 @@ def run(
 
     emit(RunEvent(kind="phase", phase="compiling", message="building the model and compiling the step"))
     lookup = _ReferenceLookup(settings, reference, reference_dmrg)
+    observer = _ExactObserver(settings, exact)
 
     from nqs_core.vmc import VMC
 
@@ -346,6 +556,7 @@ def run(
     state = place_state(state, shardings)
     n_devices = int(mesh.devices.size)
     n_params = count_parameters(_params(state))
+    observer.set_model(vmc.model.apply, _params(state))
 
     compile_seconds = 0.0
     hyper = jax.device_put(getattr(vmc, "hyper", {}), replicated(mesh))
@@ -372,6 +583,15 @@ def run(
     run_steps = 0
     reference_sent = False
     last_save = time.perf_counter()
+    exact_final: tuple[int, float, float] | None = None  # (steps done, fidelity, sign agreement)
+
+    def observe(records: list[StepRecord], st: Any, last_call: bool) -> None:
+        nonlocal exact_final
+        if records and observer.due(last_call):
+            f, sgn = observer.measure(_params(st))
+            records[-1].fidelity, records[-1].sign_agreement = f, sgn
+            exact_final = (records[-1].step + 1, f, sgn)
+
     while len(history) < settings.steps:
         if lookup.ready and not reference_sent and lookup.result is not None:
             emit(RunEvent(kind="reference", reference=lookup.result))
@@ -410,6 +630,7 @@ def run(
                                               len(history), dt * good / n)
                 history.extend(records)
                 state = new_state
+                observe(records, state, True)
                 if records:
                     emit(RunEvent(kind="steps", records=records,
                                   samples=current_samples(vmc, state, n_show)))
@@ -423,6 +644,7 @@ def run(
         records = _records_from_stats(stats, len(history), dt)
         history.extend(records)
         state = new_state
+        observe(records, state, len(history) >= settings.steps or control.stopped)
         samples = current_samples(vmc, state, n_show)
         emit(RunEvent(kind="steps", records=records, samples=samples))
         if checkpoint is not None and time.perf_counter() - last_save > checkpoint_every:
@@ -440,6 +662,13 @@ def run(
         eval_seconds = time.perf_counter() - t0
 
     ref = lookup.wait(reference_timeout if phase == "done" else 0.0)
+    exact_values = None
+    if exact_final is not None and exact_final[0] == len(history):
+        exact_values = exact_final[1:]
+    elif observer.wait(reference_timeout if phase == "done" else 0.0) and history:
+        exact_values = observer.measure(_params(state))
+        history[-1].fidelity, history[-1].sign_agreement = exact_values
+    momentum = momentum_readout(vmc, state, evaluation, history)
     if ref is not None and not reference_sent:
         emit(RunEvent(kind="reference", reference=ref))
     if phase == "done":
@@ -450,7 +679,8 @@ def run(
                        n_params=n_params, n_devices=n_devices, compile_seconds=setup_seconds,
                        step_compile_seconds=compile_seconds, run_seconds=run_seconds, run_steps=run_steps,
                        eval_seconds=eval_seconds, wall_seconds=time.perf_counter() - t_start,
-                       checkpoint=checkpoint)
+                       checkpoint=checkpoint, momentum=momentum, exact_values=exact_values,
+                       exact_label=observer.label, exact_note=observer.error, exact_seconds=observer.total)
     emit(RunEvent(kind="phase", phase=phase, message=message))
     return RunResult(settings=settings, history=history, summary=summary, state=state, phase=phase,
                      message=message, evaluation=evaluation)
@@ -475,6 +705,11 @@ def _summary(
     eval_seconds: float,
     wall_seconds: float,
     checkpoint: str | Path | None,
+    momentum: dict[str, Any] | None = None,
+    exact_values: tuple[float, float] | None = None,
+    exact_label: str | None = None,
+    exact_note: str | None = None,
+    exact_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """The run summary (the last object of ``nqs run --json``)."""
     n_sites = settings.n_sites
@@ -522,4 +757,17 @@ def _summary(
         "phase": phase,
         "message": message,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        # momentum sector and sign structure (issue 4)
+        "momentum": [float(x) for x in settings.k] if settings.k is not None else None,
+        **(momentum or {"translation_eigenvalue": None, "translation_eigenvalues": None, "measured_momentum": None}),
+        "marshall_agreement": (_float(evaluation["marshall_agreement"])
+                               if evaluation is not None and evaluation.get("marshall_agreement") is not None
+                               else (history[-1].marshall_agreement if history else None)),
+        "fidelity": exact_values[0] if exact_values is not None else None,
+        "sign_agreement": exact_values[1] if exact_values is not None else None,
+        "exact_state": exact_label if exact_values is not None else None,
+        "exact_note": None if exact_values is not None else (exact_note or (
+            f"ED reaches at most {MAX_EXACT_DIM} basis states; this system has {exact_basis_dim(settings)}"
+            if exact_basis_dim(settings) > MAX_EXACT_DIM else "no exact state")),
+        "exact_seconds": exact_seconds,
     }

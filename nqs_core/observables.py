@@ -99,32 +99,67 @@ def marshall_agreement(log_psi_fn: LogPsiFn, params, samples: jnp.ndarray, latti
 
 
 # ----- against an exact state ---------------------------------------------------------------
-def _state_on_basis(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Lattice,
-                    codes: np.ndarray | None, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ψ on the basis normalised to max |ψ| = 1, ψ₀) as NumPy complex128 arrays."""
-    psi0 = np.asarray(psi0)
+def log_psi_on_basis(apply: Callable[..., jnp.ndarray], params, configs: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """log ψ (complex128) of every configuration in ``configs`` (M, N), in batches of a fixed size
+    (the last one padded), so a jitted ``apply`` compiles once."""
+    configs = np.asarray(configs)
+    m = len(configs)
+    batch = max(1, min(batch, m))
+    out = []
+    for i in range(0, m, batch):
+        chunk = configs[i : i + batch]
+        if len(chunk) < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+        out.append(np.asarray(apply(params, chunk)))
+    return np.concatenate(out)[:m].astype(np.complex128)
+
+
+def compare_with_exact(log_psi: np.ndarray, psi0: np.ndarray) -> tuple[float, float]:
+    """(fidelity, sign agreement) of ψ = exp(log ψ) on a whole basis against the exact ψ₀ on it:
+    F = |⟨ψ₀|ψ⟩|²/(⟨ψ₀|ψ₀⟩⟨ψ|ψ⟩) and S = max_φ Σ_σ |ψ₀(σ)|² [Re(e^{−iφ}ψ(σ)ψ₀*(σ)) > 0] / Σ|ψ₀|²."""
+    log_psi = np.asarray(log_psi, dtype=np.complex128)
+    psi0 = np.asarray(psi0).astype(np.complex128)
+    re = log_psi.real
+    finite = np.isfinite(re)
+    psi = np.nan_to_num(np.exp(log_psi - (np.max(re[finite]) if finite.any() else 0.0)))
+    norm = np.vdot(psi0, psi0).real * np.vdot(psi, psi).real
+    fid = float(abs(np.vdot(psi0, psi)) ** 2 / norm) if norm > 0 else 0.0
+    weight = np.abs(psi0) ** 2
+    keep = (weight > 0) & (np.abs(psi) > 0)
+    if not keep.any():
+        return fid, 0.0
+    theta = np.angle(psi[keep] * np.conj(psi0[keep]))
+    sign = _best_half_plane_np(theta, weight[keep]) * float(weight[keep].sum() / weight.sum())
+    return fid, float(sign)
+
+
+def _best_half_plane_np(angles: np.ndarray, weights: np.ndarray) -> float:
+    """``best_half_plane`` in NumPy (no per-shape compilation for the exact observer)."""
+    theta = np.mod(np.asarray(angles, dtype=float), 2 * np.pi)
+    order = np.argsort(theta, kind="stable")
+    theta, w = theta[order], np.asarray(weights, dtype=float)[order]
+    ext = np.concatenate([theta, theta + 2 * np.pi])
+    cum = np.concatenate([[0.0], np.cumsum(np.concatenate([w, w]))])
+    end = np.searchsorted(ext, theta + np.pi - 1e-12, side="left")
+    return float(np.max(cum[end] - cum[np.arange(len(theta))]) / np.sum(w))
+
+
+def _log_psi_on_basis(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Lattice,
+                      codes: np.ndarray | None, batch: int) -> np.ndarray:
+    """log ψ on the basis of ψ₀ (default: Sᶻ = 0 if ``len(psi0)`` is its size, else the full space)."""
     n = lattice.n_sites
     if codes is None:
-        if len(psi0) == 2**n:
-            codes = basis_codes(n, sz_zero=False)
-        else:
-            codes = basis_codes(n, sz_zero=True)
+        codes = basis_codes(n, sz_zero=len(psi0) != 2**n)
     if len(codes) != len(psi0):
         raise ValueError(f"psi0 has {len(psi0)} entries but the basis has {len(codes)} states")
-    fn = jax.jit(lambda s: log_psi_fn(params, s))
-    log_psi = np.concatenate([np.asarray(fn(decode(codes[i : i + batch], n)))
-                              for i in range(0, len(codes), batch)]).astype(np.complex128)
-    re = log_psi.real
-    psi = np.exp(log_psi - np.max(re[np.isfinite(re)]))
-    return np.nan_to_num(psi), psi0.astype(np.complex128)
+    return log_psi_on_basis(jax.jit(log_psi_fn), params, decode(codes, n), batch)
 
 
 def fidelity(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Lattice,
              codes: np.ndarray | None = None, batch: int = 4096) -> float:
     """|⟨ψ₀|ψ⟩|² / (⟨ψ₀|ψ₀⟩⟨ψ|ψ⟩) with ψ evaluated on every basis state (default basis: Sᶻ = 0
     if ``len(psi0)`` is its size, else the full space; pass ``codes`` otherwise)."""
-    psi, psi0 = _state_on_basis(log_psi_fn, params, psi0, lattice, codes, batch)
-    return float(abs(np.vdot(psi0, psi)) ** 2 / (np.vdot(psi0, psi0).real * np.vdot(psi, psi).real))
+    return compare_with_exact(_log_psi_on_basis(log_psi_fn, params, psi0, lattice, codes, batch), psi0)[0]
 
 
 def sign_agreement(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Lattice,
@@ -133,10 +168,4 @@ def sign_agreement(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Latt
 
     For real ψ₀ and a ψ real up to one phase this is the weighted agreement of sign ψ with sign ψ₀.
     """
-    psi, psi0 = _state_on_basis(log_psi_fn, params, psi0, lattice, codes, batch)
-    weight = np.abs(psi0) ** 2
-    keep = (weight > 0) & (np.abs(psi) > 0)
-    if not keep.any():
-        return 0.0
-    theta = np.angle(psi[keep] * np.conj(psi0[keep]))
-    return float(best_half_plane(jnp.asarray(theta), jnp.asarray(weight[keep]))) * weight[keep].sum() / weight.sum()
+    return compare_with_exact(_log_psi_on_basis(log_psi_fn, params, psi0, lattice, codes, batch), psi0)[1]

@@ -166,10 +166,20 @@ class RunSettings:
         if self.k is not None and L_ok and self.lattice in KINDS:
             from nqs_core.lattice import make_lattice
 
+            lat = make_lattice(self.lattice, self.L, self.bc if self.bc in BOUNDARIES else "periodic")
             try:
-                make_lattice(self.lattice, self.L, self.bc if self.bc in BOUNDARIES else "periodic").momentum_index(self.k)
-            except ValueError as e:
-                out.append(SettingsError("k", str(e)))
+                lat.momentum_index(self.k)
+            except (ValueError, TypeError):
+                got = ",".join(f"{float(x):g}" for x in self.k) if self.k else "(empty)"
+                if not lat.pbc:
+                    allowed = "0" if lat.dim == 1 else "0,0"
+                    out.append(SettingsError("k", f"k must be {allowed} with open boundaries (no translation "
+                                                  f"symmetry); got {got}"))
+                else:
+                    per_axis = ", ".join(f"{2 * m / self.L:g}" for m in range(self.L))
+                    shape = "KX" if lat.dim == 1 else "KX,KY"
+                    out.append(SettingsError("k", f"k must be {shape} on a {self.lattice} (units of π), each a multiple "
+                                                  f"of 2/L = {2 / self.L:g}: one of {per_axis}; got {got}"))
         if self.sign == "marshall" and self.lattice in KINDS and L_ok and self.bc == "periodic" and self.L % 2:
             out.append(SettingsError("sign", "sign=marshall needs a bipartite lattice (even L when periodic)"))
         number("lr", 0.0, 10.0, strict_lo=True)

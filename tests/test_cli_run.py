@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 TINY = ["--hamiltonian", "heisenberg", "--lattice", "chain", "--L", "6", "--samples", "64", "--chains", "4"]
@@ -106,3 +107,65 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("NQS_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "nqs-lab" / "jax"
+
+
+def test_sector_summary_on_a_square():
+    """ConvNeXt projected to k = (π, 0) on the 4×4 Heisenberg model: the summary names the sector, the
+    ED reference of that sector, translation eigenvalues e^{iπ} along x and 1 along y (exact for the
+    projection), the momentum they imply, and fidelity / sign agreement in [0, 1]."""
+    out = nqs("--lattice", "square", "--L", "4", "--model", "convnext", "--depth", "1", "--features", "4",
+              "--patch", "2", "--kernel", "2", "--k", "1,0", "--samples", "128", "--chains", "8", "--steps", "4",
+              "--steps-per-call", "2", "--eval-samples", "256", "--json")
+    assert out.returncode == 0, out.stderr
+    objs = json_lines(out.stdout)
+    s = objs[-1]["summary"]
+    assert s["momentum"] == [1.0, 0.0] and s["measured_momentum"] == [1.0, 0.0]
+    np.testing.assert_allclose(s["translation_eigenvalue"], [-1.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(s["translation_eigenvalues"], [[-1.0, 0.0], [1.0, 0.0]], atol=1e-9)
+    assert s["reference_method"] == "ed (k=(π,0))" and s["reference_energy"] > -11.228483 + 0.1  # above E₀(0,0)
+    assert 0.0 <= s["fidelity"] <= 1.0 and 0.5 <= s["sign_agreement"] <= 1.0
+    assert 0.5 <= s["marshall_agreement"] <= 1.0 and s["exact_state"].startswith("ed (k=(π,0))")
+    assert objs[-2]["fidelity"] == s["fidelity"]  # the last step carries the final measurement
+    for o in objs[:-1]:
+        assert o["translation_eigenvalue"] == pytest.approx([-1.0, 0.0], abs=1e-9)
+    readable = nqs("--lattice", "square", "--L", "4", "--model", "convnext", "--depth", "1", "--features", "4",
+                   "--patch", "2", "--kernel", "2", "--k", "1,0", "--samples", "128", "--chains", "8", "--steps", "2",
+                   "--eval-samples", "128")
+    assert readable.returncode == 0, readable.stderr
+    assert "momentum k = 1,0 (units of π)" in readable.stdout and "measured k = 1,0" in readable.stdout
+    assert "fidelity |⟨ψ₀|ψ⟩|²" in readable.stdout and "ed (k=(π,0))" in readable.stdout
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from nqs_core.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "args, setting, allowed",
+    [
+        (["--L", "8", "--model", "convnext", "--patch", "3"], "patch", "allowed: 1, 2, 4, 8"),
+        (["--L", "8", "--model", "convnext", "--patch", "2", "--kernel", "5"], "kernel", "L/patch = 4"),
+        (["--L", "4", "--k", "0.3"], "k", "one of 0, 0.5, 1, 1.5"),
+        (["--lattice", "chain", "--L", "8", "--k", "0.3"], "k", "one of 0, 0.25, 0.5"),
+        (["--L", "4", "--k", "1,2,3"], "k", "KX,KY"),
+        (["--lattice", "chain", "--L", "8", "--k", "1,0"], "k", "KX on a chain"),
+        (["--L", "4", "--k", "x"], "k", "numbers separated by commas"),
+        (["--L", "4", "--bc", "open", "--k", "1,0"], "k", "0,0 with open boundaries"),
+    ],
+)
+def test_model_and_momentum_settings_exit_2_with_one_line(args, setting, allowed, capsys):
+    """In-process (``nqs_core.cli.main``): invalid ConvNeXt / momentum settings end before any
+    compilation with exit code 2 and one stderr line naming the setting and the allowed values."""
+    code, stdout, stderr = _cli(["run", *args, "--steps", "1", "--json"], capsys)
+    assert code == 2, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr and stdout == ""
+    assert f"{setting} " in lines[0] or f"--{setting}" in lines[0], lines[0]
+    assert allowed in lines[0], lines[0]

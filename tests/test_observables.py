@@ -130,3 +130,12 @@ def test_best_half_plane_is_exact_maximum():
     brute = max(w[np.cos(theta - phi) > 0].sum() for phi in phis) / w.sum()
     assert float(obs.best_half_plane(jnp.asarray(theta), jnp.asarray(w))) == pytest.approx(brute, abs=1e-12)
     assert float(obs.best_half_plane(jnp.asarray([0.0, np.pi, np.pi, 2 * np.pi - 1e-15]))) == 0.5
+
+
+def test_numpy_half_plane_matches_the_jitted_one():
+    from nqs_core.observables import _best_half_plane_np
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 17, 300):
+        theta, w = rng.uniform(-7, 7, n), rng.uniform(0, 1, n)
+        assert _best_half_plane_np(theta, w) == pytest.approx(float(obs.best_half_plane(jnp.asarray(theta), jnp.asarray(w))), abs=1e-12)

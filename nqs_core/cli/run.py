@@ -184,11 +184,37 @@ def print_summary(s: dict[str, Any], out: Any = sys.stdout) -> None:
               f"relative error {_fmt(s['relative_error'], '.2e')}", file=out)
     else:
         print(f"reference: none ({s.get('reference_note')})", file=out)
+    _print_sector(s, out)
     print(f"V-score {_fmt(s['v_score'], '.3e')};  {s['steps']} steps at {_fmt(s['iterations_per_second'], '.1f')} it/s "
           f"(compilation excluded; setup and compilation {s['compile_seconds']:.1f} s);  wall {s['wall_seconds']:.1f} s",
           file=out)
     print(f"{s['parameters']} parameters;  {s['devices']} {s['device_kind']} device{'s' if s['devices'] != 1 else ''};"
           f"  {s['message']}" + (f";  checkpoint {s['checkpoint']}" if s.get("checkpoint") else ""), file=out)
+
+
+def _k_text(k: list[float] | None) -> str:
+    return "none" if k is None else ",".join(f"{x:g}" for x in k) + " (units of π)"
+
+
+def _print_sector(s: dict[str, Any], out: Any) -> None:
+    """Momentum sector and sign structure lines of the summary (only what was measured)."""
+    parts = []
+    if s.get("momentum") is not None or s.get("translation_eigenvalue") is not None:
+        parts.append(f"momentum k = {_k_text(s.get('momentum'))}")
+    if s.get("translation_eigenvalue") is not None:
+        re, im = s["translation_eigenvalue"]
+        parts.append(f"translation eigenvalue ⟨ψ(T_xσ)/ψ(σ)⟩ = {re:+.4f}{im:+.4f}i "
+                     f"(measured k = {_k_text(s.get('measured_momentum'))})")
+    if parts:
+        print(";  ".join(parts), file=out)
+    parts = []
+    if s.get("marshall_agreement") is not None:
+        parts.append(f"Marshall-sign agreement {s['marshall_agreement']:.4f}")
+    if s.get("fidelity") is not None:
+        parts.append(f"fidelity |⟨ψ₀|ψ⟩|² = {s['fidelity']:.6f}, sign agreement {s['sign_agreement']:.6f} "
+                     f"(vs {s.get('exact_state')})")
+    if parts:
+        print(";  ".join(parts), file=out)
 
 
 def main(args: argparse.Namespace) -> int:

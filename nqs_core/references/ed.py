@@ -124,7 +124,10 @@ def _plain_ed(ham: Hamiltonian, want_vector: bool) -> EDResult:
     )
 
 
-def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192) -> EDResult:
+def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192,
+                 sector: tuple[int, ...] | None = None) -> EDResult:
+    """All momentum blocks, or with ``sector`` (n per axis, k = 2πn/L) only that block: then the
+    energy and vector are that sector's lowest and the other ``sector_energies`` are NaN."""
     start = time.perf_counter()
     lat = ham.lattice
     n, n_t = lat.n_sites, len(lat.displacements)
@@ -171,8 +174,10 @@ def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192) -> EDRe
     block_dims = np.zeros(len(momenta), dtype=int)
     vectors: dict[int, np.ndarray] = {}
     for i, k in enumerate(momenta):
+        if sector is not None and tuple(n_axis[i]) != sector:
+            continue
         partner = index[tuple((-n_axis[i]) % lat.L)]
-        if partner < i:  # E(k) = E(−k) for a real Hamiltonian
+        if sector is None and partner < i:  # E(k) = E(−k) for a real Hamiltonian
             sector_energies[i], block_dims[i] = sector_energies[partner], block_dims[partner]
             continue
         phases_on_stab = np.cos(disp @ k)  # (|T|,)
@@ -190,7 +195,12 @@ def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192) -> EDRe
         e, v = _eigh_lowest(block, want_vector)
         sector_energies[i] = e
         vectors[i] = v
-    best = int(np.nanargmin(sector_energies))
+    if sector is not None:
+        best = index[sector]
+        if best not in vectors:
+            raise ValueError(f"momentum sector n = {list(sector)} (k = 2πn/L) has no states in this basis")
+    else:
+        best = int(np.nanargmin(sector_energies))
     if best not in vectors:  # the ground sector is the partner of a solved one
         best = index[tuple((-n_axis[best]) % lat.L)]
     result = EDResult(
@@ -214,20 +224,30 @@ def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192) -> EDRe
 
 
 @lru_cache(maxsize=4)
-def _cached_ed(ham: Hamiltonian, want_vector: bool) -> EDResult:
-    return _momentum_ed(ham, want_vector) if ham.lattice.pbc else _plain_ed(ham, want_vector)
+def _cached_ed(ham: Hamiltonian, want_vector: bool, sector: tuple[int, ...] | None = None) -> EDResult:
+    if not ham.lattice.pbc:  # no translations: the only sector is k = 0, the global ground state
+        return _plain_ed(ham, want_vector)
+    return _momentum_ed(ham, want_vector, sector=sector)
 
 
-def exact_diagonalization(ham: Hamiltonian, want_vector: bool = True) -> EDResult:
+def exact_diagonalization(ham: Hamiltonian, want_vector: bool = True,
+                          k: tuple[float, ...] | None = None) -> EDResult:
     """Lanczos ground state of ``ham``: energy, lowest energy per momentum sector, ground vector.
 
-    Raises ValueError (naming the limit) when the problem is too large for ED.
-    Results stay in an in-memory cache (the last four Hamiltonians).
+    With ``k`` (units of π, e.g. ``(1,)`` for k = π; validated by ``lattice.momentum_index``) only
+    that momentum block is solved: ``energy`` and ``vector`` are the lowest state *of that sector*,
+    with ψ(shift(σ, a)) = e^{ik·a} ψ(σ).  Raises ValueError (naming the limit) when the problem is
+    too large for ED.  Results stay in an in-memory cache (the last four requests).
     """
     problem = ed_problem(ham)
     if problem:
         raise ValueError(problem)
-    return _cached_ed(ham, want_vector)
+    sector = None
+    if k is not None:
+        lat = ham.lattice
+        k_rad = lat.momentum_index(tuple(k))
+        sector = tuple(int(x) for x in np.rint(k_rad * lat.L / (2 * np.pi)).astype(int) % lat.L)
+    return _cached_ed(ham, want_vector, sector)
 
 
 def provenance() -> dict[str, str]:
