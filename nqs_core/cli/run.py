@@ -229,7 +229,11 @@ def main(args: argparse.Namespace) -> int:
     every = args.every or max(1, settings.steps // 30)
     t_steps: list[float] = []
 
+    started: list[bool] = []  # set once the steps run: a ValueError after that is a bug, not a setting
+
     def on_event(event: RunEvent) -> None:
+        if event.kind == "phase" and event.phase == "running":
+            started.append(True)
         if event.kind == "phase":
             if not args.quiet:
                 print(f"[{event.phase}] {event.message}", file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -261,6 +265,10 @@ def main(args: argparse.Namespace) -> int:
         result = run(settings, callback=on_event, control=control, checkpoint=args.checkpoint,
                      resume=args.resume, reference=not args.no_reference, reference_dmrg=True,
                      reference_timeout=REFERENCE_TIMEOUT)
+    except ValueError as err:
+        if started:  # not an invalid setting (those fail before compiling): keep the traceback
+            raise RuntimeError(f"nqs run failed after it started: {err}") from err
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
 
