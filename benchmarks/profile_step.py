@@ -1,12 +1,14 @@
-"""Where the time of one VMC step goes: sampling, local energies, Jacobian, SR solve, statistics.
+"""Where the time of one VMC step goes: sampling, local energies, SR matrix, SR solve, statistics.
 
     .venv/bin/python benchmarks/profile_step.py [--repeat 20] [--L 16] [--samples 1024] ...
 
 Each part of the engine's step is jitted on its own and timed (median of ``--repeat`` calls after
 a warm-up call, ``block_until_ready``), on the benchmark workload by default (Heisenberg chain 16,
-complex RBM α=1, 1024 samples, 16 chains, sweep 16, dense holomorphic SR).  The fused step
-(everything in one call, as the driver runs it) is timed too: the parts add up to about the fused
-time, minus what XLA fuses across the parts.
+complex RBM α=1, 1024 samples, 16 chains, sweep 16, dense holomorphic SR).  The engine's RBM path
+is timed part by part: local energies from ``RBM.flip_ratios``, S_c and F_c from
+``RBM.holomorphic_moments`` (no Jacobian), then the Cholesky solve.  For comparison, the generic
+holomorphic path (Jacobian O, then S = O†O and Cholesky) that other models take.  The fused step
+(everything in one call, as the driver runs it, including the per-step observables) is timed too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from nqs_core.optimizers import jacobian_holomorphic, sr_dense_holomorphic
+from nqs_core.optimizers import jacobian_holomorphic, sr_dense_holomorphic, sr_from_moments
 from nqs_core.settings import RunSettings
 from nqs_core.stats import chain_statistics
 from nqs_core.vmc import VMC, flip_ratio_fn, local_energies
@@ -62,16 +64,25 @@ def main() -> None:
     jac_fn = jax.jit(lambda prm, x: jacobian_holomorphic(model.apply, prm, x))
     o_c = jac_fn(state.params, flat)
     sr_fn = jax.jit(lambda o, e: sr_dense_holomorphic(o, e, weights, jnp.asarray(0.01)))
+    moments_fn = jax.jit(lambda prm, x, e: model.apply(prm, x, weights, e - weights @ e, method="holomorphic_moments"))
+    moments = moments_fn(state.params, flat, e_loc)
+    solve_fn = jax.jit(lambda m: sr_from_moments(*m, jnp.asarray(0.01)))
     stats_fn = jax.jit(lambda e: chain_statistics(e.real.reshape(c, t), n))
     log_psi_fn = jax.jit(lambda prm, x: model.apply(prm, x))
 
     parts = {
         f"sampling ({c} chains x {t} samples, sweep {a.sweep}, thermalisation {sampler.thermalization} sweeps)":
             timed(sample, state.params, state.sampler, repeat=a.repeat),
-        f"local energies ({c * t} x {ham.max_conn} connected)": timed(e_loc_fn, state.params, flat, lpf, repeat=a.repeat),
-        f"Jacobian O ({c * t} x {o_c.shape[1]} complex)": timed(jac_fn, state.params, flat, repeat=a.repeat),
-        "SR solve (S = O†O, Cholesky)": timed(sr_fn, o_c, e_loc, repeat=a.repeat),
+        f"local energies ({c * t} x {ham.max_conn} connected, RBM flip ratios)":
+            timed(e_loc_fn, state.params, flat, lpf, repeat=a.repeat),
+        f"SR matrix S_c and force F_c ({o_c.shape[1]} complex parameters, RBM moments)":
+            timed(moments_fn, state.params, flat, e_loc, repeat=a.repeat),
+        "SR solve (Cholesky of S_c + shift)": timed(solve_fn, moments, repeat=a.repeat),
         "statistics (tau, R-hat)": timed(stats_fn, e_loc, repeat=a.repeat),
+    }
+    generic = {
+        f"Jacobian O ({c * t} x {o_c.shape[1]} complex)": timed(jac_fn, state.params, flat, repeat=a.repeat),
+        "S = O†O and Cholesky": timed(sr_fn, o_c, e_loc, repeat=a.repeat),
     }
     one_batch = timed(log_psi_fn, state.params, flat, repeat=a.repeat)
     fused = {k: timed(lambda st: vmc.step(st, k), state, repeat=max(3, a.repeat // k)) / k for k in (1, 10)}
@@ -82,6 +93,9 @@ def main() -> None:
     for name, sec in parts.items():
         print(f"  {sec * 1e3:9.2f} ms  {100 * sec / total:5.1f} %  {name}")
     print(f"  {total * 1e3:9.2f} ms  sum of the parts")
+    print("  generic holomorphic SR path (models without the RBM shortcuts), for comparison:")
+    for name, sec in generic.items():
+        print(f"  {sec * 1e3:9.2f} ms          {name}")
     print(f"  {one_batch * 1e3:9.2f} ms  (one log psi pass over the {c * t} samples, for scale)")
     for k, sec in fused.items():
         print(f"  {sec * 1e3:9.2f} ms  fused step, {k} step(s) per call  -> {1 / sec:.1f} it/s")

@@ -181,6 +181,19 @@ def sr_dense_holomorphic(o_c: jax.Array, e_loc: jax.Array, weights: jax.Array, d
     return jnp.concatenate([delta.real, delta.imag])
 
 
+def sr_from_moments(second: jax.Array, mean: jax.Array, force: jax.Array, diag_shift: jax.Array) -> jax.Array:
+    """The ``sr_dense_holomorphic`` direction from the moments of a holomorphic network's O_c:
+    ``second`` = ⟨O_c* O_cᵀ⟩, ``mean`` = ⟨O_c⟩, ``force`` = ⟨O_c* ΔE⟩ = F_c (e.g. from
+    ``RBM.holomorphic_moments``).  S_c = ⟨O_c* O_cᵀ⟩ − ⟨O_c⟩*⟨O_c⟩ᵀ; (S_c + λ)δ = 2F_c; d = (Re δ, Im δ).
+    The subtraction costs precision only relative to |⟨O⟩|² ε, far below the shift λ."""
+    s_c = second - jnp.outer(jnp.conj(mean), mean)
+    s_c = 0.5 * (s_c + jnp.conj(s_c.T))  # exactly Hermitian
+    lam = _shift(jnp.mean(jnp.real(jnp.diag(s_c))), diag_shift)
+    c = jax.scipy.linalg.cho_factor(s_c + lam * jnp.eye(s_c.shape[0], dtype=s_c.dtype))
+    delta = jax.scipy.linalg.cho_solve(c, 2.0 * force)
+    return jnp.concatenate([delta.real, delta.imag])
+
+
 def minsr(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array) -> jax.Array:
     """d = Ōᵀ(ŌŌᵀ + λI)⁻¹ ε̄ in sample space (2N_s × 2N_s), Ō = [Re; Im] of √p ΔO, ε̄ = [Re; Im] of 2√p ΔE."""
     ob = jnp.sqrt(weights)[:, None] * centred(o, weights)
@@ -241,4 +254,4 @@ def learning_rate(schedule: str, lr: jax.Array, step: jax.Array, total_steps: ja
 
 
 __all__ = ["RealRavel", "jacobian", "gradient_from_jacobian", "gradient_vjp", "sr_dense",
-           "sr_dense_holomorphic", "minsr", "sr_cg", "transformation", "learning_rate", "jacobian_holomorphic"]
+           "sr_dense_holomorphic", "sr_from_moments", "minsr", "sr_cg", "transformation", "learning_rate", "jacobian_holomorphic"]

@@ -33,6 +33,7 @@ from nqs_core.optimizers import (
     sr_cg,
     sr_dense,
     sr_dense_holomorphic,
+    sr_from_moments,
     transformation,
 )
 from nqs_core.observables import best_half_plane, marshall_phase
@@ -125,7 +126,12 @@ def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Arra
     e_loc = local_energies(apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model))
     holo = is_holomorphic(model) and RealRavel.of(params).all_complex
     if optimizer == "sr" and sr_solver == "dense":
-        if holo:
+        if holo and callable(getattr(type(model), "holomorphic_moments", None)):  # RBM: S_c without forming O
+            de = e_loc - weights @ e_loc
+            second, mean, force = model.apply(params, sigma, weights, de, method="holomorphic_moments")
+            d = sr_from_moments(second, mean, force, diag_shift)
+            g = 2.0 * jnp.concatenate([force.real, force.imag])
+        elif holo:
             o_c = jacobian_holomorphic(apply, params, sigma)
             d = sr_dense_holomorphic(o_c, e_loc, weights, diag_shift)
             g_c = 2.0 * (jnp.conj(o_c - weights @ o_c).T @ (weights * (e_loc - weights @ e_loc)))

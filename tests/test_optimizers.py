@@ -20,6 +20,7 @@ from nqs_core.optimizers import (
     sr_cg,
     sr_dense,
     sr_dense_holomorphic,
+    sr_from_moments,
 )
 
 
@@ -110,6 +111,23 @@ def test_holomorphic_dense_sr_equals_real_formulation():
     o = jacobian(model.apply, params, sigma)
     oc = jacobian_holomorphic(model.apply, params, sigma)
     np.testing.assert_allclose(sr_dense_holomorphic(oc, e_loc, w, 0.01), sr_dense(o, e_loc, w, 0.01), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha, visible", [(2, True), (1, False)])
+def test_rbm_moments_equal_jacobian_products_and_give_the_same_sr(alpha, visible):
+    """RBM.holomorphic_moments (from σ̂ ⊗ t̂ pairs, no Jacobian) = ⟨O*Oᵀ⟩, ⟨O⟩, ⟨O* v⟩ of the Jacobian, and
+    the SR direction from them equals the dense holomorphic SR."""
+    model = RBM(alpha=alpha, init_std=0.3, use_visible_bias=visible)
+    params, sigma, e_loc, w = problem(model, b=100)
+    oc = np.asarray(jacobian_holomorphic(model.apply, params, sigma))
+    wn = np.asarray(w)
+    second, mean, force = model.apply(params, sigma, w, e_loc, method="holomorphic_moments")
+    np.testing.assert_allclose(np.asarray(second), (oc.conj().T * wn) @ oc, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(mean), wn @ oc, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(force), oc.conj().T @ (wn * np.asarray(e_loc)), rtol=0, atol=1e-12)
+    de = e_loc - w @ e_loc
+    d = sr_from_moments(*model.apply(params, sigma, w, de, method="holomorphic_moments"), 0.01)
+    np.testing.assert_allclose(d, sr_dense_holomorphic(jnp.asarray(oc), e_loc, w, 0.01), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("model", [RBM(alpha=1, init_std=0.3), RealTanhNet()], ids=["rbm", "nonholomorphic"])
