@@ -85,7 +85,7 @@ def main() -> None:
         "S = O†O and Cholesky": timed(sr_fn, o_c, e_loc, repeat=a.repeat),
     }
     one_batch = timed(log_psi_fn, state.params, flat, repeat=a.repeat)
-    fused = {k: timed(lambda st: vmc.step(st, k), state, repeat=max(3, a.repeat // k)) / k for k in (1, 10)}
+    fused = {k: timed(lambda st: vmc.step(st, k), state, repeat=max(5, a.repeat // k)) / k for k in (1, 10)}
 
     print(f"profile: {s.hamiltonian} {s.lattice} L={s.L}, RBM alpha={s.alpha} ({vmc.n_parameters} real parameters), "
           f"{s.samples} samples; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; jax {jax.__version__}")
