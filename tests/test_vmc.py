@@ -153,7 +153,9 @@ def test_engines_are_shared_between_runs_with_equal_static_settings():
 @pytest.mark.parametrize("changes", [dict(optimizer="adam", lr=0.01), dict(optimizer="minsr", samples=64),
                                      dict(optimizer="sr", sr_solver="cg"), dict(sampler="exact"),
                                      dict(dtype="float32", model="jastrow", sign="marshall", momentum=0.5,
-                                          schedule="cosine", optimizer="sgd")])
+                                          schedule="cosine", optimizer="sgd"),
+                                     dict(dtype="float32", sign="none"),  # RBM flip ratios and SR moments in complex64
+                                     dict(hamiltonian="tfim", sign="none")])
 def test_variants_run_and_stay_finite(changes):
     vmc = VMC(SMALL.replace(**changes))
     state, stats = vmc.step(vmc.init(), 3)
