@@ -8,25 +8,28 @@ session ends (``pn.state.on_session_destroyed``) the worker is asked to stop.
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import logging
+import queue
 import tempfile
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import panel as pn
+from panel.io.callbacks import PeriodicCallback
 
+from app.export import HISTORY_FIELDS, LoadedRun, history_csv, load_run_file, parse_run_json, run_json
+from app.pictures import final_pictures
+from app.reference_job import ReferenceJob, hamiltonian_key
 from app.runner import FINAL_PHASES, Runner, live_workers
 from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
 from app.views.diagnostics import DiagnosticsView
 from app.views.energy import METHOD_NAMES, EnergyView
 from app.views.ising import IsingView
 from app.views.momentum import MomentumView
-from app.views.sign import SignView, configuration_signs
+from app.views.sign import SignView
 from app.views.spins import SpinsView
 from nqs_core.lattice import make_lattice
 from nqs_core.settings import RunSettings, SettingsError
@@ -37,68 +40,14 @@ TICK_MS = 100
 LARGE_ROOT_PX = 21  # vs the browser's 16 px
 LARGE_PLOT_SCALE = 1.4
 _WIDGETS = {"Selector": pn.ui.Select, "Integer": pn.ui.IntInput, "Number": pn.ui.FloatInput}
-HISTORY_FIELDS = ("step", "energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score",
-                  "seconds", "translation_eigenvalue_re", "translation_eigenvalue_im", "marshall_agreement",
-                  "sign_agreement")
+# the driver's extras for the app: 16 configurations per step (one per chain at most) for the
+# lattice, S(q) and sign pictures; a checkpoint every 2 s feeds the live per-configuration picture
+RUN_KWARGS = {"n_show": 16, "checkpoint_every": 2.0}
 
 
-def history_rows(history: list[Any]) -> list[dict[str, Any]]:
-    """Flat rows (CSV columns ``HISTORY_FIELDS``) of StepRecords."""
-    rows = []
-    for r in history:
-        d = r.to_dict()
-        te = d.pop("translation_eigenvalue", None)
-        d["translation_eigenvalue_re"] = te[0] if te is not None else None
-        d["translation_eigenvalue_im"] = te[1] if te is not None else None
-        rows.append({k: d.get(k) for k in HISTORY_FIELDS})
-    return rows
-
-
-def history_csv(history: list[Any]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(HISTORY_FIELDS))
-    writer.writeheader()
-    for row in history_rows(history):
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
-
-
-def run_json(settings: RunSettings, history: list[Any], reference: dict | None, summary: dict | None) -> str:
-    """The exported run: settings, per-step history, reference and summary (loadable again)."""
-    def clean(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, (np.floating, float)):
-            return float(x) if np.isfinite(x) else None
-        if isinstance(x, np.integer):
-            return int(x)
-        if isinstance(x, (str, int, bool)) or x is None:
-            return x
-        return str(x)
-
-    return json.dumps(clean({"format": "nqs-lab run", "version": 1, "settings": settings.to_dict(),
-                             "history": [r.to_dict() for r in history], "reference": reference,
-                             "summary": summary}), indent=1)
-
-
-def parse_run_json(text: str) -> tuple[RunSettings, list[Any], dict | None, dict | None]:
-    """Inverse of :func:`run_json`; raises ValueError with a readable reason."""
-    from nqs_core.driver import StepRecord
-
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"not a JSON file: {err}") from err
-    if not isinstance(data, dict) or "settings" not in data or "history" not in data:
-        raise ValueError("not an exported NQS Lab run (needs 'settings' and 'history')")
-    settings = RunSettings.from_dict(data["settings"])
-    optional = ("translation_eigenvalue", "marshall_agreement", "sign_agreement")  # None = not measured
-    history = [StepRecord.from_dict({k: (float("nan") if v is None and k not in optional else v)
-                                     for k, v in d.items()})
-               for d in data["history"]]
-    return settings, history, data.get("reference"), data.get("summary")
+def heading(title: str) -> Any:
+    """A sidebar heading in rem (it grows with the large-font option)."""
+    return pn.pane.HTML(f"<div style='font-size:1.05rem;font-weight:600'>{title}</div>", margin=(10, 8, 0, 8))
 
 
 class Lab:
@@ -106,7 +55,12 @@ class Lab:
 
     def __init__(self) -> None:
         self.settings = LabSettings()
-        self.runner = Runner(name=f"s{id(self) % 100000}", after=configuration_signs)
+        self.runner = Runner(name=f"s{id(self) % 100000}", after=final_pictures, run_kwargs=RUN_KWARGS,
+                             live_pictures=True)
+        self.ref_job: ReferenceJob | None = None
+        self.dmrg_options: dict[str, Any] = {}  # rel_tol, chi_max of nqs_core.references.dmrg_job (defaults)
+        self._inbox: queue.Queue = queue.Queue()  # loaded runs, from the loading thread
+        self.loading = False
         self.history: list[Any] = []
         self.reference: dict | None = None
         self.summary: dict | None = None
@@ -135,6 +89,8 @@ class Lab:
         self.server_line = pn.pane.HTML(self._server_text(), margin=(4, 8))
         self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
         self.page = self._build_page()
+        # a theme change re-applies Bokeh's theme to every figure (fonts included): scale them again
+        self.page.param.watch(lambda *_: self._apply_font_scale(), "dark_theme")
         self._reset_views(self._settings_or_default())
         self._refresh_controls()
         self._refresh_buttons()
@@ -156,7 +112,7 @@ class Lab:
         self.settings.param.watch(lambda *_: self._refresh_controls(), [*CONTROLS, "preset"])
         self.settings.param.k.watchers  # noqa: B018 (objects changes are pushed by Panel itself)
         self.control_groups = [
-            pn.Column(pn.pane.Markdown(f"#### {title}", margin=(8, 5, 0, 5)), *[self.widgets[n] for n in names],
+            pn.Column(heading(title), *[self.widgets[n] for n in names],
                       sizing_mode="stretch_width")
             for title, names in GROUPS.items()]
 
@@ -173,19 +129,20 @@ class Lab:
         self.stop_button = button("Stop", "error", self._on_stop)
         self.reset_button = button("Reset", "secondary", self._on_reset)
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", margin=(4, 8))
-        self.message = pn.pane.Markdown("", sizing_mode="stretch_width", css_classes=["nqs-message"])
+        # text panes sized in rem follow the root font size of the large-font option (Markdown's px do not)
+        self.message = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["nqs-message"],
+                                    styles={"font-size": "0.95rem"}, margin=(4, 8))
 
     def _build_export(self) -> None:
-        self.download_csv = pn.widgets.FileDownload(callback=self._csv_bytes, filename="history.csv",
-                                                    label="History (CSV)",
-                                                    sizing_mode="stretch_width", disabled=True)
-        self.download_json = pn.widgets.FileDownload(callback=self._json_bytes, filename="run.json",
-                                                     label="Run (JSON)",
-                                                     sizing_mode="stretch_width", disabled=True)
-        self.download_ckpt = pn.widgets.FileDownload(callback=self._checkpoint_bytes, filename="checkpoint.npz",
-                                                     label="Checkpoint",
-                                                     sizing_mode="stretch_width", disabled=True)
-        self.upload = pn.widgets.FileInput(accept=".json", multiple=False, sizing_mode="stretch_width")
+        self.download_csv = pn.ui.FileDownload(callback=self._csv_bytes, filename="history.csv",
+                                               label="History (CSV)", sizing_mode="stretch_width", disabled=True)
+        self.download_json = pn.ui.FileDownload(callback=self._json_bytes, filename="run.json",
+                                                label="Run (JSON)", sizing_mode="stretch_width", disabled=True)
+        self.download_ckpt = pn.ui.FileDownload(callback=self._checkpoint_bytes, filename="checkpoint.npz",
+                                                label="Checkpoint (.npz)", sizing_mode="stretch_width",
+                                                disabled=True)
+        self.upload = pn.ui.FileInput(accept=".json,.npz", multiple=False, sizing_mode="stretch_width",
+                                      label="Load a run (.json or .npz)")
         self.upload.param.watch(self._on_upload, "value")
 
     def _build_page(self) -> Any:
@@ -194,10 +151,11 @@ class Lab:
         sidebar = [
             self.preset, buttons, self.status, self.message,
             *self.control_groups,
-            pn.pane.Markdown("#### Export and load", margin=(8, 5, 0, 5)),
+            heading("Export and load"),
             pn.Row(self.download_csv, self.download_json), self.download_ckpt,
-            pn.pane.Markdown("Load an exported run (JSON) to view it again:", margin=(0, 5)), self.upload,
-            pn.pane.Markdown("#### Display", margin=(8, 5, 0, 5)), self.large_font, self.server_line,
+            pn.pane.HTML("Load an exported run (the JSON or the checkpoint) to view it again:",
+                         styles={"font-size": "0.9rem"}, margin=(0, 8)), self.upload,
+            heading("Display"), self.large_font, self.server_line,
         ]
         return pn.ui.Page(title="NQS Lab: neural quantum states, live", sidebar=sidebar, main=[self.tabs],
                           sidebar_width=380, theme_toggle=True)
@@ -235,6 +193,7 @@ class Lab:
             return
         self._reset_views(settings)
         self.run_settings = settings
+        self._start_reference(settings)
         try:
             self.runner.start(settings, checkpoint=self.checkpoint)
         except Exception as err:  # keep Run usable whatever happens
@@ -260,6 +219,7 @@ class Lab:
 
     def _on_reset(self, *_: Any) -> None:
         self.runner.stop()
+        self._cancel_reference()
         self.runner.phase, self.runner.message, self.runner.step = "idle", "", 0
         self._reset_views(self._settings_or_default())
         self._say("")
@@ -286,7 +246,38 @@ class Lab:
                               f"font-size:1.05em;font-weight:600'>{html.escape(text)}</div>")
 
     def _say(self, text: str, error: bool = False) -> None:
-        self.message.object = f"<span style='color:#D55E00'>{text}</span>" if (error and text) else text
+        import html
+
+        body = html.escape(text)
+        self.message.object = f"<span style='color:#D55E00'>{body}</span>" if (error and text) else body
+
+    # ----- the reference computed by the app (DMRG) --------------------------------------
+    def _start_reference(self, settings: RunSettings, lookup: bool = False) -> None:
+        """Start (or keep) the background reference job for ``settings``' Hamiltonian."""
+        job = self.ref_job
+        if job is not None and job.key == hamiltonian_key(settings) and (job.running or job.state == "done"):
+            if job.state == "done" and job.reference is not None:
+                self.reference = job.reference
+                self.energy.set_reference(job.reference)
+            return
+        self._cancel_reference()
+        self.ref_job = ReferenceJob(settings, lookup=lookup, **self.dmrg_options)
+
+    def _cancel_reference(self) -> None:
+        if self.ref_job is not None:
+            self.ref_job.cancel()
+            self.ref_job = None
+
+    def _poll_reference(self) -> None:
+        job = self.ref_job
+        if job is None:
+            return
+        text, ref = job.poll()
+        if text:
+            self.energy.set_progress(text)
+        if ref is not None and (self.reference is None or self.reference.get("energy") is None):
+            self.reference = ref
+            self.energy.set_reference(ref)
 
     # ----- views ------------------------------------------------------------------------
     def _reset_views(self, settings: RunSettings) -> None:
@@ -328,7 +319,8 @@ class Lab:
                 self.diagnostics.set_compile_seconds(self.runner.compile_seconds)
             configs = batch.extra.get("configurations")
             if configs is not None:
-                self.sign.show_configurations(configs["log_psi"], configs["target"], configs["target_name"])
+                self.sign.show_configurations(configs["log_psi"], configs["target"], configs["target_name"],
+                                              configs.get("label", ""))
             final = batch.extra.get("final_translation")
             if final is not None:
                 self.momentum.show_final(final["value"], final["n_samples"])
@@ -337,7 +329,7 @@ class Lab:
                 self.summary = getattr(batch.result, "summary", None)
                 self._say(self._summary_text())
             if batch.phase in ("diverged", "error"):
-                self._say(f"**{batch.phase}**: {batch.message}", error=True)
+                self._say(f"{batch.phase}: {batch.message}", error=True)
             alive = self.runner.alive
             if not batch.empty or alive != self._was_alive:
                 self._was_alive = alive
@@ -345,6 +337,8 @@ class Lab:
                 self._refresh_buttons()
             elif self.runner.phase in ("running",):
                 self._set_status(self.runner.status_text())
+            self._poll_reference()
+            self._apply_loaded()
             self.server_line.object = self._server_text()
             self.ising.tick()
         except Exception:  # a broken update must not kill the periodic callback
@@ -352,7 +346,7 @@ class Lab:
 
     @staticmethod
     def _server_text() -> str:
-        return (f"<span class='nqs-server' style='font-size:0.85em;opacity:0.8'>"
+        return (f"<span class='nqs-server' style='font-size:0.85rem;opacity:0.8'>"
                 f"this server: {live_workers()} run(s) active</span>")
 
     def _summary_text(self) -> str:
@@ -361,9 +355,12 @@ class Lab:
         if e is None or not np.isfinite(e):
             return self.runner.message
         text = f"E = {e:.5f} ± {err:.5f} ({s.get('final_source', '')})"
-        if s.get("relative_error") is not None:
-            method = s.get("reference_method")
-            text += f"; relative error {s['relative_error']:.2e} vs {METHOD_NAMES.get(method, method)}"
+        rel, method = s.get("relative_error"), s.get("reference_method")
+        ref_e = (self.reference or {}).get("energy")
+        if rel is None and ref_e:  # the reference came after the summary (DMRG, or a loaded checkpoint)
+            rel, method = abs(e - ref_e) / abs(ref_e), self.reference.get("method")
+        if rel is not None:
+            text += f"; relative error {rel:.2e} vs {METHOD_NAMES.get(method, method)}"
         return text
 
     # ----- export / load ----------------------------------------------------------------
@@ -378,16 +375,49 @@ class Lab:
         return io.BytesIO(self.checkpoint.read_bytes() if self.checkpoint.exists() else b"")
 
     def _on_upload(self, event: Any) -> None:
-        if not event.new:
-            return
-        try:
-            settings, history, reference, summary = parse_run_json(event.new.decode())
-            settings.validate()
-        except Exception as err:
-            self._say(f"Could not load that file: {err}", error=True)
-            return
+        if event.new:
+            self.load_bytes(self.upload.filename or "", event.new)
+
+    def load_bytes(self, filename: str, data: bytes, background: bool = True) -> None:
+        """Load an exported run (JSON) or a checkpoint (.npz) and redraw every view.
+
+        Reading a checkpoint restores the VMC state (seconds for a big model), so by default it
+        happens in a thread and the periodic callback draws the result; ``background=False``
+        loads and draws at once (tests, no server).
+        """
         if self.runner.alive:
             self.runner.stop()
+
+        def work() -> None:
+            try:
+                self._inbox.put((filename, load_run_file(filename, data), None))
+            except Exception as err:
+                self._inbox.put((filename, None, err))
+
+        self.loading = True
+        self._say(f"Loading {filename or 'the file'}…")
+        if background:
+            threading.Thread(target=work, daemon=True, name="nqs-load").start()
+        else:
+            work()
+            self._apply_loaded()
+
+    def _apply_loaded(self) -> None:
+        """Draw a run the loading thread finished (called from the periodic callback)."""
+        try:
+            filename, loaded, err = self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        self.loading = False
+        if err is not None or loaded is None:
+            reason = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            self._say(f"Could not load {filename or 'that file'}: {reason}", error=True)
+            return
+        self.show_loaded(loaded, filename)
+
+    def show_loaded(self, loaded: LoadedRun, filename: str = "") -> None:
+        """Put a loaded run into the controls and every view."""
+        settings, history = loaded.settings, loaded.history
         self.settings.load_run_settings(settings)
         self._reset_views(settings)
         self.run_settings = settings
@@ -395,32 +425,57 @@ class Lab:
         self.energy.update(history)
         self.sign.update(history)
         self.diagnostics.update(history)
-        self.momentum.update(history, [])
-        if reference:
-            self.reference = reference
-            self.energy.set_reference(reference)
-        self.summary = summary
-        self.runner.phase, self.runner.step, self.runner.total = "idle", len(history), settings.steps
-        self._say(f"Loaded a run of {len(history)} steps ({self.upload.filename}). " + self._summary_text())
+        frames = [loaded.samples] if loaded.samples is not None else []
+        self.momentum.update(history, frames)
+        if frames:
+            self.spins.update(frames)
+        configs = loaded.extra.get("configurations")
+        if configs is not None:
+            self.sign.show_configurations(configs["log_psi"], configs["target"], configs["target_name"],
+                                          f"loaded checkpoint, after step {len(history) - 1}")
+        final = loaded.extra.get("final_translation")
+        if final is not None:
+            self.momentum.show_final(final["value"], final["n_samples"])
+        if loaded.reference:
+            self.reference = loaded.reference
+            self.energy.set_reference(loaded.reference)
+        else:  # a checkpoint stores no reference: look it up (closed form, ED, stored, or DMRG)
+            self._start_reference(settings, lookup=True)
+        self.summary = loaded.summary
+        phase = loaded.phase or "loaded"
+        self.runner.phase, self.runner.message = "idle", ""
+        self.runner.step, self.runner.total = len(history), settings.steps
+        what = "checkpoint" if loaded.kind == "checkpoint" else "run"
+        self._say(f"Loaded a {what} of {len(history)} steps ({filename}, {phase}). " + self._summary_text())
         self._set_status(f"loaded · step {len(history)} / {settings.steps}")
         self._refresh_buttons()
 
     # ----- display ----------------------------------------------------------------------
     def _on_large_font(self, event: Any) -> None:
+        self._apply_font_scale()
+
+    def _apply_font_scale(self) -> None:
+        scale = LARGE_PLOT_SCALE if self.large_font.value else 1.0
         for view in self.views:
-            view.set_font_scale(LARGE_PLOT_SCALE if event.new else 1.0)
+            view.set_font_scale(scale)
 
     # ----- lifecycle --------------------------------------------------------------------
     def start_session(self) -> None:
         """Register the periodic drain and the end-of-session hook (call inside a session)."""
         self._doc = pn.state.curdoc
+        log.info("session %s created", self.runner.name)
         pn.state.onload(self._start_ticking)
         pn.state.on_session_destroyed(self._on_session_destroyed)
 
     def _start_ticking(self) -> None:
         """Start the 10 Hz drain once the page has loaded (never for sessions nobody connects to)."""
+        log.info("session %s loaded", self.runner.name)
         if self._callback is None and not self._closed:
-            self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+            # background=True: the 10 Hz drain must not toggle Panel's process-wide "busy" state; with it,
+            # every tick updated the busy indicator of every other session, whose messages (even the first
+            # "document ready") then waited behind those updates: a second tab never finished loading
+            self._callback = PeriodicCallback(callback=self.tick, period=TICK_MS, background=True)
+            self._callback.start()
             self._connected = True
             self._set_status(self.runner.status_text())
 
@@ -438,6 +493,7 @@ class Lab:
         """Stop the worker and the periodic callback (the session is gone)."""
         self._closed = True
         self.runner.stop()
+        self._cancel_reference()
         if self._callback is not None:
             try:
                 self._callback.stop()
@@ -446,4 +502,5 @@ class Lab:
         log.info("session closed: worker stop requested (alive=%s)", self.runner.alive)
 
 
-__all__ = ["Lab", "history_csv", "run_json", "parse_run_json", "PRESETS", "time"]
+__all__ = ["Lab", "HISTORY_FIELDS", "history_csv", "run_json", "parse_run_json", "PRESETS", "FINAL_PHASES", "io",
+           "np"]

@@ -62,9 +62,13 @@ class Runner:
     """Start, pause, resume and stop one VMC run in a background thread; drain its events."""
 
     def __init__(self, run_fn: Callable[..., Any] | None = None, name: str = "session",
-                 max_frames: int = 512, after: Callable[[Any], dict[str, Any]] | None = None):
+                 max_frames: int = 512, after: Callable[[Any], dict[str, Any]] | None = None,
+                 run_kwargs: dict[str, Any] | None = None, live_pictures: bool = False):
         self._run_fn = run_fn
         self._after = after  # run in the worker on the RunResult; returns extra payloads by name
+        self._run_kwargs = dict(run_kwargs or {})  # e.g. n_show, checkpoint_every for the driver
+        self._live_pictures = live_pictures  # per-configuration sign picture from the checkpoint while running
+        self.live: Any = None
         self.name = name
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -103,6 +107,13 @@ class Runner:
         self._t_compile = None
         self._rate_window.clear()
         q, control = self._queue, self._control
+        live = None
+        if self._live_pictures and checkpoint is not None:
+            from app.pictures import LivePictures
+
+            live = LivePictures(settings, checkpoint, lambda name, payload: q.put(("extra", name, payload,
+                                                                                  time.monotonic())))
+        self.live = live
 
         def callback(event: Any) -> None:
             kind = getattr(event, "kind", None)
@@ -110,6 +121,8 @@ class Runner:
                 samples = getattr(event, "samples", None)
                 if samples is not None:
                     samples = np.asarray(samples).copy()  # NumPy in the worker, never on the event loop
+                    if live is not None and event.records:
+                        live.add_samples(event.records[-1].step, samples)
                 q.put(("steps", list(event.records), samples, time.monotonic()))
             elif kind == "phase":
                 q.put(("phase", event.phase, getattr(event, "message", "") or "", time.monotonic()))
@@ -121,10 +134,13 @@ class Runner:
 
         def target() -> None:
             try:
-                kwargs: dict[str, Any] = {"callback": callback, "control": control}
+                kwargs: dict[str, Any] = {"callback": callback, "control": control, **self._run_kwargs}
                 if checkpoint is not None:
                     kwargs["checkpoint"] = checkpoint
                 result = run_fn(settings, **kwargs)
+                if live is not None:  # the final pictures must come after the last live one
+                    live.stop()
+                    live.join(10.0)
                 if self._after is not None:
                     try:
                         for name, payload in self._after(result).items():
@@ -136,6 +152,8 @@ class Runner:
                 log.warning("run failed in %s: %s", self.name, traceback.format_exc())
                 q.put(("phase", "error", f"{type(exc).__name__}: {exc}", time.monotonic()))
             finally:
+                if live is not None:
+                    live.stop()
                 with _live_lock:
                     _live_workers.discard(threading.current_thread())
                 log.info("worker of %s finished", self.name)

@@ -1,5 +1,6 @@
 """One lab session without a server: Run refused with the reason, a real tiny run drained by the
-periodic callback, export (CSV, JSON, checkpoint) and loading the JSON back into a fresh session."""
+periodic callback, live sign/momentum data during a run, export (CSV, JSON, checkpoint) and
+loading both the JSON and the checkpoint (.npz) back into a fresh session."""
 
 import csv
 import io
@@ -9,10 +10,21 @@ import time
 import numpy as np
 import pytest
 
+from app.export import load_run_file
 from app.lab import HISTORY_FIELDS, Lab, parse_run_json
 
 TINY = dict(preset="custom", hamiltonian="heisenberg", lattice="chain", L=6, bc="periodic", model="rbm",
             sign="marshall", samples=64, chains=4, steps=15, dtype="float32")
+
+
+def tick_until(lab: Lab, predicate, timeout: float, what: str) -> None:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        lab.tick()
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}: {lab.runner.status_text()}")
 
 
 def run_to_end(lab: Lab, timeout: float = 180.0) -> None:
@@ -78,12 +90,63 @@ def test_run_export_and_load_again(tmp_path):
     other = Lab()
     other.upload.filename = "run.json"
     other.upload.value = exported
+    tick_until(other, lambda: not other.loading, 60, "the JSON to load")
     assert "Loaded a run of 15 steps" in other.message.object
     assert other.energy.n_points == 15 and other.settings.L == 6 and other.settings.lattice == "chain"
     assert np.allclose(other.energy.source.data["energy"], lab.energy.source.data["energy"])
     assert other.reference == lab.reference
     assert "step 15 / 15" in other.status.object
+    assert np.allclose(other.sign.source.data["marshall"], lab.sign.source.data["marshall"], equal_nan=True)
+    assert len(other.momentum.circle_source.data["re"]) == 15
+
+    # the checkpoint alone redraws every view, including those drawn from the state
+    third = Lab()
+    third.load_bytes("checkpoint.npz", ckpt, background=False)
+    assert "Loaded a checkpoint of 15 steps" in third.message.object, third.message.object
+    assert third.run_settings == lab.run_settings and third.settings.L == 6
+    assert np.allclose(third.energy.source.data["energy"], lab.energy.source.data["energy"])
+    assert third.diagnostics.source.data["acceptance"] == lab.diagnostics.source.data["acceptance"]
+    assert len(third.momentum.circle_source.data["re"]) == 15
+    assert len(third.spins.frames) == 1 and third.spins.frames[0].shape == (4, 6)
+    assert len(third.sign.config_source.data["phase"]) == 4 and "loaded checkpoint" in third.sign.config_title.text
+    assert len(third.momentum.final_source.data["re"]) == 1 and len(third.momentum.sq_source.data["s"]) == 6
+    # a checkpoint stores no reference: the session looks it up (Bethe ansatz for this chain)
+    tick_until(third, lambda: third.reference is not None, 60, "the reference of the loaded checkpoint")
+    assert third.reference["energy"] == pytest.approx(lab.reference["energy"], rel=1e-12)
+    # the restored state is the one the run ended with: its chains and log ψ give the same picture
+    assert np.allclose(third.sign.config_source.data["phase"], lab.sign.config_source.data["phase"])
+    assert third.momentum.final_source.data["re"] == pytest.approx(lab.momentum.final_source.data["re"])
+    loaded = load_run_file("checkpoint.npz", ckpt, pictures=False)
+    assert loaded.kind == "checkpoint" and loaded.phase == "done" and loaded.samples is None
 
     bad = Lab()
-    bad.upload.value = b"{not json"
-    assert "Could not load" in bad.message.object
+    bad.load_bytes("run.json", b"{not json", background=False)
+    assert "Could not load run.json" in bad.message.object
+    bad.load_bytes("x.npz", b"PK\x05\x06" + bytes(18), background=False)  # an empty zip archive
+    assert "Could not load x.npz" in bad.message.object
+
+
+@pytest.mark.slow
+def test_sign_and_momentum_views_fill_during_a_run():
+    """Per-step Marshall agreement and translation eigenvalue stream while running; the
+    per-configuration sign picture appears from the run's checkpoint before the run ends."""
+    lab = Lab()
+    lab.settings.param.update(**{**TINY, "steps": 100_000})
+    lab.settings.k = "0"
+    lab._on_run()
+    tick_until(lab, lambda: len(lab.history) >= 5, 180, "the first steps")
+    marshall = np.asarray(lab.sign.source.data["marshall"], dtype=float)
+    assert np.isfinite(marshall).all() and ((marshall >= 0) & (marshall <= 1)).all()
+    ev = np.asarray(lab.momentum.circle_source.data["re"]) + 1j * np.asarray(lab.momentum.circle_source.data["im"])
+    assert len(ev) == len(lab.history) and np.all(np.abs(ev) <= 1 + 1e-5)  # float32 run
+    assert lab.momentum.latest_source.data["re"] == [ev[-1].real]
+    # projected on k = 0: the measured eigenvalue is e^{i·0} = 1 at every step (DESIGN.md §2)
+    assert np.allclose(ev, 1.0, atol=1e-4)
+    assert len(lab.momentum.sq_source.data["s"]) == 6
+    tick_until(lab, lambda: len(lab.sign.config_source.data["phase"]) > 0, 60, "the live sign picture")
+    assert lab.runner.alive, "the picture must come while the run is going"
+    assert "checkpoint" in lab.sign.config_title.text and "agree with Marshall" in lab.sign.config_title.text
+    lab._on_stop()
+    tick_until(lab, lambda: not lab.runner.alive, 30, "the run to stop")
+    lab.tick()
+    assert lab.runner.phase == "stopped"

@@ -123,3 +123,40 @@ def test_energy_view_backfills_relative_error_and_bounds_streams():
     view.update(many)
     assert view.n_points == common.ROLLOVER
     assert "DMRG" in reference_label({"energy": -1.0, "method": "dmrg", "provenance": {"chi_max": 128}})
+
+
+def _record(i, **observables):
+    from nqs_core.driver import StepRecord
+
+    return StepRecord(step=i, energy=-1.0, error=0.1, variance=1.0, acceptance=0.5, r_hat=1.0, tau=1.0,
+                      grad_norm=1.0, v_score=0.1, seconds=0.01, **observables)
+
+
+def test_sign_view_draws_the_exact_comparisons_only_where_measured():
+    from app.views.sign import SignView
+
+    view = SignView()
+    view.reset()
+    records = [_record(i, marshall_agreement=0.5 + 0.04 * i, sign_agreement=0.9 if i % 5 == 0 else None,
+                       fidelity=0.7 + 0.01 * i if i % 5 == 0 else None) for i in range(12)]
+    view.update(records[:7])
+    view.update(records[7:])
+    assert view.source.data["marshall"] == pytest.approx([0.5 + 0.04 * i for i in range(12)])
+    assert view.exact_source.data["step"] == [0, 5, 10] and view.exact_source.data["exact"] == [0.9] * 3
+    assert view.fidelity_source.data["fidelity"] == pytest.approx([0.7, 0.75, 0.8])
+
+
+def test_momentum_view_moves_the_latest_eigenvalue_and_marks_the_sector():
+    from app.views.momentum import MomentumView
+
+    lat = make_lattice("chain", 6)
+    view = MomentumView()
+    view.reset(lat.coords, lat.L, lat.momenta() / np.pi, (1.0,))
+    chosen = [(x, c) for x, c in zip(view.bz_source.data["kx"], view.bz_source.data["color"]) if c != "#999999"]
+    assert [x for x, _ in chosen] == [pytest.approx(1.0)]  # k = π highlighted on the zone
+    assert view.expected_source.data == {"re": [pytest.approx(-1.0)], "im": [pytest.approx(0.0, abs=1e-12)]}
+    for i, phase in enumerate((0.2, 0.6, 0.95)):
+        z = 0.9 * np.exp(1j * np.pi * phase)
+        view.update([_record(i, translation_eigenvalue=(z.real, z.imag))], [])
+        assert view.latest_source.data["re"] == [pytest.approx(z.real)]
+    assert len(view.circle_source.data["re"]) == 3 and "k_x/π = +0.950" in view.circle_note.text

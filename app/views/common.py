@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bokeh.models import ColumnDataSource
+from bokeh.models import ColumnDataSource, Label, Title
 from bokeh.plotting import figure
 
 BLUE, ORANGE, GREEN, VERMILION, PURPLE, SKY, YELLOW, GREY = (
@@ -33,8 +33,11 @@ def make_figure(title: str, x_label: str, y_label: str, **kwargs: Any) -> figure
     return fig
 
 
+_BASE_SIZES: dict[str, float] = {}  # model id -> font size (px) at scale 1 of extra titles and labels
+
+
 def set_font_scale(fig: figure, scale: float) -> None:
-    """Scale title, axis labels, tick labels and legend of a figure."""
+    """Scale title, axis labels, tick labels, legend and the extra titles / labels of a figure."""
     px = {k: f"{round(v * scale)}px" for k, v in BASE_FONT.items()}
     fig.title.text_font_size = px["title"]
     for axis in (*fig.xaxis, *fig.yaxis):
@@ -42,6 +45,12 @@ def set_font_scale(fig: figure, scale: float) -> None:
         axis.major_label_text_font_size = px["ticks"]
     for legend in fig.legend:
         legend.label_text_font_size = px["legend"]
+    for model in [*fig.select({"type": Title}), *fig.select({"type": Label})]:
+        if model is fig.title:
+            continue
+        size = str(model.text_font_size or "12px")
+        base = _BASE_SIZES.setdefault(model.id, float(size[:-2]) if size.endswith("px") else 12.0)
+        model.text_font_size = f"{round(base * scale)}px"
 
 
 def empty_like(source: ColumnDataSource) -> dict[str, list]:

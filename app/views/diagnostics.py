@@ -28,7 +28,7 @@ class DiagnosticsView:
         self.grad_fig.line("step", "grad_norm", source=self.source, color=GREEN, line_width=2)
         self.time_fig = make_figure("Time per step", "step", "ms", height=220, x_range=self.acc_fig.x_range)
         self.time_fig.line("step", "ms", source=self.source, color=PURPLE, line_width=2)
-        self.compile_text = pn.pane.Str("compile time: –", styles={"font-size": "1em"})
+        self.compile_text = pn.pane.HTML("compile time: –", styles={"font-size": "1rem"}, margin=(4, 10))
         self.figures = [self.acc_fig, self.rhat_fig, self.grad_fig, self.time_fig]
         self.panel = pn.Column(self.compile_text,
                                pn.GridBox(*[pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in self.figures],

@@ -35,12 +35,28 @@ METHOD_NAMES = {"exact": "exact (closed form)", "ed": "ED", "dmrg": "DMRG", "pub
 PROVENANCE_KEYS = ("formula", "citation", "library", "chi_max", "chi", "truncation_error")
 
 
+def dmrg_name(prov: dict) -> str:
+    """``DMRG (TeNPy 1.0.4, χ=128)`` from a DMRG reference's provenance."""
+    library = str(prov.get("library") or "TeNPy").replace("physics-tenpy", "TeNPy")
+    chi = prov.get("chi")
+    return f"DMRG ({library}, χ={chi})" if chi is not None else f"DMRG ({library})"
+
+
 def reference_label(ref: dict, max_chars: int = 110) -> str:
-    """e.g. ``ED · scipy 1.18.1 (ARPACK eigsh, Lanczos) · cache · E₀ = −11.228483``."""
+    """e.g. ``ED · scipy 1.18.1 (ARPACK eigsh, Lanczos) · cache · E₀ = −11.228483`` or
+    ``DMRG (TeNPy 1.0.4, χ=128) · truncation 3e-11 · est. rel. error 2e-08 · computed · E₀ = …``."""
     method = str(ref.get("method") or "reference")
     parts = [METHOD_NAMES.get(method, method)]
     prov = ref.get("provenance")
-    if isinstance(prov, dict):
+    if method == "dmrg" and isinstance(prov, dict):
+        parts = [dmrg_name(prov)]
+        if prov.get("truncation_error") is not None:
+            parts.append(f"truncation {float(prov['truncation_error']):.0e}")
+        if prov.get("estimated_relative_error") is not None:
+            parts.append(f"est. rel. error {float(prov['estimated_relative_error']):.0e}")
+        if prov.get("converged") is False:
+            parts.append("NOT converged")
+    elif isinstance(prov, dict):
         bits = [f"{k} {prov[k]}" if k.startswith(("chi", "trunc")) else str(prov[k])
                 for k in PROVENANCE_KEYS if prov.get(k) not in (None, "")]
         if bits:
@@ -73,8 +89,8 @@ class EnergyView:
                        legend_label="± error")
         self.fig.line("step", "energy", source=self.source, color=BLUE, line_width=2, legend_label="E (VMC)")
         self.ref_source = ColumnDataSource(dict(step=[], energy=[]))  # a glyph, so the y-range includes it
-        self.fig.line("step", "energy", source=self.ref_source, color=VERMILION, line_dash="dashed", line_width=2,
-                      legend_label="reference")
+        self.ref_line = self.fig.line("step", "energy", source=self.ref_source, color=VERMILION, line_dash="dashed",
+                                      line_width=2, legend_label="reference")
         self.ref_span = Span(location=0.0, dimension="width", line_alpha=0.0, visible=False)
         self.total_steps = 1
         self.ref_label = Title(text="reference: waiting…", text_color=VERMILION, text_font_size="12px",
@@ -84,14 +100,14 @@ class EnergyView:
         self.fig.legend.location = "top_right"
 
         self.rel_fig = make_figure("Relative error |E − E_ref| / |E_ref|", "step", "relative error",
-                                   y_axis_type="log", height=220, x_range=self.fig.x_range)
+                                   y_axis_type="log", height=260, x_range=self.fig.x_range)
         self.rel_fig.line("step", "rel", source=self.rel_source, color=ORANGE, line_width=2)
         self.rel_waiting = Label(x=10, y=10, x_units="screen", y_units="screen", text="waiting for the reference…",
                                  text_color=GREY, text_font_size="12px")
         self.rel_fig.add_layout(self.rel_waiting)
 
         self.var_fig = make_figure("Variance of the local energy", "step", "Var(E_loc)", y_axis_type="log",
-                                   height=220, x_range=self.fig.x_range)
+                                   height=260, x_range=self.fig.x_range)
         self.var_fig.line("step", "variance", source=self.var_source, color=BLUE, line_width=2)
 
         self.figures = [self.fig, self.rel_fig, self.var_fig]
@@ -109,6 +125,7 @@ class EnergyView:
         self.reference = None
         self.ref_span.visible = False
         self.ref_label.text = "reference: waiting…"
+        self._set_legend("reference")
         self.rel_waiting.text = "waiting for the reference…"
         self.rel_waiting.visible = True
 
@@ -116,10 +133,20 @@ class EnergyView:
     def n_points(self) -> int:
         return len(self.source.data["step"])
 
+    def set_progress(self, text: str) -> None:
+        """Progress of a reference computed in the background (DMRG), shown until it is ready."""
+        if self.reference is not None and reference_energy(self.reference) is not None:
+            return
+        self.ref_label.text = "reference: " + text
+        self.rel_waiting.text = text
+
     def set_reference(self, ref: dict) -> None:
         self.reference = ref
         e = reference_energy(ref)
         self.ref_label.text = "reference (dashed): " + reference_label(ref)
+        prov = ref.get("provenance") if isinstance(ref.get("provenance"), dict) else {}
+        method = str(ref.get("method") or "reference")
+        self._set_legend(dmrg_name(prov) if method == "dmrg" else METHOD_NAMES.get(method, method))
         if e is None:
             self.rel_waiting.text = "no reference energy: " + str(ref.get("message") or ref.get("error") or "")
             return
@@ -128,6 +155,13 @@ class EnergyView:
         self.rel_waiting.visible = False
         steps = [s for s, _ in self._kept]
         self.rel_source.data = dict(step=steps, rel=[self._rel(v, e) for _, v in self._kept])
+
+    def _set_legend(self, text: str) -> None:
+        """The legend entry of the dashed reference line names its method."""
+        for legend in self.fig.legend:
+            for item in legend.items:
+                if self.ref_line in item.renderers:
+                    item.label = {"value": text}
 
     @staticmethod
     def _rel(value: float, ref: float) -> float:
@@ -152,4 +186,3 @@ class EnergyView:
     def set_font_scale(self, scale: float) -> None:
         for fig in self.figures:
             set_font_scale(fig, scale)
-        self.ref_label.text_font_size = f"{round(12 * scale)}px"

@@ -22,14 +22,14 @@ class IsingView:
 
     def __init__(self) -> None:
         self.model = IsingLattice(64, T_CRITICAL, seed=0)
-        self.temperature = pn.widgets.FloatSlider(label="Temperature T (J = 1; T_c ≈ 2.269)", start=0.5, end=5.0,
-                                                  step=0.01, value=round(T_CRITICAL, 2), sizing_mode="stretch_width")
-        self.size = pn.widgets.Select(label="Lattice", options={"32 × 32": 32, "64 × 64": 64, "128 × 128": 128},
-                                      value=64, width=140)
-        self.sweeps_per_tick = pn.widgets.IntSlider(label="Sweeps per frame", start=1, end=20, value=2, width=200)
-        self.animate = pn.widgets.Toggle(label="Animate the Ising lattice", value=False, color="primary",
-                                         width=240)
-        self.reheat = pn.widgets.Button(label="Randomize spins", width=180)
+        self.temperature = pn.ui.FloatSlider(label="Temperature T (J = 1; T_c ≈ 2.269)", start=0.5, end=5.0,
+                                         step=0.01, value=round(T_CRITICAL, 2), sizing_mode="stretch_width")
+        self.size = pn.ui.Select(label="Lattice", options={"32 × 32": 32, "64 × 64": 64, "128 × 128": 128},
+                                 value=64, width=140)
+        self.sweeps_per_tick = pn.ui.IntSlider(label="Sweeps per frame", start=1, end=20, value=2, width=200)
+        self.animate = pn.ui.Toggle(label="Animate the Ising lattice", value=False, color="primary",
+                                    width=240)
+        self.reheat = pn.ui.Button(label="Randomize spins", width=180)
         mapper = LinearColorMapper(palette=[SPIN_DOWN, SPIN_UP], low=-1, high=1)
         L = self.model.L
         self.source = ColumnDataSource(dict(image=[self.model.spins.astype(float)]))
@@ -42,7 +42,7 @@ class IsingView:
         self.obs_fig.line("sweep", "m", source=self.obs_source, color=ORANGE, line_width=2, legend_label="|m|")
         self.obs_fig.line("sweep", "e", source=self.obs_source, color=BLUE, line_width=2, legend_label="e")
         self.obs_fig.legend.location = "bottom_left"
-        self.readout = pn.pane.Str("")
+        self.readout = pn.pane.HTML("", styles={"font-size": "1rem", "font-family": "monospace"}, margin=(4, 10))
         self.temperature.param.watch(self._on_temperature, "value")
         self.size.param.watch(self._on_size, "value")
         self.reheat.on_click(lambda _: self._restart(self.model.L))

@@ -47,15 +47,19 @@ class MomentumView:
 
         self.circle_source = ColumnDataSource(dict(re=[], im=[], step=[]))
         self.expected_source = ColumnDataSource(dict(re=[], im=[]))
-        self.circle_fig = make_figure("Translation eigenvalue ⟨T_x⟩", "Re", "Im", height=380,
-                                      width=340, sizing_mode="fixed", tools="save",
+        self.circle_fig = make_figure("Translation eigenvalue ⟨T_x⟩", "Re", "Im", height=400,
+                                      width=430, sizing_mode="fixed", tools="save",
                                       x_range=Range1d(-1.25, 1.25), y_range=Range1d(-1.25, 1.25))
         t = np.linspace(0, 2 * np.pi, 200)
         self.circle_fig.line(np.cos(t), np.sin(t), color=GREY, line_width=1)
-        self.circle_fig.scatter("re", "im", source=self.circle_source, color=BLUE, size=5, alpha=0.5,
-                                legend_label="measured")
+        self.circle_fig.scatter("re", "im", source=self.circle_source, color=BLUE, size=5, alpha=0.35,
+                                legend_label="step")
+        self.latest_source = ColumnDataSource(dict(re=[], im=[]))
+        self.circle_fig.segment(0, 0, "re", "im", source=self.latest_source, color=BLUE, line_width=2)
+        self.circle_fig.scatter("re", "im", source=self.latest_source, color=BLUE, size=12, line_color="white",
+                                legend_label="latest")
         self.circle_fig.scatter("re", "im", source=self.expected_source, color=VERMILION, size=16, marker="star",
-                                legend_label="sector e^(ik)")
+                                legend_label="sector")
         self.final_source = ColumnDataSource(dict(re=[], im=[]))
         self.circle_fig.scatter("re", "im", source=self.final_source, color=ORANGE, size=14, marker="circle",
                                 line_color="black", legend_label="final")
@@ -87,6 +91,7 @@ class MomentumView:
         self.coords, self.L = np.asarray(coords), L
         self._recent.clear()
         self.circle_source.data = empty_like(self.circle_source)
+        self.latest_source.data = empty_like(self.latest_source)
         self.final_source.data = empty_like(self.final_source)
         self.sq_source.data = dict(qx=[], qy=[], s=[], w=[], h=[])
         m = np.asarray(momenta_over_pi, dtype=float)
@@ -112,8 +117,9 @@ class MomentumView:
             self.expected_source.data = dict(re=[float(np.cos(np.pi * k[0]))], im=[float(np.sin(np.pi * k[0]))])
         else:
             self.expected_source.data = dict(re=[], im=[])
-        self.circle_note.text = ("measured each step" if k is not None else
-                                 "measured when a momentum sector is chosen")
+        periodic = bool(np.asarray(momenta_over_pi).shape[0] > 1)
+        self.circle_note.text = ("measured each step from that step's samples" if periodic else
+                                 "open boundaries: no translation symmetry to measure")
 
     def update(self, records: list[Any], frames: list[np.ndarray]) -> None:
         pts = [(int(r.step), getattr(r, "translation_eigenvalue", None)) for r in records]
@@ -122,9 +128,10 @@ class MomentumView:
             re = [float(np.asarray(v).reshape(-1)[0]) for _, v in pts]
             im = [float(np.asarray(v).reshape(-1)[1]) if np.size(v) > 1 else 0.0 for _, v in pts]
             self.circle_source.stream(dict(re=re, im=im, step=[s for s, _ in pts]), rollover=TRAIL)
+            self.latest_source.data = dict(re=[re[-1]], im=[im[-1]])
             angle = np.angle(re[-1] + 1j * im[-1]) / np.pi
-            self.circle_note.text = f"step {pts[-1][0]}: |⟨T⟩| = {abs(re[-1] + 1j * im[-1]):.3f}, " \
-                                    f"arg/π = {angle:+.3f}"
+            self.circle_note.text = f"step {pts[-1][0]}: |⟨T_x⟩| = {abs(re[-1] + 1j * im[-1]):.3f}, " \
+                                    f"k_x/π = {angle:+.3f}"
         if frames:
             self._recent.extend(np.asarray(f) for f in frames)
             self._draw_sq()
@@ -132,8 +139,8 @@ class MomentumView:
     def show_final(self, value: complex, n_samples: int) -> None:
         """The translation eigenvalue of the final state (from ``n_samples`` chain configurations)."""
         self.final_source.data = dict(re=[value.real], im=[value.imag])
-        self.circle_note.text = (f"final: |⟨T⟩| = {abs(value):.3f}, arg/π = {np.angle(value) / np.pi:+.3f} "
-                                 f"({n_samples} samples)")
+        self.circle_note.text = (f"final ({n_samples} samples): |⟨T_x⟩| = {abs(value):.3f}, "
+                                 f"k_x/π = {np.angle(value) / np.pi:+.3f}")
 
     def _draw_sq(self) -> None:
         samples = np.concatenate(list(self._recent), axis=0)

@@ -2,8 +2,9 @@
 
 Over steps: the Marshall agreement ⟨[sign ψ(σ) = (−1)^{N↑_A}]⟩ and, where ED reaches, the
 agreement with the exact ground state, both as reported in the StepRecords.
-Per configuration: arg ψ(σ)/π (global phase removed) for the shown samples, coloured by the
-target sign; a learned sign that agrees sits at 0 for + and at ±1 for −.
+Per configuration: arg ψ(σ)/π (global phase removed) for recent samples, coloured by the target
+sign; a learned sign that agrees sits at 0 for + and at ±1 for −.  During a run it is computed
+from the run's periodic checkpoint (``app.pictures.LivePictures``), at the end from the final state.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, Label, Range1d
+from bokeh.models import ColumnDataSource, Label, Range1d, Title
 
 from app.views.common import BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure, \
     set_font_scale
@@ -32,48 +33,35 @@ def relative_phases(log_psi: np.ndarray) -> np.ndarray:
 
 
 def configuration_signs(result: Any, n_max: int = 64) -> dict[str, Any]:
-    """Per-configuration data for the picture, from a finished run (called in the worker thread).
+    """Per-configuration data of a finished run's final state (see :func:`app.pictures.final_pictures`)."""
+    from app.pictures import final_pictures
 
-    Uses the engine's public pieces: ``VMC(settings).model.apply`` on the final parameters and the
-    final chain configurations; the target is Marshall's sign (Heisenberg, J1-J2 on a bipartite
-    lattice) or + (TFIM, whose ground state is positive).
-    """
-    from nqs_core.observables import marshall_phase, translation_eigenvalues
-    from nqs_core.vmc import VMC
+    return final_pictures(result, n_max)
 
-    settings = result.settings
-    if not result.history:
-        return {}
-    vmc = VMC(settings)
-    samples = np.asarray(vmc.samples(result.state, n_max))
-    log_psi = np.asarray(vmc.model.apply(result.state.params, samples))
-    out: dict[str, Any] = {}
-    if vmc.lattice.pbc:
-        ev = np.asarray(translation_eigenvalues(vmc.model.apply, result.state.params, samples, vmc.lattice))
-        out["final_translation"] = {"value": complex(ev[0]), "n_samples": len(samples)}
-    if settings.hamiltonian == "tfim":
-        target, name = np.ones(len(samples), dtype=int), "positive"
-    elif vmc.lattice.is_bipartite:
-        phase = np.asarray(marshall_phase(samples, vmc.lattice))
-        target, name = np.where(np.round(phase / np.pi) % 2 == 0, 1, -1), "Marshall"
-    else:
-        return out
-    out["configurations"] = {"log_psi": log_psi, "target": target, "target_name": name}
-    return out
+
+WAITING = "waiting for the first checkpoint of the run (every few seconds, and on Pause)"
 
 
 class SignView:
     title = "Sign"
 
     def __init__(self) -> None:
-        self.source = ColumnDataSource(dict(step=[], marshall=[], exact=[]))
-        self.fig = make_figure("Sign agreement over steps", "step", "fraction of samples",
+        self.source = ColumnDataSource(dict(step=[], marshall=[]))
+        # the exact comparisons exist on some steps only: their own sources, drawn as points joined by lines
+        self.exact_source = ColumnDataSource(dict(step=[], exact=[]))
+        self.fidelity_source = ColumnDataSource(dict(step=[], fidelity=[]))
+        self.fig = make_figure("Sign agreement over steps", "step", "fraction (weight) agreeing",
                                y_range=Range1d(-0.02, 1.02))
-        self.fig.line("step", "marshall", source=self.source, color=ORANGE, line_width=2,
-                      legend_label="agrees with Marshall's rule")
-        self.fig.line("step", "exact", source=self.source, color=GREEN, line_width=2, line_dash="dashed",
-                      legend_label="agrees with the exact ground state (ED)")
+        self.fig.line("step", "exact", source=self.exact_source, color=GREEN, line_width=2, line_dash="dotted",
+                      legend_label="sign of the exact ground state (ED, |ψ₀|²-weighted)")
+        self.fig.line("step", "marshall", source=self.source, color=ORANGE, line_width=3, line_alpha=0.8,
+                      legend_label="samples with Marshall's sign")
+        self.fig.scatter("step", "exact", source=self.exact_source, color=GREEN, size=6)
+        self.fig.line("step", "fidelity", source=self.fidelity_source, color=PURPLE, line_width=2,
+                      line_dash="dashed", legend_label="fidelity |⟨ψ₀|ψ⟩|²")
+        self.fig.scatter("step", "fidelity", source=self.fidelity_source, color=PURPLE, size=6, marker="square")
         self.fig.legend.location = "bottom_right"
+        self.fig.legend.background_fill_alpha = 0.6
         self.note = Label(x=10, y=10, x_units="screen", y_units="screen", text="", text_color=GREY,
                           text_font_size="12px")
         self.fig.add_layout(self.note)
@@ -84,19 +72,22 @@ class SignView:
         self.config_fig.scatter("index", "phase", source=self.config_source, color="color", size=9,
                                 legend_field="target")
         self.config_fig.legend.location = "top_right"
-        self.config_note = Label(x=10, y=10, x_units="screen", y_units="screen",
-                                 text="shown when a run ends or is paused", text_color=GREY, text_font_size="12px")
+        self.config_note = Label(x=10, y=10, x_units="screen", y_units="screen", text=WAITING, text_color=GREY,
+                                 text_font_size="12px")
         self.config_fig.add_layout(self.config_note)
+        self.config_title = Title(text="", text_color=GREY, text_font_size="12px", text_font_style="normal")
+        self.config_fig.add_layout(self.config_title, "above")
         self.figures = [self.fig, self.config_fig]
         self.panel = pn.Column(pn.pane.Bokeh(self.fig, sizing_mode="stretch_width"),
                                pn.pane.Bokeh(self.config_fig, sizing_mode="stretch_width"),
                                sizing_mode="stretch_width", name=self.title)
 
     def reset(self, note: str = "") -> None:
-        self.source.data = empty_like(self.source)
-        self.config_source.data = empty_like(self.config_source)
+        for src in (self.source, self.exact_source, self.fidelity_source, self.config_source):
+            src.data = empty_like(src)
         self.note.text = note
-        self.config_note.text = "shown when a run ends or is paused"
+        self.config_note.text = WAITING
+        self.config_title.text = ""
 
     def note_if_empty(self) -> None:
         """Say so when the engine reported no per-step agreement for this run."""
@@ -108,12 +99,21 @@ class SignView:
         if not records:
             return
         self.source.stream(dict(step=[int(r.step) for r in records],
-                                marshall=[finite(getattr(r, "marshall_agreement", None)) for r in records],
-                                exact=[finite(getattr(r, "sign_agreement", None)) for r in records]),
+                                marshall=[finite(getattr(r, "marshall_agreement", None)) for r in records]),
                            rollover=ROLLOVER)
+        for name, src in (("sign_agreement", self.exact_source), ("fidelity", self.fidelity_source)):
+            pts = [(int(r.step), getattr(r, name, None)) for r in records]
+            pts = [(s, float(v)) for s, v in pts if v is not None and np.isfinite(v)]
+            if pts:
+                column = "exact" if name == "sign_agreement" else "fidelity"
+                src.stream({"step": [s for s, _ in pts], column: [v for _, v in pts]}, rollover=ROLLOVER)
+        if self.note.text.startswith("no per-step"):
+            self.note.text = ""
 
-    def show_configurations(self, log_psi: np.ndarray, target: np.ndarray, target_name: str) -> None:
-        """Draw arg ψ/π per configuration; ``target`` is ±1 per configuration."""
+    def show_configurations(self, log_psi: np.ndarray, target: np.ndarray, target_name: str,
+                            label: str = "") -> None:
+        """Draw arg ψ/π per configuration; ``target`` is ±1 per configuration; ``label`` says which
+        parameters and samples the picture shows."""
         phases = relative_phases(log_psi)
         target = np.asarray(target)
         order = np.argsort(target, kind="stable")
@@ -123,7 +123,9 @@ class SignView:
                                        target=labels)
         agree = np.mean(np.where(np.abs(phases) < 0.5, 1, -1) * target * np.sign(target[np.argmax(np.real(log_psi))])
                         > 0)
-        self.config_note.text = f"{len(order)} configurations · {100 * agree:.0f} % agree with {target_name}"
+        self.config_note.text = ""
+        self.config_title.text = (f"{label} · " if label else "") + \
+            f"{len(order)} configurations · {100 * agree:.0f} % agree with {target_name}"
 
     def set_font_scale(self, scale: float) -> None:
         for fig in self.figures:

@@ -60,12 +60,15 @@ class SpinsView:
                                sizing_mode="fixed", tools="save", x_range=Range1d(-0.5, 1), y_range=Range1d(-0.5, 1))
         self.fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source, color_mapper=mapper)
         self.fig.grid.visible = False
+        # the classic Player: Material's names its buttons "Pause"/"Play", which would clash with the
+        # lab's Pause button; its text follows the root font size (large-font option) through rem
         self.player = pn.widgets.Player(label="Replay the recorded frames", start=0, end=1, value=0, interval=120,
                                         loop_policy="once", show_loop_controls=False, width=420, disabled=True,
-                                        visible_buttons=["first", "previous", "play", "pause", "next", "last"])
+                                        visible_buttons=["first", "previous", "play", "pause", "next", "last"],
+                                        stylesheets=[":host { --bokeh-font-size: 0.85rem; font-size: 0.85rem; }"])
         self.frame = self.player
-        self.follow = pn.widgets.Checkbox(label="Follow the live run", value=True)
-        self.caption = pn.pane.Str("", styles={"font-size": "0.9em"})
+        self.follow = pn.ui.Checkbox(label="Follow the live run", value=True)
+        self.caption = pn.pane.HTML("", styles={"font-size": "0.95rem", "font-family": "monospace"}, margin=(4, 10))
         self.frame.param.watch(self._on_frame, "value")
         self.figures = [self.fig]
         self.panel = pn.Column(pn.pane.Bokeh(self.fig), self.caption, self.player, self.follow,
@@ -77,13 +80,13 @@ class SpinsView:
         self.source.data = dict(image=[np.full((1, 1), np.nan)], x=[0], y=[0], dw=[1], dh=[1])
         self.player.param.update(start=0, end=1, value=0, disabled=True)
         square = kind == "square"
-        self.fig.title.text = ("Sampled configurations on the lattice (orange ↑, blue ↓)" if square else
+        self.fig.title.text = ("Sampled configurations (orange ↑, blue ↓)" if square else
                                "Space–time strip of sampled chains (orange ↑, blue ↓)")
         self.fig.xaxis.axis_label = "" if square else "sample (oldest → newest)"
         self.fig.yaxis.axis_label = "" if square else "site"
         self.fig.xaxis.visible = not square
         self.fig.yaxis.visible = not square
-        self.fig.width, self.fig.height = (420, 420) if square else (760, 300)
+        self.fig.width, self.fig.height = (460, 440) if square else (760, 300)
         self.caption.object = ""
 
     def _draw(self, index: int) -> None:

@@ -13,6 +13,7 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 STEP = re.compile(r"step (\d+) / (\d+)")
+DMRG_TIMEOUT_S = 150
 
 COUNT_POINTS = """
 (column) => {
@@ -23,6 +24,34 @@ COUNT_POINTS = """
       const d = m.data;
       const col = d instanceof Map ? d.get(column) : d[column];
       if (col !== undefined && col !== null) best = Math.max(best, col.length);
+    }
+  }
+  return best;
+}
+"""
+
+
+TITLES = """
+() => {
+  const out = [];
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+    for (const m of doc._all_models.values()) {
+      if (m.type === "Title" || (m.constructor && m.constructor.__name__ === "Title")) out.push(String(m.text));
+    }
+  }
+  return out.join("\\n");
+}
+"""
+
+COUNT_FINITE = """
+(column) => {
+  let best = -1;
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+    for (const m of doc._all_models.values()) {
+      if (m.type !== "ColumnDataSource" && !(m.constructor && m.constructor.__name__ === "ColumnDataSource")) continue;
+      const d = m.data;
+      const col = d instanceof Map ? d.get(column) : d[column];
+      if (col !== undefined && col !== null) best = Math.max(best, Array.from(col).filter(Number.isFinite).length);
     }
   }
   return best;
@@ -61,6 +90,14 @@ def button(page, name: str):
     return page.get_by_role("button", name=name, exact=True)
 
 
+def count(page, column: str) -> int:
+    return page.evaluate(COUNT_POINTS, column)
+
+
+def finite_count(page, column: str) -> int:
+    return page.evaluate(COUNT_FINITE, column)
+
+
 def test_run_on_the_default_shows_progress_within_30_s(open_lab, lab_server, screenshots):
     page, console = open_lab()
     for name in ("Run", "Pause", "Resume", "Stop", "Reset"):
@@ -73,30 +110,45 @@ def test_run_on_the_default_shows_progress_within_30_s(open_lab, lab_server, scr
     show_tab(page, "Energy", settle=0.2)
     wait_for(lambda: step_of(page)[0] >= 3, 30 - (time.monotonic() - t0), "step N / M to advance within 30 s")
     first_progress = time.monotonic() - t0
-    points = wait_for(lambda: page.evaluate(COUNT_POINTS, "energy") > 0 and page.evaluate(COUNT_POINTS, "energy"),
+    points = wait_for(lambda: count(page, "energy") > 0 and count(page, "energy"),
                       max(30 - first_progress, 1), "energy points in the plot within 30 s of Run")
     assert points >= 1
     assert "running" in status(page) and "it/s" in status(page)
     page.screenshot(path=str(screenshots / "01-energy-running.png"))
-    show_tab(page, "Spins")
-    page.screenshot(path=str(screenshots / "02-spins-running.png"))
+    # Pause: the sign and momentum views hold the data of the steps so far (engine observables per
+    # step), and the checkpoint written on Pause gives the per-configuration sign picture
+    button(page, "Pause").click()
+    wait_for(lambda: "paused" in status(page), 30, "the paused phase")
+    during = step_of(page)[0]
+    show_tab(page, "Sign", settle=0.3)
+    assert finite_count(page, "marshall") == during > 0, "Marshall agreement per step while running"
+    wait_for(lambda: count(page, "phase") > 0, 30, "the per-configuration sign picture of the paused run")
+    page.screenshot(path=str(screenshots / "02-sign-paused.png"))
+    show_tab(page, "Momentum", settle=0.3)
+    assert count(page, "im") >= 1, "translation eigenvalues while running"
+    page.screenshot(path=str(screenshots / "03-momentum-paused.png"))
+    show_tab(page, "Spins", settle=0.3)
+    page.screenshot(path=str(screenshots / "04-spins-paused.png"))
+    assert step_of(page)[0] == during < 100
+    button(page, "Resume").click()
 
     wait_for(lambda: "done" in status(page), 240, "the default run to finish")
     assert step_of(page) == (100, 100)
     wait_for(lambda: not button(page, "Run").is_disabled(), 15, "Run to be usable again")
     show_tab(page, "Energy")
-    assert page.evaluate(COUNT_POINTS, "energy") == 100
-    wait_for(lambda: page.evaluate(COUNT_POINTS, "rel") > 0, 60, "the reference and the relative error")
-    page.screenshot(path=str(screenshots / "03-energy-done.png"))
+    assert count(page, "energy") == 100
+    wait_for(lambda: count(page, "rel") > 0, 60, "the reference and the relative error")
+    page.screenshot(path=str(screenshots / "05-energy-done.png"))
     show_tab(page, "Spins")
-    page.screenshot(path=str(screenshots / "04-spins-done.png"))
+    page.screenshot(path=str(screenshots / "06-spins-done.png"))
     show_tab(page, "Sign")
-    wait_for(lambda: page.evaluate(COUNT_POINTS, "phase") > 0, 30, "the per-configuration sign picture")
-    page.screenshot(path=str(screenshots / "05-sign.png"))
+    wait_for(lambda: count(page, "phase") > 0, 30, "the per-configuration sign picture")
+    assert finite_count(page, "marshall") == 100
+    page.screenshot(path=str(screenshots / "07-sign-done.png"))
     show_tab(page, "Momentum")
-    page.screenshot(path=str(screenshots / "06-momentum.png"))
+    page.screenshot(path=str(screenshots / "08-momentum-done.png"))
     show_tab(page, "Diagnostics")
-    page.screenshot(path=str(screenshots / "07-diagnostics.png"))
+    page.screenshot(path=str(screenshots / "09-diagnostics.png"))
     assert console.errors == [], console.errors
     print(f"first progress after {first_progress:.1f} s")
 
@@ -141,7 +193,7 @@ def test_invalid_setting_shows_its_message_and_run_stays_usable(open_lab, screen
     page.get_by_text("Not started", exact=False).first.wait_for(timeout=10_000)
     assert "idle" in status(page)
     assert not button(page, "Run").is_disabled()
-    page.screenshot(path=str(screenshots / "08-invalid-setting.png"))
+    page.screenshot(path=str(screenshots / "10-invalid-setting.png"))
     assert console.errors == [], console.errors
 
 
@@ -178,38 +230,103 @@ def test_classical_ising_tab_streams_its_lattice(open_lab, screenshots):
     s1 = sweeps()
     time.sleep(1.0)
     assert sweeps() > s1
-    page.screenshot(path=str(screenshots / "09-classical-ising.png"))
+    page.screenshot(path=str(screenshots / "11-classical-ising.png"))
     assert console.errors == [], console.errors
 
 
-def test_dark_theme_and_large_fonts(open_lab, screenshots):
-    page, console = open_lab()
+def set_field(page, label: str, value: str) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.press("Tab")
+
+
+def choose(page, combobox: str, option: str) -> None:
+    page.get_by_role("combobox", name=combobox).first.click()
+    page.locator("li", has_text=re.compile(f"^{re.escape(option)}$")).last.click()
+
+
+def test_large_fonts_dark_theme_and_a_diverged_run(open_lab, screenshots):
+    page, console = open_lab(viewport=(1500, 1150))
     page.get_by_role("switch", name="Large fonts (projector)").or_(
         page.get_by_label("Large fonts (projector)")).first.click()
-    toggle = page.get_by_role("button", name=re.compile("dark|theme", re.I))
-    toggle.first.click()
-    time.sleep(2.0)
-    page.screenshot(path=str(screenshots / "10-dark-large-fonts.png"))
+    wait_for(lambda: page.evaluate("getComputedStyle(document.documentElement).fontSize") == "21px", 10,
+             "the larger root font")
+    set_field(page, "Steps", "40")
+    wait_for(lambda: "/ 40" in status(page), 15, "the edited step count")
+    button(page, "Run").click()
+    wait_for(lambda: "done" in status(page), 180, "the short run to finish")
+    page.get_by_text("Export and load").first.scroll_into_view_if_needed()
+    time.sleep(1.0)
+    page.screenshot(path=str(screenshots / "12-large-fonts-light.png"))
+    page.get_by_text("Preset for talks").first.scroll_into_view_if_needed()
+
+    page.get_by_role("button", name=re.compile("dark|theme", re.I)).first.click()
+    wait_for(lambda: page.evaluate("document.documentElement.dataset.theme || ''") == "dark"
+             or page.evaluate("getComputedStyle(document.body).backgroundColor") in ("rgb(18, 18, 18)",
+                                                                                        "rgb(33, 33, 33)"),
+             10, "the dark theme")
+    for i, tab in enumerate(("Energy", "Spins", "Sign", "Momentum", "Diagnostics")):
+        show_tab(page, tab)
+        page.screenshot(path=str(screenshots / f"13-dark-large-{i}-{tab.lower()}.png"))
+
+    # a run that diverges says why it stopped, next to the buttons, and Run stays usable
+    set_field(page, "Learning rate", "10")
+    set_field(page, "Diagonal shift", "0")
+    set_field(page, "Steps", "200")
+    time.sleep(0.5)
+    button(page, "Run").click()
+    try:
+        wait_for(lambda: "/ 200" in status(page), 30, "the new run")
+    except BaseException:
+        page.screenshot(path=str(screenshots / "failed-diverge.png"))
+        raise
+    wait_for(lambda: "diverged" in status(page), 120, "the run to diverge")
+    page.get_by_text("smaller learning rate").first.wait_for(timeout=10_000)
+    wait_for(lambda: not button(page, "Run").is_disabled(), 15, "Run to be usable after divergence")
     show_tab(page, "Energy")
-    page.screenshot(path=str(screenshots / "11-dark-energy.png"))
+    page.screenshot(path=str(screenshots / "14-dark-diverged-run.png"))
     assert console.errors == [], console.errors
 
 
 def test_chain_preset_space_time_strip_and_momentum(open_lab, screenshots):
     page, console = open_lab()
-    page.get_by_role("combobox", name="Preset for talks").click()
-    page.locator("li", has_text="An 18-site chain lives at k = π").last.click()
-    wait_for(lambda: "/ 300" in status(page), 10, "the preset's step count")
-    steps = page.get_by_label("Steps", exact=True)
-    steps.fill("12")
-    steps.press("Tab")
-    wait_for(lambda: "/ 12" in status(page), 10, "the edited step count")
+    choose(page, "Preset for talks", "An 18-site chain lives at k = π")
+    wait_for(lambda: "/ 80" in status(page), 10, "the preset's step count")
+    set_field(page, "Steps", "6")
+    wait_for(lambda: "/ 6" in status(page), 10, "the edited step count")
     button(page, "Run").click()
     wait_for(lambda: "done" in status(page) or "stopped" in status(page), 240, "the short chain run to end")
-    assert step_of(page) == (12, 12)
+    assert step_of(page) == (6, 6)
     show_tab(page, "Spins")
-    page.screenshot(path=str(screenshots / "12-chain-space-time-strip.png"))
+    page.screenshot(path=str(screenshots / "15-chain-space-time-strip.png"))
     show_tab(page, "Momentum")
-    wait_for(lambda: page.evaluate(COUNT_POINTS, "s") > 0, 20, "S(q) of the chain")
-    page.screenshot(path=str(screenshots / "13-chain-momentum.png"))
+    wait_for(lambda: count(page, "s") > 0, 20, "S(q) of the chain")
+    page.screenshot(path=str(screenshots / "16-chain-momentum.png"))
+    assert console.errors == [], console.errors
+
+
+def test_dmrg_reference_computed_in_the_background(open_lab, screenshots):
+    """Chain L = 28, J1-J2 at J2 = 0.3: beyond ED, no closed form, not stored (fresh cache), so the
+    session runs DMRG in a background process and shows its progress, then the labelled line."""
+    page, console = open_lab()
+    choose(page, "Hamiltonian", "J1-J2")
+    choose(page, "Lattice", "chain")
+    set_field(page, "L", "28")
+    set_field(page, "J2", "0.3")
+    set_field(page, "Samples per step", "256")
+    set_field(page, "Steps", "100000")
+    wait_for(lambda: "/ 100000" in status(page), 15, "the edited step count")
+    button(page, "Run").click()
+    show_tab(page, "Energy", settle=0.2)
+    # the progress and the label are figure titles (drawn on the canvas): read them from the document
+    wait_for(lambda: "DMRG (TeNPy) running in the background: stage" in page.evaluate(TITLES), 90,
+             "the DMRG progress in the energy view")
+    time.sleep(1.0)
+    page.screenshot(path=str(screenshots / "17-dmrg-progress.png"))
+    wait_for(lambda: re.search(r"reference \(dashed\): DMRG \(TeNPy [0-9.]+, χ=\d+\)", page.evaluate(TITLES)),
+             DMRG_TIMEOUT_S, "the DMRG reference line")
+    time.sleep(1.0)
+    page.screenshot(path=str(screenshots / "18-dmrg-reference.png"))
+    button(page, "Stop").click()
+    wait_for(lambda: "stopped" in status(page), 60, "the run to stop")
     assert console.errors == [], console.errors
