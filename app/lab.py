@@ -26,7 +26,7 @@ from app.reference_job import ReferenceJob, hamiltonian_key
 from app.runner import FINAL_PHASES, Runner, live_workers
 from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
 from app.views.diagnostics import DiagnosticsView
-from app.views.energy import METHOD_NAMES, EnergyView
+from app.views.energy import EnergyView, method_name
 from app.views.ising import IsingView
 from app.views.momentum import MomentumView
 from app.views.sign import SignView
@@ -90,7 +90,8 @@ class Lab:
         self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
         self.page = self._build_page()
         # a theme change re-applies Bokeh's theme to every figure (fonts included): scale them again
-        self.page.param.watch(lambda *_: self._apply_font_scale(), "dark_theme")
+        self._nudge = False
+        self.page.param.watch(self._on_theme, "dark_theme")
         self._reset_views(self._settings_or_default())
         self._refresh_controls()
         self._refresh_buttons()
@@ -328,8 +329,10 @@ class Lab:
                 self.sign.note_if_empty()
                 self.summary = getattr(batch.result, "summary", None)
                 self._say(self._summary_text())
-            if batch.phase in ("diverged", "error"):
-                self._say(f"{batch.phase}: {batch.message}", error=True)
+            if batch.phase == "error":
+                self._say(f"error: {batch.message}", error=True)
+            elif batch.phase == "diverged":  # the reason is in the status line
+                self._say("The run diverged (reason above); the plots keep its last finite steps.", error=True)
             alive = self.runner.alive
             if not batch.empty or alive != self._was_alive:
                 self._was_alive = alive
@@ -360,7 +363,7 @@ class Lab:
         if rel is None and ref_e:  # the reference came after the summary (DMRG, or a loaded checkpoint)
             rel, method = abs(e - ref_e) / abs(ref_e), self.reference.get("method")
         if rel is not None:
-            text += f"; relative error {rel:.2e} vs {METHOD_NAMES.get(method, method)}"
+            text += f"; relative error {rel:.2e} vs {method_name(method)}"
         return text
 
     # ----- export / load ----------------------------------------------------------------
@@ -454,10 +457,21 @@ class Lab:
     def _on_large_font(self, event: Any) -> None:
         self._apply_font_scale()
 
-    def _apply_font_scale(self) -> None:
+    def _on_theme(self, event: Any) -> None:
+        """The browser re-applies the theme's figure fonts after a theme switch: send ours again,
+        now and once the new theme has been applied."""
+        log.info("theme of %s: dark=%s", self.runner.name, event.new)
+        self._apply_font_scale(retheme=True)
+        doc = self._doc
+        if doc is not None and getattr(doc, "session_context", None) is not None:
+            doc.add_timeout_callback(lambda: self._apply_font_scale(retheme=True), 800)
+
+    def _apply_font_scale(self, retheme: bool = False) -> None:
         scale = LARGE_PLOT_SCALE if self.large_font.value else 1.0
+        if retheme:
+            self._nudge = not self._nudge
         for view in self.views:
-            view.set_font_scale(scale)
+            view.set_font_scale(scale, self._nudge)
 
     # ----- lifecycle --------------------------------------------------------------------
     def start_session(self) -> None:

@@ -139,7 +139,9 @@ class ReferenceJob:
         from nqs_core.references import NeedsDMRG, reference
 
         try:
-            return dict(reference(self._ham, method="dmrg", compute_dmrg=False, **self._options))
+            ref = dict(reference(self._ham, method="dmrg", compute_dmrg=False, **self._options))
+            ref["source"] = "computed in the background"  # by this job (read back from the cache it wrote)
+            return ref
         except NeedsDMRG:  # the cache is not writable: build the same fields from the run
             return {"energy": run["energy"], "energy_per_site": run["energy"] / self._ham.lattice.n_sites,
                     "method": "dmrg", "convention": self._ham.convention, "source": "computed",

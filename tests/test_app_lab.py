@@ -150,3 +150,15 @@ def test_sign_and_momentum_views_fill_during_a_run():
     tick_until(lab, lambda: not lab.runner.alive, 30, "the run to stop")
     lab.tick()
     assert lab.runner.phase == "stopped"
+
+
+def test_large_fonts_scale_the_figures_and_survive_a_theme_switch():
+    lab = Lab()
+    title = lab.energy.fig.title
+    assert title.text_font_size == "13px"
+    lab.large_font.value = True
+    assert title.text_font_size == "18px" and lab.energy.ref_label.text_font_size == "17px"
+    lab.page.dark_theme = not lab.page.dark_theme  # the browser re-themes the figures: the sizes are sent again
+    assert title.text_font_size == "18.01px" and lab.momentum.circle_note.text_font_size == "17.01px"
+    lab.large_font.value = False
+    assert lab.spins.fig.title.text_font_size == "13.01px"

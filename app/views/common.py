@@ -36,9 +36,14 @@ def make_figure(title: str, x_label: str, y_label: str, **kwargs: Any) -> figure
 _BASE_SIZES: dict[str, float] = {}  # model id -> font size (px) at scale 1 of extra titles and labels
 
 
-def set_font_scale(fig: figure, scale: float) -> None:
-    """Scale title, axis labels, tick labels, legend and the extra titles / labels of a figure."""
-    px = {k: f"{round(v * scale)}px" for k, v in BASE_FONT.items()}
+def set_font_scale(fig: figure, scale: float, nudge: bool = False) -> None:
+    """Scale title, axis labels, tick labels, legend and the extra titles / labels of a figure.
+
+    ``nudge`` adds 0.01 px so that the values differ from the last ones sent: a theme switch
+    re-applies the theme's fonts in the browser, and only a changed value is sent again.
+    """
+    eps = 0.01 if nudge else 0.0
+    px = {k: f"{round(v * scale) + eps:g}px" for k, v in BASE_FONT.items()}
     fig.title.text_font_size = px["title"]
     for axis in (*fig.xaxis, *fig.yaxis):
         axis.axis_label_text_font_size = px["axis_label"]
@@ -50,7 +55,7 @@ def set_font_scale(fig: figure, scale: float) -> None:
             continue
         size = str(model.text_font_size or "12px")
         base = _BASE_SIZES.setdefault(model.id, float(size[:-2]) if size.endswith("px") else 12.0)
-        model.text_font_size = f"{round(base * scale)}px"
+        model.text_font_size = f"{round(base * scale) + eps:g}px"
 
 
 def empty_like(source: ColumnDataSource) -> dict[str, list]:

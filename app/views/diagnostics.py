@@ -52,6 +52,6 @@ class DiagnosticsView:
         self.compile_text.object = "compile time: –" if seconds is None else \
             f"compile time (first call, including the first step): {seconds:.1f} s"
 
-    def set_font_scale(self, scale: float) -> None:
+    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
         for fig in self.figures:
-            set_font_scale(fig, scale)
+            set_font_scale(fig, scale, nudge)

@@ -32,6 +32,14 @@ def reference_energy(ref: dict | None) -> float | None:
 
 
 METHOD_NAMES = {"exact": "exact (closed form)", "ed": "ED", "dmrg": "DMRG", "published": "published"}
+def method_name(method: str | None) -> str:
+    """Display name of a reference method, e.g. ``ED (k=π)`` for the engine's ``ed (k=π)``."""
+    method = str(method or "reference")
+    head, _, rest = method.partition(" ")
+    name = METHOD_NAMES.get(head, head)
+    return f"{name} {rest}" if rest else name
+
+
 PROVENANCE_KEYS = ("formula", "citation", "library", "chi_max", "chi", "truncation_error")
 
 
@@ -46,7 +54,7 @@ def reference_label(ref: dict, max_chars: int = 110) -> str:
     """e.g. ``ED · scipy 1.18.1 (ARPACK eigsh, Lanczos) · cache · E₀ = −11.228483`` or
     ``DMRG (TeNPy 1.0.4, χ=128) · truncation 3e-11 · est. rel. error 2e-08 · computed · E₀ = …``."""
     method = str(ref.get("method") or "reference")
-    parts = [METHOD_NAMES.get(method, method)]
+    parts = [method_name(method)]
     prov = ref.get("provenance")
     if method == "dmrg" and isinstance(prov, dict):
         parts = [dmrg_name(prov)]
@@ -146,15 +154,21 @@ class EnergyView:
         self.ref_label.text = "reference (dashed): " + reference_label(ref)
         prov = ref.get("provenance") if isinstance(ref.get("provenance"), dict) else {}
         method = str(ref.get("method") or "reference")
-        self._set_legend(dmrg_name(prov) if method == "dmrg" else METHOD_NAMES.get(method, method))
+        self._set_legend(dmrg_name(prov) if method == "dmrg" else method_name(method))
         if e is None:
             self.rel_waiting.text = "no reference energy: " + str(ref.get("message") or ref.get("error") or "")
             return
         self.ref_span.location = e
-        self.ref_source.data = dict(step=[0, self.total_steps - 1], energy=[e, e])
+        self._draw_reference_line(e)
         self.rel_waiting.visible = False
         steps = [s for s, _ in self._kept]
         self.rel_source.data = dict(step=steps, rel=[self._rel(v, e) for _, v in self._kept])
+
+    def _draw_reference_line(self, e: float) -> None:
+        """The dashed line over the steps drawn so far (not all planned steps: a long run would
+        squeeze the curve into the left edge), at least 10 steps wide."""
+        last = self._kept[-1][0] if self._kept else 0
+        self.ref_source.data = dict(step=[0, max(last, min(10, self.total_steps - 1), 1)], energy=[e, e])
 
     def _set_legend(self, text: str) -> None:
         """The legend entry of the dashed reference line names its method."""
@@ -181,8 +195,9 @@ class EnergyView:
         self._kept.extend(zip(steps, energy))
         e = reference_energy(self.reference)
         if e is not None:
+            self._draw_reference_line(e)
             self.rel_source.stream(dict(step=steps, rel=[self._rel(v, e) for v in energy]), rollover=ROLLOVER)
 
-    def set_font_scale(self, scale: float) -> None:
+    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
         for fig in self.figures:
-            set_font_scale(fig, scale)
+            set_font_scale(fig, scale, nudge)

@@ -86,6 +86,6 @@ class IsingView:
                                     e=[self.model.energy_per_site()]), rollover=HISTORY)
         self._draw()
 
-    def set_font_scale(self, scale: float) -> None:
+    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
         for fig in self.figures:
-            set_font_scale(fig, scale)
+            set_font_scale(fig, scale, nudge)

@@ -155,9 +155,9 @@ class MomentumView:
         self.sq_mapper.high = float(max(np.max(s), 1e-9))
         self.sq_source.data = dict(qx=qx.tolist(), qy=qy.tolist(), s=s.tolist(), w=w.tolist(), h=h.tolist())
 
-    def set_font_scale(self, scale: float) -> None:
+    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
         for fig in self.figures:
-            set_font_scale(fig, scale)
+            set_font_scale(fig, scale, nudge)
 
 
 __all__ = ["MomentumView", "structure_factor", "ROLLOVER"]

@@ -127,9 +127,9 @@ class SignView:
         self.config_title.text = (f"{label} · " if label else "") + \
             f"{len(order)} configurations · {100 * agree:.0f} % agree with {target_name}"
 
-    def set_font_scale(self, scale: float) -> None:
+    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
         for fig in self.figures:
-            set_font_scale(fig, scale)
+            set_font_scale(fig, scale, nudge)
 
 
 __all__ = ["SignView", "marshall_sign", "relative_phases", "PURPLE"]

@@ -125,8 +125,8 @@ class SpinsView:
                 self.frame.value = n - 1
                 self.follow.value = True
 
-    def set_font_scale(self, scale: float) -> None:
-        set_font_scale(self.fig, scale)
+    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
+        set_font_scale(self.fig, scale, nudge)
 
 
 __all__ = ["SpinsView", "tile_image", "strip_image", "GREY"]
