@@ -41,7 +41,7 @@ class IsingView:
         self.obs_fig = make_figure("Magnetisation |m| and energy per site e", "sweep", "", height=300)
         self.obs_fig.line("sweep", "m", source=self.obs_source, color=ORANGE, line_width=2, legend_label="|m|")
         self.obs_fig.line("sweep", "e", source=self.obs_source, color=BLUE, line_width=2, legend_label="e")
-        self.obs_fig.legend.location = "bottom_left"
+        self.obs_fig.legend.location = "center_right"
         self.readout = pn.pane.HTML("", styles={"font-size": "1rem", "font-family": "monospace"}, margin=(4, 10))
         self.temperature.param.watch(self._on_temperature, "value")
         self.size.param.watch(self._on_size, "value")

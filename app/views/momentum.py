@@ -104,7 +104,8 @@ class MomentumView:
             chosen = (float(kk[0]), float(kk[1]) if len(kk) > 1 else 0.0)
         color = [ORANGE if chosen and abs(a - chosen[0]) < 1e-9 and abs(b - chosen[1]) < 1e-9 else GREY
                  for a, b in zip(kx, ky)]
-        base = 12 if len(kx) <= 16 else max(4, int(220 / len(kx)))
+        per_axis = len(kx) if m.shape[1] == 1 else int(round(np.sqrt(len(kx))))  # points along one axis
+        base = max(4, min(12, int(110 / max(per_axis, 1))))
         size = [2 * base if c == ORANGE else base for c in color]
         self.bz_source.data = dict(kx=kx, ky=ky, color=color, size=size)
         self.bz_fig.yaxis.axis_label = "ky / π" if m.shape[1] > 1 else ""

@@ -87,7 +87,7 @@ class SpinsView:
         self.fig.xaxis.visible = not square
         self.fig.yaxis.visible = not square
         self.fig.width, self.fig.height = (460, 440) if square else (760, 300)
-        self.caption.object = ""
+        self.caption.object = "no samples yet: press Run (or load a run)"
 
     def _draw(self, index: int) -> None:
         if not self.frames:
