@@ -107,7 +107,7 @@ class ReferenceJob:
                 log.info("DMRG reference ready: E = %.8f", self.reference["energy"])
                 return
             if lookup:
-                from nqs_core.driver import find_reference
+                from nqs_core.run_reference import find_reference
 
                 self.reference = find_reference(self.settings, compute_dmrg=False)
             self.state = "done" if self.reference is not None else "none"

@@ -48,6 +48,7 @@ from nqs_core.devices import (
     state_shardings,
     to_host,
 )
+from nqs_core.run_reference import MAX_EXACT_DIM, ExactObserver, ReferenceLookup, exact_basis_dim, reference_detail
 from nqs_core.settings import RunSettings, SettingsError
 
 PHASES = ("compiling", "running", "paused", "stopped", "diverged", "done")
@@ -194,212 +195,6 @@ def _check_resumable(settings: RunSettings, saved: dict[str, Any]) -> None:
                                       f"have {name}={mine[name]!r} (only {', '.join(RESUMABLE_CHANGES)} may change)")
 
 
-def find_reference(settings: RunSettings, compute_dmrg: bool = True) -> dict[str, Any] | None:
-    """The ground-state energy of the settings' Hamiltonian (``nqs_core.references.reference``:
-    closed form > ED > DMRG > published), or None when there is none (or only a new DMRG run
-    could answer and ``compute_dmrg`` is False)."""
-    from nqs_core.references import NeedsDMRG, reference
-    from nqs_core.vmc import build_problem
-
-    _, ham = build_problem(settings)
-    if settings.k is not None and ham.lattice.pbc:
-        sector = sector_reference(settings)
-        if sector is not None:
-            return sector
-    try:
-        found = dict(reference(ham, compute_dmrg=compute_dmrg))
-    except NeedsDMRG:
-        return None
-    if settings.k is not None and ham.lattice.pbc:
-        found["sector_note"] = (f"lowest energy over all momenta: ED does not reach this size, so the "
-                                f"{momentum_label(settings.k)} sector is not resolved")
-    return found
-
-
-def momentum_label(k_over_pi: tuple[float, ...] | list[float]) -> str:
-    """``k=π``, ``k=0``, ``k=(π,0)``, ``k=0.5π``: a momentum given in units of π."""
-    def one(x: float) -> str:
-        x = float(x) % 2.0
-        return "0" if abs(x) < 1e-12 else "π" if abs(x - 1) < 1e-12 else f"{x:g}π"
-
-    parts = [one(x) for x in k_over_pi]
-    return f"k={parts[0]}" if len(parts) == 1 else f"k=({','.join(parts)})"
-
-
-def sector_reference(settings: RunSettings) -> dict[str, Any] | None:
-    """The lowest energy of the momentum sector ``settings.k`` by ED (method ``"ed (k=π)"``), or None
-    when ED does not reach the system.  The ED result (all sectors) is cached like any reference;
-    ``ground_energy`` keeps the global ground energy."""
-    from nqs_core.references import reference
-    from nqs_core.references.ed import ed_problem, exact_diagonalization
-    from nqs_core.vmc import build_problem
-
-    _, ham = build_problem(settings)
-    if settings.k is None or ed_problem(ham) is not None:
-        return None
-    ref = dict(reference(ham, method="ed", compute_dmrg=False))
-    target = np.mod(np.asarray(settings.k, dtype=float), 2.0)
-    energy = None
-    for sector in ref.get("sector_energies") or []:
-        k = np.mod(np.asarray(sector["k_over_pi"], dtype=float), 2.0)
-        d = np.abs(k - target)
-        if k.shape == target.shape and np.all(np.minimum(d, 2.0 - d) < 1e-9):
-            energy = float(sector["energy"])
-            break
-    if energy is None or not math.isfinite(energy):  # a stored entry without sector energies
-        energy = float(exact_diagonalization(ham, want_vector=False, k=tuple(settings.k)).energy)
-    n = ham.lattice.n_sites
-    label = momentum_label(settings.k)
-    return {**ref, "energy": energy, "energy_per_site": energy / n, "method": f"ed ({label})",
-            "ground_energy": ref["energy"], "momentum_over_pi": [float(x) for x in settings.k],
-            "sector_note": f"lowest energy of the {label} sector (global ground energy {ref['energy']:.8f})"}
-
-
-def reference_detail(ref: dict[str, Any]) -> str:
-    """A short provenance string: the formula, library or citation behind a reference energy."""
-    prov = ref.get("provenance") or {}
-    if isinstance(prov, dict):
-        for key in ("formula", "citation", "library"):
-            if prov.get(key):
-                return str(prov[key])
-    return str(prov) if prov else ""
-
-
-class _ReferenceLookup:
-    """The reference energy, looked up in a background thread so the run does not wait for it."""
-
-    def __init__(self, settings: RunSettings, enabled: bool, compute_dmrg: bool = True):
-        self.result: dict[str, Any] | None = None
-        self.error: str | None = None
-        self._thread: threading.Thread | None = None
-        if enabled:
-            self._thread = threading.Thread(target=self._work, args=(settings, compute_dmrg), daemon=True,
-                                            name="nqs-reference")
-            self._thread.start()
-
-    def _work(self, settings: RunSettings, compute_dmrg: bool) -> None:
-        try:
-            self.result = find_reference(settings, compute_dmrg)
-            if self.result is None:
-                self.error = "none stored; a DMRG run is needed (nqs reference --method dmrg)"
-        except Exception as err:  # a missing reference must not stop a run
-            self.error = f"{type(err).__name__}: {err}"
-
-    @property
-    def ready(self) -> bool:
-        return self._thread is not None and not self._thread.is_alive()
-
-    def wait(self, timeout: float) -> dict[str, Any] | None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.result if self.ready else None
-
-
-# the exact observer: ED must reach the system with at most this many basis states
-MAX_EXACT_DIM = 200_000
-EXACT_MIN_INTERVAL = 0.75  # seconds between two exact measurements, at least
-EXACT_BUDGET = 0.1  # and at most this fraction of the run's time spent on them
-
-
-def exact_basis_dim(settings: RunSettings) -> int:
-    """Size of the basis the exact state lives on: Sᶻ = 0 (Heisenberg, J1-J2) or the full space."""
-    n = settings.n_sites
-    return math.comb(n, n // 2) if settings.hamiltonian in ("heisenberg", "j1j2") else 2**n
-
-
-class _ExactObserver:
-    """Fidelity |⟨ψ₀|ψ⟩|² and sign agreement Σ|ψ₀|²[sign ψ = sign ψ₀] (``observables.compare_with_exact``)
-    against the ED ground state of the run's momentum sector (``settings.k``), else the global one.
-
-    ED (``references.ed.exact_diagonalization``, in-memory cached) runs in a background thread
-    started before the model is built, together with a first (compiling) call of the network on
-    the basis, so the run never waits for it.  ``due`` throttles the measurements: at most one per
-    ``max(EXACT_MIN_INTERVAL, cost / EXACT_BUDGET)`` seconds, plus the last step.
-    """
-
-    def __init__(self, settings: RunSettings, enabled: bool):
-        self.settings = settings
-        self.psi0: np.ndarray | None = None
-        self.configs: np.ndarray | None = None
-        self.label: str | None = None
-        self.error: str | None = None
-        self.cost = 0.0  # seconds of the last measurement
-        self.total = 0.0  # seconds spent measuring in the run loop
-        self._last = -math.inf
-        self._apply: Any = None
-        self._thread: threading.Thread | None = None
-        self._model_ready = threading.Event()
-        self._warm_params: Any = None
-        if enabled and self.reachable(settings) and jax.process_count() == 1:
-            self._thread = threading.Thread(target=self._work, daemon=True, name="nqs-exact")
-            self._thread.start()
-
-    @staticmethod
-    def reachable(settings: RunSettings) -> bool:
-        from nqs_core.references.ed import ed_problem
-        from nqs_core.vmc import build_problem
-
-        if exact_basis_dim(settings) > MAX_EXACT_DIM:
-            return False
-        return ed_problem(build_problem(settings)[1]) is None
-
-    def set_model(self, apply: Callable[..., Any], params: Any) -> None:
-        """The network (jitted here once) and parameters of the right shapes to compile it with."""
-        self._apply = jax.jit(apply)
-        self._warm_params = params
-        self._model_ready.set()
-
-    def _work(self) -> None:
-        from nqs_core.basis import decode
-        from nqs_core.references.ed import exact_diagonalization
-        from nqs_core.vmc import build_problem
-
-        try:
-            lattice, ham = build_problem(self.settings)
-            k = tuple(self.settings.k) if self.settings.k is not None and lattice.pbc else None
-            res = exact_diagonalization(ham, want_vector=True, k=k)
-            configs = decode(res.codes, lattice.n_sites)
-            self._model_ready.wait()
-            from nqs_core.observables import log_psi_on_basis
-
-            log_psi_on_basis(self._apply, self._warm_params, configs[: self.batch(len(configs))])  # compile
-            self.configs, self.psi0 = configs, res.vector
-            self.label = (f"ed ({momentum_label(self.settings.k)})" if k is not None else "ed") + \
-                f", {len(configs)} basis states"
-        except Exception as err:  # the observer must never stop a run
-            self.error = f"{type(err).__name__}: {err}"
-
-    @staticmethod
-    def batch(dim: int) -> int:
-        return min(dim, 4096)
-
-    @property
-    def ready(self) -> bool:
-        return self.psi0 is not None
-
-    def wait(self, timeout: float) -> bool:
-        if self._thread is not None and timeout > 0:
-            self._thread.join(timeout)
-        return self.ready
-
-    def due(self, last_call: bool) -> bool:
-        if not self.ready:
-            return False
-        return last_call or time.perf_counter() - self._last >= max(EXACT_MIN_INTERVAL, self.cost / EXACT_BUDGET)
-
-    def measure(self, params: Any) -> tuple[float, float]:
-        """(fidelity, sign agreement) of the state with ``params``; timed for the throttle."""
-        from nqs_core.observables import compare_with_exact, log_psi_on_basis
-
-        t0 = time.perf_counter()
-        log_psi = log_psi_on_basis(self._apply, params, self.configs, self.batch(len(self.configs)))
-        out = compare_with_exact(log_psi, self.psi0)
-        self._last = time.perf_counter()
-        self.cost = self._last - t0
-        self.total += self.cost
-        return out
-
-
 _COMPILED: dict[tuple[Any, ...], Any] = {}  # (engine, n, devices) -> compiled steps, oldest first
 MAX_COMPILED = 32
 
@@ -524,7 +319,7 @@ def run(
     cached or shipped values; a new DMRG run only with ``reference_dmrg=True``, as the CLI does,
     since a thread cannot be cancelled) and the summary waits at most ``reference_timeout``
     seconds for it at the end.  ``exact=True`` measures the fidelity and sign agreement against the
-    ED state of the run's sector where ED reaches (basis ≤ ``MAX_EXACT_DIM``; ``_ExactObserver``),
+    ED state of the run's sector where ED reaches (basis ≤ ``MAX_EXACT_DIM``; ``run_reference.ExactObserver``),
     throttled to a small share of the run time, into the ``StepRecord`` of a call's last step.
     """
     t_start = time.perf_counter()
@@ -542,8 +337,8 @@ def run(
         history = [StepRecord.from_dict(d) for d in saved.history]
 
     emit(RunEvent(kind="phase", phase="compiling", message="building the model and compiling the step"))
-    lookup = _ReferenceLookup(settings, reference, reference_dmrg)
-    observer = _ExactObserver(settings, exact)
+    lookup = ReferenceLookup(settings, reference, reference_dmrg)
+    observer = ExactObserver(settings, exact)
 
     from nqs_core.vmc import VMC
 

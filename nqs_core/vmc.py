@@ -39,7 +39,7 @@ from nqs_core.optimizers import (
 from nqs_core.observables import best_half_plane, marshall_phase
 from nqs_core.sampler import ExactSampler, Sampler, SamplerState, make_sampler
 from nqs_core.settings import RunSettings
-from nqs_core.stats import chain_statistics, weighted_statistics
+from nqs_core.stats import chain_statistics
 
 PyTree = Any
 STAT_KEYS = ("energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score", "finite")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from app.settings import PRESETS, LabSettings
-from nqs_core.driver import find_reference, run
+from nqs_core.driver import run
+from nqs_core.run_reference import find_reference
 
 pytestmark = [pytest.mark.accuracy, pytest.mark.timeout(900)]
 

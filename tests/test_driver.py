@@ -202,12 +202,12 @@ def test_exact_observer_and_sector_summary_match_a_direct_computation():
 def test_exact_observer_reach_and_ed_sector_vector():
     """ED is used up to 200k basis states; the ED vector of a requested sector (J1-J2 chain of 10 at
     k = π and at the complex k = 0.4π) equals the directly computed one up to a phase."""
-    from nqs_core.driver import _ExactObserver
+    from nqs_core.run_reference import ExactObserver
     from nqs_core.references.ed import exact_diagonalization
     from nqs_core.vmc import build_problem
 
-    assert _ExactObserver.reachable(RunSettings(lattice="chain", L=16))
-    assert not _ExactObserver.reachable(RunSettings(lattice="chain", L=24))  # 2.7e6 Sᶻ = 0 states
+    assert ExactObserver.reachable(RunSettings(lattice="chain", L=16))
+    assert not ExactObserver.reachable(RunSettings(lattice="chain", L=24))  # 2.7e6 Sᶻ = 0 states
     settings = RunSettings(hamiltonian="j1j2", lattice="chain", L=10, J2=0.5)
     _, ham = build_problem(settings)
     for k in [(1.0,), (0.4,)]:

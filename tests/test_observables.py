@@ -9,7 +9,7 @@ import pytest
 
 import nqs_core  # noqa: F401
 from nqs_core import observables as obs
-from nqs_core.basis import basis_codes, decode, sparse_matrix
+from nqs_core.basis import basis_codes, decode
 from nqs_core.hamiltonians import make_hamiltonian
 from nqs_core.lattice import make_lattice
 from nqs_core.models.convnext import ConvNeXt

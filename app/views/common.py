@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bokeh.models import ColumnDataSource, Label, Title
+from bokeh.models import ColumnDataSource, Label, LogTicker, Title
 from bokeh.plotting import figure
 
 BLUE, ORANGE, GREEN, VERMILION, PURPLE, SKY, YELLOW, GREY = (
@@ -29,6 +29,9 @@ def make_figure(title: str, x_label: str, y_label: str, **kwargs: Any) -> figure
     fig.xaxis.axis_label = x_label
     fig.yaxis.axis_label = y_label
     fig.toolbar.logo = None
+    if opts.get("y_axis_type") == "log":
+        # Bokeh ticks a range of < 2 decades linearly: few ticks, else they crowd the top of the axis
+        fig.yaxis.ticker = LogTicker(desired_num_ticks=3)
     set_font_scale(fig, 1.0)
     return fig
 

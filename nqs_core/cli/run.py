@@ -224,7 +224,8 @@ def main(args: argparse.Namespace) -> int:
     initialize_distributed()
     settings = settings_from_args(args)
 
-    from nqs_core.driver import RunControl, RunEvent, reference_detail, run
+    from nqs_core.driver import RunControl, RunEvent, run
+    from nqs_core.run_reference import reference_detail
 
     every = args.every or max(1, settings.steps // 30)
     t_steps: list[float] = []

@@ -27,7 +27,6 @@ import queue as queue_module
 import time
 from typing import Any, Callable
 
-import numpy as np
 
 from nqs_core.hamiltonians import Hamiltonian
 
