@@ -50,6 +50,11 @@ def heading(title: str) -> Any:
     return pn.pane.HTML(f"<div style='font-size:1.05rem;font-weight:600'>{title}</div>", margin=(10, 8, 0, 8))
 
 
+
+def _number(x: float | None) -> str:
+    """Five decimals for an energy, scientific notation for what a diverging run can reach."""
+    return "nan" if x is None or not np.isfinite(x) else f"{x:.5f}" if abs(x) < 1e6 else f"{x:.4e}"
+
 class Lab:
     """The page of one session (build with ``Lab().page``)."""
 
@@ -357,7 +362,7 @@ class Lab:
         e, err = s.get("final_energy"), s.get("final_error")
         if e is None or not np.isfinite(e):
             return self.runner.message
-        text = f"E = {e:.5f} ± {err:.5f} ({s.get('final_source', '')})"
+        text = f"E = {_number(e)} ± {_number(err)} ({s.get('final_source', '')})"
         rel, method = s.get("relative_error"), s.get("reference_method")
         ref_e = (self.reference or {}).get("energy")
         if rel is None and ref_e:  # the reference came after the summary (DMRG, or a loaded checkpoint)

@@ -162,3 +162,11 @@ def test_large_fonts_scale_the_figures_and_survive_a_theme_switch():
     assert title.text_font_size == "18.01px" and lab.momentum.circle_note.text_font_size == "17.01px"
     lab.large_font.value = False
     assert lab.spins.fig.title.text_font_size == "13.01px"
+
+
+def test_status_numbers_stay_short_when_a_run_diverges():
+    from app.lab import _number
+
+    assert _number(-11.228483) == "-11.22848"
+    assert _number(7.43e225) == "7.4300e+225"
+    assert _number(float("inf")) == "nan" and _number(None) == "nan"
