@@ -16,14 +16,15 @@ STEP = re.compile(r"step (\d+) / (\d+)")
 DMRG_TIMEOUT_S = 150
 
 COUNT_POINTS = """
-(column) => {
+([column, finiteOnly]) => {
   let best = -1;
   for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
     for (const m of doc._all_models.values()) {
       if (m.type !== "ColumnDataSource" && !(m.constructor && m.constructor.__name__ === "ColumnDataSource")) continue;
       const d = m.data;
       const col = d instanceof Map ? d.get(column) : d[column];
-      if (col !== undefined && col !== null) best = Math.max(best, col.length);
+      if (col === undefined || col === null) continue;
+      best = Math.max(best, finiteOnly ? Array.from(col).filter(Number.isFinite).length : col.length);
     }
   }
   return best;
@@ -40,21 +41,6 @@ TITLES = """
     }
   }
   return out.join("\\n");
-}
-"""
-
-COUNT_FINITE = """
-(column) => {
-  let best = -1;
-  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
-    for (const m of doc._all_models.values()) {
-      if (m.type !== "ColumnDataSource" && !(m.constructor && m.constructor.__name__ === "ColumnDataSource")) continue;
-      const d = m.data;
-      const col = d instanceof Map ? d.get(column) : d[column];
-      if (col !== undefined && col !== null) best = Math.max(best, Array.from(col).filter(Number.isFinite).length);
-    }
-  }
-  return best;
 }
 """
 
@@ -91,11 +77,11 @@ def button(page, name: str):
 
 
 def count(page, column: str) -> int:
-    return page.evaluate(COUNT_POINTS, column)
+    return page.evaluate(COUNT_POINTS, [column, False])
 
 
 def finite_count(page, column: str) -> int:
-    return page.evaluate(COUNT_FINITE, column)
+    return page.evaluate(COUNT_POINTS, [column, True])
 
 
 def test_run_on_the_default_shows_progress_within_30_s(open_lab, lab_server, screenshots):
