@@ -71,19 +71,21 @@ def structure_factor(samples: jnp.ndarray, lattice: Lattice, weights: jnp.ndarra
 
 
 # ----- sign structure -----------------------------------------------------------------------
-def best_half_plane(angles: jnp.ndarray, weights: jnp.ndarray | None = None) -> jnp.ndarray:
+def best_half_plane(angles, weights=None):
     """max over φ of the (weighted) fraction of angles θ with cos(θ − φ) > 0, i.e. inside an open
-    half circle.  Exact (sort, then a sliding window over the doubled circle); jittable."""
-    theta = jnp.mod(jnp.asarray(angles), 2 * jnp.pi)
-    w = jnp.ones_like(theta) if weights is None else jnp.asarray(weights, dtype=theta.dtype)
-    order = jnp.argsort(theta)
+    half circle.  Exact (sort, then a sliding window over the doubled circle).  NumPy in, NumPy out
+    (the exact observer: no compilation per shape); otherwise JAX, jittable (the VMC step)."""
+    xp = np if isinstance(angles, np.ndarray) else jnp
+    theta = xp.mod(xp.asarray(angles, dtype=float), 2 * np.pi)
+    w = xp.ones_like(theta) if weights is None else xp.asarray(weights, dtype=theta.dtype)
+    order = xp.argsort(theta)
     theta, w = theta[order], w[order]
-    ext = jnp.concatenate([theta, theta + 2 * jnp.pi])
-    cum = jnp.concatenate([jnp.zeros(1, w.dtype), jnp.cumsum(jnp.concatenate([w, w]))])
+    ext = xp.concatenate([theta, theta + 2 * np.pi])
+    cum = xp.concatenate([xp.zeros(1, w.dtype), xp.cumsum(xp.concatenate([w, w]))])
     # window [θ_i, θ_i + π): the optimum can always be taken with an angle on its closed edge
-    end = jnp.searchsorted(ext, theta + jnp.pi - 1e-12, side="left")
-    start = jnp.arange(theta.shape[0])
-    return jnp.max(cum[end] - cum[start]) / jnp.sum(w)
+    end = xp.searchsorted(ext, theta + np.pi - 1e-12, side="left")
+    start = xp.arange(theta.shape[0])
+    return xp.max(cum[end] - cum[start]) / xp.sum(w)
 
 
 def marshall_phase(samples: jnp.ndarray, lattice: Lattice) -> jnp.ndarray:
@@ -129,19 +131,8 @@ def compare_with_exact(log_psi: np.ndarray, psi0: np.ndarray) -> tuple[float, fl
     if not keep.any():
         return fid, 0.0
     theta = np.angle(psi[keep] * np.conj(psi0[keep]))
-    sign = _best_half_plane_np(theta, weight[keep]) * float(weight[keep].sum() / weight.sum())
+    sign = best_half_plane(theta, weight[keep]) * float(weight[keep].sum() / weight.sum())
     return fid, float(sign)
-
-
-def _best_half_plane_np(angles: np.ndarray, weights: np.ndarray) -> float:
-    """``best_half_plane`` in NumPy (no per-shape compilation for the exact observer)."""
-    theta = np.mod(np.asarray(angles, dtype=float), 2 * np.pi)
-    order = np.argsort(theta, kind="stable")
-    theta, w = theta[order], np.asarray(weights, dtype=float)[order]
-    ext = np.concatenate([theta, theta + 2 * np.pi])
-    cum = np.concatenate([[0.0], np.cumsum(np.concatenate([w, w]))])
-    end = np.searchsorted(ext, theta + np.pi - 1e-12, side="left")
-    return float(np.max(cum[end] - cum[np.arange(len(theta))]) / np.sum(w))
 
 
 def _log_psi_on_basis(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Lattice,

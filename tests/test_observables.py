@@ -133,9 +133,7 @@ def test_best_half_plane_is_exact_maximum():
 
 
 def test_numpy_half_plane_matches_the_jitted_one():
-    from nqs_core.observables import _best_half_plane_np
-
     rng = np.random.default_rng(7)
     for n in (1, 2, 17, 300):
         theta, w = rng.uniform(-7, 7, n), rng.uniform(0, 1, n)
-        assert _best_half_plane_np(theta, w) == pytest.approx(float(obs.best_half_plane(jnp.asarray(theta), jnp.asarray(w))), abs=1e-12)
+        assert float(obs.best_half_plane(theta, w)) == pytest.approx(float(obs.best_half_plane(jnp.asarray(theta), jnp.asarray(w))), abs=1e-12)
