@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from nqs_core.driver import json_safe
 from nqs_core.settings import RunSettings
 
 HISTORY_FIELDS = ("step", "energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score",
@@ -51,24 +52,9 @@ def history_csv(history: list[Any]) -> str:
     return buf.getvalue()
 
 
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: NumPy scalars to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, (np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    return str(x)
-
-
 def run_json(settings: RunSettings, history: list[Any], reference: dict | None, summary: dict | None) -> str:
     """The exported run: settings, per-step history, reference and summary (loadable again)."""
-    return json.dumps(_clean({"format": "nqs-lab run", "version": 1, "settings": settings.to_dict(),
+    return json.dumps(json_safe({"format": "nqs-lab run", "version": 1, "settings": settings.to_dict(),
                               "history": [r.to_dict() for r in history], "reference": reference,
                               "summary": summary}), indent=1)
 

@@ -152,6 +152,26 @@ class RunControl:
 
 
 # ----- helpers --------------------------------------------------------------------------------
+def json_safe(value: Any) -> Any:
+    """A JSON-safe copy of a summary, history or settings value (``nqs run --json``, the app's
+    export): NumPy/JAX scalars to Python, NaN/inf to None, tuples to lists, keys and unknown
+    objects to strings."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, TypeError):
+            return None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
 def _finite(x: float) -> bool:
     return x is not None and math.isfinite(x)
 

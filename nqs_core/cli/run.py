@@ -151,22 +151,6 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     return base.replace(**explicit).validate()
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: non-finite floats become null, tuples lists, NumPy scalars Python numbers."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        try:
-            value = value.item()
-        except (ValueError, TypeError):
-            return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _fmt(x: float | None, spec: str) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
@@ -224,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
     initialize_distributed()
     settings = settings_from_args(args)
 
-    from nqs_core.driver import RunControl, RunEvent, run
+    from nqs_core.driver import RunControl, RunEvent, json_safe, run
     from nqs_core.run_reference import reference_detail
 
     every = args.every or max(1, settings.steps // 30)
@@ -244,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
         elif event.kind == "steps":
             for r in event.records:
                 if args.json:
-                    print(json.dumps(_clean(r.to_dict()), ensure_ascii=False), flush=True)
+                    print(json.dumps(json_safe(r.to_dict()), ensure_ascii=False), flush=True)
                 else:
                     t_steps.append(r.seconds)
                     if not args.quiet and ((r.step + 1) % every == 0 or r.step + 1 == settings.steps):
@@ -274,7 +258,7 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
 
     if args.json:
-        print(json.dumps({"summary": _clean(result.summary)}, ensure_ascii=False), flush=True)
+        print(json.dumps({"summary": json_safe(result.summary)}, ensure_ascii=False), flush=True)
     else:
         print_summary(result.summary)
     if result.phase == "diverged":
