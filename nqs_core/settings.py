@@ -72,6 +72,10 @@ class RunSettings:
     eval_samples: int = 8192
     seed: int = 0
     steps_per_call: int = 1
+    # stopping rules (None = off); run-time values, they do not change the compiled step
+    time_budget: float | None = None  # seconds of wall time for the optimisation steps
+    target_error: float | None = None  # stop at this relative error against the reference
+    target_v_score: float | None = None  # stop at this V-score
 
     # ----- derived ----------------------------------------------------------------------
     @property
@@ -195,6 +199,8 @@ class RunSettings:
         integer("eval_samples", 0, 1 << 22)
         integer("seed", 0, 2**31 - 1)
         integer("steps_per_call", 1, 1000)
+        for name in ("time_budget", "target_error", "target_v_score"):
+            number(name, 0.0, strict_lo=True, optional=True)
         if self.sampler == "exact" and L_ok and self.n_sites > 20:
             out.append(SettingsError("sampler", f"sampler=exact enumerates the basis: at most 20 sites; got {self.n_sites}"))
         return out

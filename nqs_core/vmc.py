@@ -44,7 +44,8 @@ from nqs_core.stats import chain_statistics
 PyTree = Any
 STAT_KEYS = ("energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score", "finite")
 OBSERVABLE_SAMPLES = 256  # samples per step for the translation eigenvalue (one extra network pass each)
-RUNTIME_FIELDS = dict(seed=0, steps=1, lr=1.0, diag_shift=0.0, momentum=0.0, eval_samples=0, steps_per_call=1)
+RUNTIME_FIELDS = dict(seed=0, steps=1, lr=1.0, diag_shift=0.0, momentum=0.0, eval_samples=0, steps_per_call=1,
+                      time_budget=None, target_error=None, target_v_score=None)
 
 
 @struct.dataclass

@@ -85,6 +85,9 @@ HELP = {
     "eval_samples": "samples of the final evaluation (0: none)",
     "seed": "random seed",
     "steps_per_call": "VMC steps fused into one compiled call",
+    "time_budget": "stop the optimisation after this many seconds of wall time (default: no budget)",
+    "target_error": "stop once the relative error against the reference is below this (default: none)",
+    "target_v_score": "stop once the V-score is below this (default: none)",
 }
 
 
