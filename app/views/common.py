@@ -62,7 +62,21 @@ def set_font_scale(fig: figure, scale: float, nudge: bool = False) -> None:
 
 
 def empty_like(source: ColumnDataSource) -> dict[str, list]:
+    """Empty columns with the names of ``source``'s."""
     return {k: [] for k in source.data}
+
+
+def append(source: ColumnDataSource, rows: dict[str, list], rollover: int = ROLLOVER) -> None:
+    """Add rows to a live source: ``stream`` when it holds rows, a new ``data`` dict when it is empty.
+
+    Never stream into a source emptied in the same server callback (a reset then a load): Bokeh
+    sends the replaced ``data`` dict as it is when the callback ends, the streamed rows included,
+    and then streams the same rows again, so the browser drew every loaded step twice.
+    """
+    if len(next(iter(source.data.values()), [])) == 0:
+        source.data = {k: list(v)[-rollover:] for k, v in rows.items()}
+    else:
+        source.stream(rows, rollover=rollover)
 
 
 def finite(x: Any) -> float:

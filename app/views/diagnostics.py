@@ -7,7 +7,7 @@ from typing import Any
 import panel as pn
 from bokeh.models import ColumnDataSource, Range1d, Span
 
-from app.views.common import BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure, \
+from app.views.common import append, BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure, \
     set_font_scale
 
 
@@ -42,11 +42,11 @@ class DiagnosticsView:
     def update(self, records: list[Any]) -> None:
         if not records:
             return
-        self.source.stream(dict(step=[int(r.step) for r in records],
+        append(self.source, dict(step=[int(r.step) for r in records],
                                 acceptance=[finite(r.acceptance) for r in records],
                                 r_hat=[finite(r.r_hat) for r in records],
                                 grad_norm=[finite(r.grad_norm) for r in records],
-                                ms=[1000 * finite(r.seconds) for r in records]), rollover=ROLLOVER)
+                                ms=[1000 * finite(r.seconds) for r in records]), ROLLOVER)
 
     def set_compile_seconds(self, seconds: float | None) -> None:
         self.compile_text.object = "compile time: –" if seconds is None else \

@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource, Label, Span, Title
 
-from app.views.common import BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, finite, make_figure, set_font_scale
+from app.views.common import append, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, finite, make_figure, set_font_scale
 
 
 def reference_energy(ref: dict | None) -> float | None:
@@ -188,15 +188,15 @@ class EnergyView:
         steps = [int(r.step) for r in records]
         energy = [finite(r.energy) for r in records]
         error = [finite(r.error) for r in records]
-        self.source.stream(dict(step=steps, energy=energy,
+        append(self.source, dict(step=steps, energy=energy,
                                 lower=[e - d for e, d in zip(energy, error)],
-                                upper=[e + d for e, d in zip(energy, error)]), rollover=ROLLOVER)
-        self.var_source.stream(dict(step=steps, variance=[finite(r.variance) for r in records]), rollover=ROLLOVER)
+                                upper=[e + d for e, d in zip(energy, error)]), ROLLOVER)
+        append(self.var_source, dict(step=steps, variance=[finite(r.variance) for r in records]), ROLLOVER)
         self._kept.extend(zip(steps, energy))
         e = reference_energy(self.reference)
         if e is not None:
             self._draw_reference_line(e)
-            self.rel_source.stream(dict(step=steps, rel=[self._rel(v, e) for v in energy]), rollover=ROLLOVER)
+            append(self.rel_source, dict(step=steps, rel=[self._rel(v, e) for v in energy]), ROLLOVER)
 
     def set_font_scale(self, scale: float, nudge: bool = False) -> None:
         for fig in self.figures:

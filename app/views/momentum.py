@@ -16,7 +16,7 @@ import panel as pn
 from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d, Title
 from bokeh.palettes import Viridis256
 
-from app.views.common import BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, make_figure, set_font_scale
+from app.views.common import append, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, make_figure, set_font_scale
 
 TRAIL = 300
 
@@ -128,7 +128,7 @@ class MomentumView:
         if pts:
             re = [float(np.asarray(v).reshape(-1)[0]) for _, v in pts]
             im = [float(np.asarray(v).reshape(-1)[1]) if np.size(v) > 1 else 0.0 for _, v in pts]
-            self.circle_source.stream(dict(re=re, im=im, step=[s for s, _ in pts]), rollover=TRAIL)
+            append(self.circle_source, dict(re=re, im=im, step=[s for s, _ in pts]), TRAIL)
             self.latest_source.data = dict(re=[re[-1]], im=[im[-1]])
             angle = np.angle(re[-1] + 1j * im[-1]) / np.pi
             self.circle_note.text = f"step {pts[-1][0]}: |⟨T_x⟩| = {abs(re[-1] + 1j * im[-1]):.3f}, " \

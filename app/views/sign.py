@@ -15,7 +15,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource, Label, Range1d, Title
 
-from app.views.common import BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure, \
+from app.views.common import append, BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure, \
     set_font_scale
 
 
@@ -98,15 +98,15 @@ class SignView:
     def update(self, records: list[Any]) -> None:
         if not records:
             return
-        self.source.stream(dict(step=[int(r.step) for r in records],
+        append(self.source, dict(step=[int(r.step) for r in records],
                                 marshall=[finite(getattr(r, "marshall_agreement", None)) for r in records]),
-                           rollover=ROLLOVER)
+                           ROLLOVER)
         for name, src in (("sign_agreement", self.exact_source), ("fidelity", self.fidelity_source)):
             pts = [(int(r.step), getattr(r, name, None)) for r in records]
             pts = [(s, float(v)) for s, v in pts if v is not None and np.isfinite(v)]
             if pts:
                 column = "exact" if name == "sign_agreement" else "fidelity"
-                src.stream({"step": [s for s, _ in pts], column: [v for _, v in pts]}, rollover=ROLLOVER)
+                append(src, {"step": [s for s, _ in pts], column: [v for _, v in pts]}, ROLLOVER)
         if self.note.text.startswith("no per-step"):
             self.note.text = ""
 
