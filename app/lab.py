@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import panel as pn
+import param
 from panel.io.callbacks import PeriodicCallback
 
 from app.export import HISTORY_FIELDS, LoadedRun, history_csv, load_run_file, parse_run_json, run_json
@@ -27,6 +28,7 @@ from app.runner import FINAL_PHASES, Runner, live_workers
 from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
 from app.views.diagnostics import DiagnosticsView
 from app.views.energy import EnergyView, method_name
+from app.views.fields import NumberField
 from app.views.ising import IsingView
 from app.views.momentum import MomentumView
 from app.views.sign import SignView
@@ -39,7 +41,6 @@ log = logging.getLogger("nqs_lab.session")
 TICK_MS = 100
 LARGE_ROOT_PX = 21  # vs the browser's 16 px
 LARGE_PLOT_SCALE = 1.4
-_WIDGETS = {"Selector": pn.ui.Select, "Integer": pn.ui.IntInput, "Number": pn.ui.FloatInput}
 # the driver's extras for the app: 16 configurations per step (one per chain at most) for the
 # lattice, S(q) and sign pictures; a checkpoint every 2 s feeds the live per-configuration picture
 RUN_KWARGS = {"n_show": 16, "checkpoint_every": 2.0}
@@ -77,6 +78,7 @@ class Lab:
         self._connected = False
         self._closed = False
         self._was_alive = False
+        self._message_cause = ""
 
         self.spins, self.energy, self.sign = SpinsView(), EnergyView(), SignView()
         self.momentum, self.diagnostics, self.ising = MomentumView(), DiagnosticsView(), IsingView()
@@ -105,14 +107,15 @@ class Lab:
     # ----- construction -----------------------------------------------------------------
     def _build_controls(self) -> None:
         self.widgets: dict[str, Any] = {}
+        self.fields: dict[str, NumberField] = {}  # numeric settings: typed text checked against the param
         for name in CONTROLS:
             p = self.settings.param[name]
-            widget = _WIDGETS[type(p).__name__].from_param(p, sizing_mode="stretch_width")
-            if type(p).__name__ in ("Integer", "Number") and p.bounds is not None:
-                widget.start, widget.end = p.bounds  # the hard bounds, not the slider's soft ones
-            if type(p).__name__ == "Number":
-                widget.step = p.step or 0.01
-            self.widgets[name] = widget
+            if isinstance(p, param.Number):  # Integer too
+                self.fields[name] = NumberField(self.settings, name, on_change=self._refresh_controls,
+                                                sizing_mode="stretch_width")
+                self.widgets[name] = self.fields[name].widget
+            else:
+                self.widgets[name] = pn.ui.Select.from_param(p, sizing_mode="stretch_width")
         self.preset = pn.ui.Select.from_param(self.settings.param.preset, label="Preset for talks",
                                               sizing_mode="stretch_width")
         self.settings.param.watch(lambda *_: self._refresh_controls(), [*CONTROLS, "preset"])
@@ -171,30 +174,44 @@ class Lab:
         rs = self.settings.run_settings()
         return rs if not rs.problems() else RunSettings()
 
+    def refused(self) -> dict[str, str]:
+        """Messages of the visible fields whose typed text was refused (the setting kept its value)."""
+        visible = set(self.settings.visible_parameters())
+        return {n: f.error for n, f in self.fields.items() if f.error and n in visible}
+
     def _refresh_controls(self) -> None:
+        """Visibility and messages of every control; a settings message goes once its cause is gone."""
         visible = set(self.settings.visible_parameters())
         problems = self.settings.problems()
         for name, widget in self.widgets.items():
             widget.visible = name in visible
             msg = problems.get(name)
-            widget.error_state = msg is not None
-            widget.helper_text = msg or ""
+            if name in self.fields:
+                self.fields[name].show(msg or "")
+            else:
+                widget.error_state = msg is not None
+                widget.helper_text = msg or ""
         if not self.runner.alive and self.runner.phase == "idle":
             self.runner.total = self.settings.steps
             self._set_status(self.runner.status_text())
         hidden_problem = [m for n, m in problems.items() if n not in visible]
         if hidden_problem:
-            self._say(hidden_problem[0], error=True)
+            self._say(hidden_problem[0], error=True, cause="settings")
+        elif self._message_cause == "settings" and not problems and not self.refused():
+            self._say("")
 
     # ----- buttons ----------------------------------------------------------------------
     def _on_run(self, *_: Any) -> None:
         log.info("Run pressed in %s", self.runner.name)
         if self.runner.alive:
             return
+        refused = self.refused()
         try:
+            if refused:
+                raise SettingsError(*next(iter(refused.items())))
             settings = self.settings.to_run_settings()
         except SettingsError as err:
-            self._say(f"Not started: {err} (fix the setting marked in red).", error=True)
+            self._say(f"Not started: {err} (fix the setting marked in red).", error=True, cause="settings")
             self._refresh_controls()
             return
         self._reset_views(settings)
@@ -251,9 +268,11 @@ class Lab:
         self.status.object = (f"<div class='nqs-status' role='status'{live} style='font-family:monospace;"
                               f"font-size:1.05em;font-weight:600'>{html.escape(text)}</div>")
 
-    def _say(self, text: str, error: bool = False) -> None:
+    def _say(self, text: str, error: bool = False, cause: str = "") -> None:
+        """The message under the status line; ``cause="settings"`` clears it once the settings are valid."""
         import html
 
+        self._message_cause = cause if text else ""
         body = html.escape(text)
         self.message.object = f"<span style='color:#D55E00'>{body}</span>" if (error and text) else body
 

@@ -170,3 +170,18 @@ def test_status_numbers_stay_short_when_a_run_diverges():
     assert _number(-11.228483) == "-11.22848"
     assert _number(7.43e225) == "7.4300e+225"
     assert _number(float("inf")) == "nan" and _number(None) == "nan"
+
+
+def test_typed_values_are_checked_against_the_parameter_and_refused_with_the_range():
+    lab = Lab()
+    field = lab.widgets["L"]
+    for text in ("100", "-4", "", "abc", "3.5"):
+        field.value = text
+        assert lab.settings.L == 4, text
+        assert field.error_state and field.helper_text.startswith("L ") and "2 to 64" in field.helper_text, text
+    lab._on_run()
+    assert "Not started: L " in lab.message.object and not lab.runner.alive
+    field.value = "6"
+    assert lab.settings.L == 6 and not field.error_state and lab.message.object == ""
+    lab.settings.L = 4  # set elsewhere (a preset, a loaded run): the field follows
+    assert field.value == "4"
