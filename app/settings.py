@@ -1,5 +1,10 @@
 """The lab's controls: a ``param.Parameterized`` mirror of :class:`nqs_core.settings.RunSettings`.
 
+One parameter per RunSettings field, generated from the engine's settings schema (default,
+bounds, choices, help); this module adds only presentation (labels, names of choices) and the
+sidebar's grouping.  Presets come from :mod:`nqs_core.presets`: a preset shows RunSettings'
+defaults with the preset's overrides.
+
 Bounds live on the parameters (out-of-range assignment raises ``ValueError``); the rules that
 involve several settings (even site count, samples divisible by chains, patch divides L, allowed
 momenta, ...) come from ``RunSettings.problems()`` so the app, the CLI and the API say the same
@@ -17,9 +22,12 @@ from typing import Any
 import param
 
 from nqs_core.lattice import make_lattice
-from nqs_core.settings import RunSettings, SettingsError
+from nqs_core.presets import DEFAULT_PRESET, PRESETS, get_preset, presets
+from nqs_core.settings import RunSettings, Setting, SettingsError, schema
 
 NO_MOMENTUM = "no projection"
+FIELDS = list(schema())
+COUPLINGS_OF = {"heisenberg": ("J",), "j1j2": ("J1", "J2"), "tfim": ("J", "h")}
 
 # Controls in the order of the sidebar, grouped by heading.
 GROUPS: dict[str, list[str]] = {
@@ -30,33 +38,47 @@ GROUPS: dict[str, list[str]] = {
 }
 CONTROLS = [name for names in GROUPS.values() for name in names]
 
-# Talk presets: each sets a few controls on top of the defaults.  Each converges visibly within about a
-# minute on 2 shared cores (measured with the engine headless, tests/test_app_presets.py, README "The lab").
-PRESETS: dict[str, dict[str, Any]] = {
-    "Heisenberg 4×4 in 30 s": dict(
-        hamiltonian="heisenberg", lattice="square", L=4, bc="periodic", model="rbm", alpha=1, sign="marshall",
-        k=NO_MOMENTUM, optimizer="sr", lr=0.05, diag_shift=0.01, samples=512, chains=16, steps=100, seed=0,
-        dtype="float64"),
-    "The sign problem: J1-J2 without a sign prior": dict(
-        hamiltonian="j1j2", lattice="square", L=4, bc="periodic", J1=1.0, J2=0.3, model="rbm", alpha=2,
-        sign="none", k=NO_MOMENTUM, optimizer="sr", lr=0.03, diag_shift=0.01, samples=512, chains=16,
-        steps=300, seed=0, dtype="float64"),
-    "The sign problem: J1-J2 with Marshall's sign": dict(
-        hamiltonian="j1j2", lattice="square", L=4, bc="periodic", J1=1.0, J2=0.3, model="rbm", alpha=2,
-        sign="marshall", k=NO_MOMENTUM, optimizer="sr", lr=0.03, diag_shift=0.01, samples=512, chains=16,
-        steps=300, seed=0, dtype="float64"),
-    # Marshall's prior makes the amplitudes the only thing to learn; with it the 18-site ground state
-    # (k = π without the prior, N = 4n+2) is the k = π projection of a positive amplitude (DESIGN.md §2)
-    "An 18-site chain lives at k = π": dict(
-        hamiltonian="heisenberg", lattice="chain", L=18, bc="periodic", model="rbm", alpha=1, sign="marshall",
-        k="π", optimizer="sr", lr=0.05, diag_shift=0.01, samples=512, chains=16, steps=80, seed=0,
-        dtype="float64"),
-    "TFIM across the critical point": dict(
-        hamiltonian="tfim", lattice="chain", L=16, bc="periodic", J=1.0, h=1.0, model="rbm", alpha=1,
-        sign="none", k=NO_MOMENTUM, optimizer="sr", lr=0.05, diag_shift=0.01, samples=1024, chains=16,
-        steps=200, seed=0, dtype="float64"),
+# Presentation only (labels, choice names, input steps); types, defaults, bounds and help come from the schema.
+UI: dict[str, dict[str, Any]] = {
+    "hamiltonian": dict(names={"heisenberg": "Heisenberg", "j1j2": "J1-J2", "tfim": "Transverse-field Ising"}),
+    "lattice": dict(names={"square": "square (L×L)"}),
+    "bc": dict(label="Boundary"),
+    "J": dict(label="J", step=0.05), "J1": dict(label="J1", step=0.05), "J2": dict(label="J2", step=0.05),
+    "h": dict(label="h", step=0.05),
+    "model": dict(names={"rbm": "RBM", "jastrow": "Jastrow", "convnext": "ConvNeXt"}),
+    "alpha": dict(label="α (hidden density)"), "depth": dict(label="Depth (blocks)"),
+    "features": dict(label="Features"), "patch": dict(label="Patch"), "kernel": dict(label="Kernel"),
+    "sign": dict(label="Sign prior", names={"marshall": "Marshall"}),
+    "k": dict(label="Momentum sector k"),
+    "dtype": dict(label="Precision", names={"float64": "float64 (complex128)", "float32": "float32 (complex64)"}),
+    "optimizer": dict(names={"sr": "SR", "minsr": "MinSR", "adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}),
+    "lr": dict(label="Learning rate", step=0.005), "diag_shift": dict(label="Diagonal shift", step=0.001),
+    "samples": dict(label="Samples per step"), "chains": dict(label="Markov chains"),
+    "steps": dict(label="Steps"), "seed": dict(label="Seed"),
 }
-DEFAULT_PRESET = "Heisenberg 4×4 in 30 s"
+
+
+def parameter(setting: Setting) -> param.Parameter:
+    """The ``param`` parameter of one setting: default, bounds, objects and doc from the schema."""
+    ui = UI.get(setting.name, {})
+    common: dict[str, Any] = dict(doc=setting.help_text(), label=ui.get("label"))
+    if setting.spec.choices is not None:
+        names = ui.get("names", {})
+        objects = {names.get(v, v): v for v in setting.spec.choices}
+        return param.Selector(default=setting.default, objects=objects, **common)
+    if setting.kind == "k":  # the picker's entries follow the lattice (LabSettings._refresh_momenta)
+        return param.Selector(default=NO_MOMENTUM, objects=[NO_MOMENTUM], **common)
+    default = setting.spec.unset if setting.default is None and setting.spec.unset is not None else setting.default
+    bounds = (setting.spec.lo, setting.spec.hi)
+    if setting.kind == "int":
+        return param.Integer(default=default, bounds=bounds, allow_None=default is None, **common)
+    return param.Number(default=default, bounds=bounds, inclusive_bounds=(not setting.spec.lo_open, True),
+                        step=ui.get("step"), allow_None=default is None, **common)
+
+
+# One parameter per RunSettings field, generated from the schema.
+RunParameters = param.parameterized_class(
+    "RunParameters", {name: parameter(setting) for name, setting in schema().items()})
 
 
 def momentum_label(n: tuple[int, ...], L: int) -> str:
@@ -86,38 +108,20 @@ def allowed_momenta(lattice: str, L: int, bc: str) -> dict[str, tuple[float, ...
     return out
 
 
-class LabSettings(param.Parameterized):
+def momentum_choice(k: tuple[float, ...] | None, lattice: str, L: int, bc: str) -> str:
+    """The picker entry of the sector ``k`` (units of π); NO_MOMENTUM when None or not allowed."""
+    if k is not None:
+        for label, kk in allowed_momenta(lattice, L, bc).items():
+            if kk is not None and len(kk) == len(k) and all(abs(a - b) < 1e-9 for a, b in zip(kk, k)):
+                return label
+    return NO_MOMENTUM
+
+
+class LabSettings(RunParameters):  # type: ignore[misc,valid-type]
     """The sidebar's settings; ``to_run_settings()`` turns them into a validated RunSettings."""
 
-    preset = param.Selector(default=DEFAULT_PRESET, objects=[*PRESETS, "custom"], doc="Talk preset")
-    hamiltonian = param.Selector(default="heisenberg", objects={"Heisenberg": "heisenberg", "J1-J2": "j1j2",
-                                                                "Transverse-field Ising": "tfim"})
-    lattice = param.Selector(default="square", objects={"chain": "chain", "square (L×L)": "square"})
-    L = param.Integer(default=4, bounds=(2, 64), doc="Linear size (chain: sites; square: L×L sites)")
-    bc = param.Selector(default="periodic", objects={"periodic": "periodic", "open": "open"}, label="Boundary")
-    J = param.Number(default=1.0, bounds=(-10.0, 10.0), softbounds=(-2.0, 2.0), step=0.05, label="J")
-    J1 = param.Number(default=1.0, bounds=(-10.0, 10.0), softbounds=(0.0, 2.0), step=0.05, label="J1")
-    J2 = param.Number(default=0.5, bounds=(-10.0, 10.0), softbounds=(0.0, 1.0), step=0.05, label="J2")
-    h = param.Number(default=1.0, bounds=(0.0, 20.0), softbounds=(0.0, 5.0), step=0.05, label="h")
-    model = param.Selector(default="rbm", objects={"RBM": "rbm", "Jastrow": "jastrow", "ConvNeXt": "convnext"})
-    alpha = param.Integer(default=1, bounds=(1, 16), label="α (hidden density)")
-    depth = param.Integer(default=2, bounds=(1, 12), label="Depth (blocks)")
-    features = param.Integer(default=8, bounds=(1, 256), label="Features")
-    patch = param.Integer(default=2, bounds=(1, 8), label="Patch")
-    kernel = param.Integer(default=3, bounds=(1, 15), label="Kernel")
-    sign = param.Selector(default="marshall", objects={"none": "none", "Marshall": "marshall"}, label="Sign prior")
-    k = param.Selector(default=NO_MOMENTUM, objects=[NO_MOMENTUM], label="Momentum sector k")
-    dtype = param.Selector(default="float64", objects={"float64 (complex128)": "float64",
-                                                      "float32 (complex64)": "float32"}, label="Precision")
-    optimizer = param.Selector(default="sr", objects={"SR": "sr", "MinSR": "minsr", "Adam": "adam",
-                                                      "AdamW": "adamw", "SGD": "sgd"})
-    lr = param.Number(default=0.05, bounds=(1e-5, 10.0), softbounds=(1e-4, 0.5), step=0.005, label="Learning rate")
-    diag_shift = param.Number(default=0.01, bounds=(0.0, 100.0), softbounds=(0.0, 0.2), step=0.001,
-                              label="Diagonal shift")
-    samples = param.Integer(default=512, bounds=(16, 1 << 16), label="Samples per step")
-    chains = param.Integer(default=16, bounds=(1, 1024), label="Markov chains")
-    steps = param.Integer(default=150, bounds=(1, 100_000), label="Steps")
-    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), label="Seed")
+    preset = param.Selector(default=DEFAULT_PRESET, objects={**{p.title: p.name for p in presets()}, "custom": "custom"},
+                            doc="Preset: a named recipe (nqs_core.presets); editing a control switches to custom")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -128,19 +132,28 @@ class LabSettings(param.Parameterized):
 
     # ----- presets ----------------------------------------------------------------------
     def apply_preset(self, name: str) -> None:
-        """Set every control the preset names (unknown preset names raise ValueError)."""
+        """Show the preset's settings: RunSettings' defaults, then its overrides (unknown names raise ValueError)."""
         if name == "custom":
             return
-        if name not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {name!r}")
-        values = dict(PRESETS[name])
-        k = values.pop("k", NO_MOMENTUM)
+        self._show(get_preset(name).settings(), preset=name)
+
+    def preset_story(self) -> str:
+        """What the chosen preset shows and why (empty for custom): the preset menu's tooltip."""
+        return "" if self.preset == "custom" else get_preset(self.preset).story
+
+    def _show(self, settings: RunSettings, preset: str) -> None:
+        """Set every control from ``settings`` (a coupling left as None shows the model's default)."""
+        values = {}
+        for name, setting in schema().items():
+            value = getattr(settings, name)
+            if name != "k":
+                values[name] = setting.spec.unset if value is None and setting.spec.unset is not None else value
         self._applying_preset = True
         try:
             with param.parameterized.batch_call_watchers(self):
-                self.param.update(preset=name, **values)
+                self.param.update(preset=preset, **values)
             self._refresh_momenta()
-            self.k = k
+            self.k = momentum_choice(settings.k, self.lattice, self.L, self.bc)
         finally:
             self._applying_preset = False
 
@@ -149,7 +162,7 @@ class LabSettings(param.Parameterized):
         if not self._applying_preset:
             self.apply_preset(self.preset)
 
-    @param.depends(*CONTROLS, watch=True)
+    @param.depends(*FIELDS, watch=True)
     def _on_edit(self) -> None:
         if not self._applying_preset and self.preset != "custom":
             self._applying_preset = True
@@ -167,7 +180,7 @@ class LabSettings(param.Parameterized):
         if self.k != keep:
             self.k = keep
 
-    def momentum(self) -> tuple[float, ...] | None:
+    def momentum_sector(self) -> tuple[float, ...] | None:
         """The chosen sector in units of π (None = no projection)."""
         return allowed_momenta(self.lattice, self.L, self.bc).get(self.k)
 
@@ -195,22 +208,14 @@ class LabSettings(param.Parameterized):
 
     # ----- conversion and validation ----------------------------------------------------
     def run_settings(self) -> RunSettings:
-        """The RunSettings these controls describe (not validated)."""
-        couplings: dict[str, float | None] = {"J": None, "J1": None, "J2": None, "h": None}
-        if self.hamiltonian == "j1j2":
-            couplings.update(J1=self.J1, J2=self.J2)
-        elif self.hamiltonian == "tfim":
-            couplings.update(J=self.J, h=self.h)
-        else:
-            couplings.update(J=self.J)
+        """The RunSettings these controls describe (not validated): hidden couplings, sign and k left out."""
+        values = {name: getattr(self, name) for name in FIELDS}
+        values.update({c: getattr(self, c) if c in COUPLINGS_OF[self.hamiltonian] else None
+                       for c in ("J", "J1", "J2", "h")})
         visible = set(self.visible_parameters())
-        return RunSettings(
-            hamiltonian=self.hamiltonian, lattice=self.lattice, L=self.L, bc=self.bc, **couplings,
-            model=self.model, alpha=self.alpha, depth=self.depth, features=self.features, patch=self.patch,
-            kernel=self.kernel, sign=self.sign if "sign" in visible else "none",
-            k=self.momentum() if "k" in visible else None, dtype=self.dtype, optimizer=self.optimizer,
-            lr=self.lr, diag_shift=self.diag_shift, samples=self.samples, chains=self.chains, steps=self.steps,
-            seed=self.seed)
+        values["sign"] = self.sign if "sign" in visible else "none"
+        values["k"] = self.momentum_sector() if "k" in visible else None
+        return RunSettings(**values)
 
     def problems(self) -> dict[str, str]:
         """Problems with the current settings, keyed by the control that should show them."""
@@ -229,21 +234,8 @@ class LabSettings(param.Parameterized):
 
     def load_run_settings(self, settings: RunSettings) -> None:
         """Show the controls of a saved run (used when loading an exported run)."""
-        d = settings.to_dict()
-        values = {name: d[name] for name in CONTROLS if name in d and name != "k" and d[name] is not None}
-        self._applying_preset = True
-        try:
-            self.param.update(preset="custom", **values)
-            self._refresh_momenta()
-            label = NO_MOMENTUM
-            if settings.k is not None:
-                for lab, kk in allowed_momenta(self.lattice, self.L, self.bc).items():
-                    if kk is not None and all(abs(a - b) < 1e-9 for a, b in zip(kk, settings.k)):
-                        label = lab
-            self.k = label
-        finally:
-            self._applying_preset = False
+        self._show(settings, preset="custom")
 
 
-__all__ = ["LabSettings", "PRESETS", "DEFAULT_PRESET", "CONTROLS", "GROUPS", "NO_MOMENTUM", "SettingsError",
-           "allowed_momenta", "momentum_label"]
+__all__ = ["LabSettings", "PRESETS", "DEFAULT_PRESET", "CONTROLS", "FIELDS", "GROUPS", "NO_MOMENTUM", "SettingsError",
+           "allowed_momenta", "momentum_choice", "momentum_label", "parameter"]

@@ -1,13 +1,20 @@
 """Run settings: one validated record shared by the Python API, the CLI and the app.
 
-Every rule here produces a message that names the setting and what is allowed, so the CLI
-(exit code 2) and the app (a message next to the control) say the same thing.
+Each field of :class:`RunSettings` carries its whole schema once: the type (the annotation), the
+default, and a :class:`Spec` in the field's metadata (help, choices, bounds).  ``problems()``
+checks every field against its Spec, ``nqs run``'s flags (``nqs_core.cli.run``) and the lab's
+``param`` parameters (``app.settings``) are generated from :func:`schema`, so changing a default
+or a bound is one line here.  Every rule produces a message that names the setting and what is
+allowed, so the CLI (exit code 2) and the app (a message next to the control) say the same thing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from dataclasses import asdict, dataclass, fields, replace
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from nqs_core.hamiltonians import HAMILTONIANS
@@ -15,12 +22,13 @@ from nqs_core.lattice import BOUNDARIES, KINDS
 
 MODELS = ("rbm", "jastrow", "convnext")
 SIGNS = ("none", "marshall")
-OPTIMIZERS = ("sgd", "adam", "adamw", "sr", "minsr")
+OPTIMIZERS = ("sr", "minsr", "adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
-DTYPES = ("float32", "float64")
+DTYPES = ("float64", "float32")
 SAMPLERS = ("metropolis", "exact")
 EXCHANGES = ("neighbours", "any")
 SR_SOLVERS = ("dense", "cg")
+SQUARE_MAX_L = 16  # the square lattice's largest side (the chain's is L's upper bound)
 
 
 class SettingsError(ValueError):
@@ -32,50 +40,148 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class Spec:
+    """What one setting allows, besides its type and default (the dataclass field's own)."""
+
+    help: str
+    choices: tuple[str, ...] | None = None
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is not allowed
+    unset: float | None = None  # a coupling left as None takes this value (the model's default)
+
+
+def setting(default: Any, help: str, **spec: Any) -> Any:
+    """A RunSettings field: its default and its :class:`Spec` (help, choices, bounds)."""
+    return field(default=default, metadata={"spec": Spec(help, **spec)})
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One field of the schema: name, kind ("str", "int", "float" or "k"), default and Spec."""
+
+    name: str
+    kind: str
+    optional: bool
+    default: Any
+    spec: Spec
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def range_text(self) -> str:
+        """The allowed range in words, e.g. ``between 2 and 64`` or ``> 0 and ≤ 10``."""
+        s = self.spec
+        if s.lo is not None and s.hi is not None and not s.lo_open:
+            return f"between {_num(s.lo)} and {_num(s.hi)}"
+        parts = [f"{'>' if s.lo_open else '≥'} {_num(s.lo)}"] if s.lo is not None else []
+        parts += [f"≤ {_num(s.hi)}"] if s.hi is not None else []
+        return " and ".join(parts)
+
+    def allowed_text(self) -> str:
+        """What the setting accepts, for help texts: its choices or its range."""
+        if self.spec.choices:
+            return "one of " + ", ".join(self.spec.choices)
+        return self.range_text()
+
+    def default_text(self) -> str:
+        if self.default is None:
+            return "none" if self.spec.unset is None else f"the model's {_num(self.spec.unset)}"
+        return _num(self.default) if isinstance(self.default, (int, float)) else str(self.default)
+
+    def help_text(self) -> str:
+        """Help, allowed values and default in one line (``nqs run --help`` shows it)."""
+        allowed = self.allowed_text()
+        return f"{self.spec.help} ({allowed + '; ' if allowed else ''}default: {self.default_text()})"
+
+    def check(self, value: Any) -> str | None:
+        """The problem with ``value`` for this setting alone, or None."""
+        if value is None and self.optional:
+            return None
+        if self.spec.choices is not None:
+            ok = value in self.spec.choices
+            return None if ok else f"{self.name} must be one of {', '.join(self.spec.choices)}; got {value!r}"
+        if self.kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool) and self._in_range(value)
+            return None if ok else f"{self.name} must be an integer {self.range_text()}; got {value!r}"
+        if self.kind == "float":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                return f"{self.name} must be a finite number; got {value!r}"
+            return None if self._in_range(value) else f"{self.name} must be {self.range_text()}; got {value:g}"
+        return None  # k: checked against the lattice (RunSettings._momentum_problems)
+
+    def _in_range(self, v: float) -> bool:
+        s = self.spec
+        above = s.lo is None or (v > s.lo if s.lo_open else v >= s.lo)
+        return above and (s.hi is None or v <= s.hi)
+
+
+def _kind(annotation: Any) -> tuple[str, bool]:
+    """("str" | "int" | "float" | "k", optional) of a field's type."""
+    args = typing.get_args(annotation) or (annotation,)
+    optional = type(None) in args
+    base = next(a for a in args if a is not type(None))
+    if typing.get_origin(base) is tuple:
+        return "k", optional
+    return {str: "str", int: "int", float: "float"}[base], optional
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Everything that defines a VMC run.  Couplings left as None take the model's default."""
 
-    hamiltonian: str = "heisenberg"
-    lattice: str = "square"
-    L: int = 4
-    bc: str = "periodic"
-    J: float | None = None
-    J1: float | None = None
-    J2: float | None = None
-    h: float | None = None
+    hamiltonian: str = setting("heisenberg", "model Hamiltonian", choices=HAMILTONIANS)
+    lattice: str = setting("square", "lattice kind", choices=KINDS)
+    L: int = setting(4, f"linear size: sites of a chain, or side of the square up to {SQUARE_MAX_L}", lo=2, hi=64)
+    bc: str = setting("periodic", "boundary conditions", choices=BOUNDARIES)
+    J: float | None = setting(None, "coupling J (Heisenberg, TFIM)", lo=-10.0, hi=10.0, unset=1.0)
+    J1: float | None = setting(None, "nearest-neighbour coupling of J1-J2", lo=-10.0, hi=10.0, unset=1.0)
+    J2: float | None = setting(None, "next-nearest-neighbour coupling of J1-J2", lo=-10.0, hi=10.0, unset=0.5)
+    h: float | None = setting(None, "transverse field of the TFIM", lo=0.0, hi=20.0, unset=1.0)
     # wavefunction
-    model: str = "rbm"
-    alpha: int = 1
-    depth: int = 2
-    features: int = 8
-    patch: int = 2
-    kernel: int = 3
-    sign: str = "none"
-    k: tuple[float, ...] | None = None  # momentum sector in units of π; None = no projection
-    dtype: str = "float64"
+    model: str = setting("rbm", "wavefunction", choices=MODELS)
+    alpha: int = setting(1, "RBM hidden-unit density", lo=1, hi=16)
+    depth: int = setting(2, "ConvNeXt blocks", lo=1, hi=12)
+    features: int = setting(8, "ConvNeXt features", lo=1, hi=256)
+    patch: int = setting(2, "ConvNeXt patch size, a divisor of L", lo=1, hi=8)
+    kernel: int = setting(3, "ConvNeXt depthwise kernel size, at most L/patch", lo=1, hi=15)
+    sign: str = setting("none", "sign prior multiplying the network", choices=SIGNS)
+    k: tuple[float, ...] | None = setting(
+        None, "momentum sector in units of π, e.g. 0 or 1 (chain), 0,0 (square); none = no projection")
+    dtype: str = setting("float64", "parameter and network precision", choices=DTYPES)
     # optimizer
-    optimizer: str = "sr"
-    lr: float = 0.05
-    schedule: str = "constant"
-    diag_shift: float = 0.05  # SR/MinSR shift: 0.01 left 1 of 10 seeds of the default run stuck at 34 % (0.05: 10 of 10 converge)
-    sr_solver: str = "dense"
-    momentum: float = 0.0  # optax momentum on the (natural-)gradient direction; 0 = plain SGD
+    optimizer: str = setting("sr", "optimizer", choices=OPTIMIZERS)
+    lr: float = setting(0.05, "learning rate", lo=0.0, hi=10.0, lo_open=True)
+    schedule: str = setting("constant", "learning-rate schedule", choices=SCHEDULES)
+    # 0.01 left 1 of 10 seeds of the default run stuck at 34 % (0.05: 10 of 10 converge)
+    diag_shift: float = setting(0.05, "SR / MinSR diagonal shift λ", lo=0.0, hi=100.0)
+    sr_solver: str = setting("dense", "SR linear solver", choices=SR_SOLVERS)
+    momentum: float = setting(0.0, "momentum on the (natural-)gradient direction; 0: plain steps", lo=0.0, hi=0.999)
     # sampler
-    sampler: str = "metropolis"
-    exchange: str = "neighbours"
-    samples: int = 1024
-    chains: int = 16
-    sweep: int | None = None  # Metropolis sub-steps between samples; None = number of sites
-    thermalization: int | None = None  # discarded sweeps per chain per step; None = samples_per_chain // 10
+    sampler: str = setting("metropolis", "sampler; exact enumerates at most 20 sites", choices=SAMPLERS)
+    exchange: str = setting("neighbours", "Sᶻ-conserving exchange moves: between neighbours or any pair",
+                            choices=EXCHANGES)
+    samples: int = setting(1024, "samples per step, a multiple of chains", lo=1, hi=1 << 20)
+    chains: int = setting(16, "parallel Markov chains", lo=1, hi=1 << 14)
+    sweep: int | None = setting(None, "Metropolis sub-steps between samples; none: number of sites", lo=1, hi=10_000)
+    thermalization: int | None = setting(
+        None, "discarded sweeps per chain per step; none: samples per chain / 10", lo=0, hi=100_000)
     # run
-    steps: int = 300
-    eval_samples: int = 8192
-    seed: int = 0
-    steps_per_call: int = 1
+    steps: int = setting(300, "optimisation steps, counting those of a resumed checkpoint", lo=1, hi=1_000_000)
+    eval_samples: int = setting(8192, "samples of the final evaluation; 0: none", lo=0, hi=1 << 22)
+    seed: int = setting(0, "random seed", lo=0, hi=2**31 - 1)
+    steps_per_call: int = setting(1, "VMC steps fused into one compiled call", lo=1, hi=1000)
     # stopping rules (None = off); run-time values, they do not change the compiled step
-    time_budget: float | None = None  # seconds of wall time for the optimisation steps
-    target_error: float | None = None  # stop at this relative error against the reference
-    target_v_score: float | None = None  # stop at this V-score
+    time_budget: float | None = setting(None, "stop the optimisation after this many seconds of wall time",
+                                        lo=0.0, lo_open=True)
+    target_error: float | None = setting(None, "stop once the relative error against the reference is below this",
+                                         lo=0.0, lo_open=True)
+    target_v_score: float | None = setting(None, "stop once the V-score is below this", lo=0.0, lo_open=True)
 
     # ----- derived ----------------------------------------------------------------------
     @property
@@ -107,102 +213,15 @@ class RunSettings:
 
     # ----- validation -------------------------------------------------------------------
     def problems(self) -> list[SettingsError]:
-        """All problems with these settings (empty when valid)."""
-        out: list[SettingsError] = []
-
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            v = getattr(self, name)
-            if v not in allowed:
-                out.append(SettingsError(name, f"{name} must be one of {', '.join(allowed)}; got {v!r}"))
-
-        def integer(name: str, lo: int, hi: int | None = None, optional: bool = False) -> bool:
-            v = getattr(self, name)
-            if v is None and optional:
-                return True
-            ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
-            if not ok:
-                rng = f"between {lo} and {hi}" if hi is not None else f"≥ {lo}"
-                out.append(SettingsError(name, f"{name} must be an integer {rng}; got {v!r}"))
-            return ok
-
-        def number(name: str, lo: float | None = None, hi: float | None = None, strict_lo: bool = False,
-                   optional: bool = False) -> None:
-            v = getattr(self, name)
-            if v is None and optional:
-                return
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                out.append(SettingsError(name, f"{name} must be a finite number; got {v!r}"))
-                return
-            if lo is not None and (v <= lo if strict_lo else v < lo):
-                out.append(SettingsError(name, f"{name} must be {'>' if strict_lo else '≥'} {lo:g}; got {v:g}"))
-            if hi is not None and v > hi:
-                out.append(SettingsError(name, f"{name} must be ≤ {hi:g}; got {v:g}"))
-
-        choice("hamiltonian", HAMILTONIANS)
-        choice("lattice", KINDS)
-        choice("bc", BOUNDARIES)
-        choice("model", MODELS)
-        choice("sign", SIGNS)
-        choice("dtype", DTYPES)
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        choice("sr_solver", SR_SOLVERS)
-        choice("sampler", SAMPLERS)
-        choice("exchange", EXCHANGES)
-        for c in ("J", "J1", "J2", "h"):
-            number(c, optional=True)
-        L_ok = integer("L", 2, 64 if self.lattice == "chain" else 16) if self.lattice in KINDS else False
-        if L_ok and self.hamiltonian in ("heisenberg", "j1j2") and self.n_sites % 2:
-            out.append(SettingsError("L", f"L must give an even number of sites for the Sᶻ = 0 sector of "
-                                          f"{self.hamiltonian}; got {self.n_sites} sites"))
-        integer("alpha", 1, 16)
-        integer("depth", 1, 12)
-        integer("features", 1, 256)
-        p_ok = integer("patch", 1, 8)
-        k_ok = integer("kernel", 1, 15)
-        if self.model == "convnext" and L_ok and p_ok and k_ok:
-            if self.L % self.patch:
-                out.append(SettingsError("patch", f"patch must divide L = {self.L}; got {self.patch} "
-                                                  f"(allowed: {', '.join(str(p) for p in range(1, self.L + 1) if self.L % p == 0)})"))
-            elif self.kernel > self.L // self.patch:
-                out.append(SettingsError("kernel", f"kernel must be ≤ the patch grid L/patch = {self.L // self.patch}; "
-                                                   f"got {self.kernel}"))
-        if self.k is not None and L_ok and self.lattice in KINDS:
-            from nqs_core.lattice import make_lattice
-
-            lat = make_lattice(self.lattice, self.L, self.bc if self.bc in BOUNDARIES else "periodic")
-            try:
-                lat.momentum_index(self.k)
-            except (ValueError, TypeError):
-                got = ",".join(f"{float(x):g}" for x in self.k) if self.k else "(empty)"
-                if not lat.pbc:
-                    allowed = "0" if lat.dim == 1 else "0,0"
-                    out.append(SettingsError("k", f"k must be {allowed} with open boundaries (no translation "
-                                                  f"symmetry); got {got}"))
-                else:
-                    per_axis = ", ".join(f"{2 * m / self.L:g}" for m in range(self.L))
-                    shape = "KX" if lat.dim == 1 else "KX,KY"
-                    out.append(SettingsError("k", f"k must be {shape} on a {self.lattice} (units of π), each a multiple "
-                                                  f"of 2/L = {2 / self.L:g}: one of {per_axis}; got {got}"))
-        if self.sign == "marshall" and self.lattice in KINDS and L_ok and self.bc == "periodic" and self.L % 2:
-            out.append(SettingsError("sign", "sign=marshall needs a bipartite lattice (even L when periodic)"))
-        number("lr", 0.0, 10.0, strict_lo=True)
-        number("diag_shift", 0.0, 100.0)
-        number("momentum", 0.0, 0.999)
-        s_ok = integer("samples", 1, 1 << 20)
-        c_ok = integer("chains", 1, 1 << 14)
-        if s_ok and c_ok and self.samples % self.chains:
-            out.append(SettingsError("samples", f"samples must be divisible by chains = {self.chains}; got {self.samples}"))
-        integer("sweep", 1, 10_000, optional=True)
-        integer("thermalization", 0, 100_000, optional=True)
-        integer("steps", 1, 1_000_000)
-        integer("eval_samples", 0, 1 << 22)
-        integer("seed", 0, 2**31 - 1)
-        integer("steps_per_call", 1, 1000)
-        for name in ("time_budget", "target_error", "target_v_score"):
-            number(name, 0.0, strict_lo=True, optional=True)
-        if self.sampler == "exact" and L_ok and self.n_sites > 20:
-            out.append(SettingsError("sampler", f"sampler=exact enumerates the basis: at most 20 sites; got {self.n_sites}"))
+        """All problems with these settings (empty when valid): each field, then the rules across fields."""
+        out = []
+        for s in schema().values():
+            message = s.check(getattr(self, s.name))
+            if message:
+                out.append(SettingsError(s.name, message))
+        bad = {p.setting for p in out}
+        for rule in (_lattice_problems, _convnext_problems, _momentum_problems, _sampling_problems):
+            out += rule(self, bad)
         return out
 
     def validate(self) -> "RunSettings":
@@ -211,3 +230,75 @@ class RunSettings:
         if problems:
             raise problems[0]
         return self
+
+
+@functools.cache
+def schema() -> dict[str, Setting]:
+    """Every RunSettings field with its kind, default and Spec, in field order."""
+    hints = typing.get_type_hints(RunSettings)
+    out = {}
+    for f in dataclasses.fields(RunSettings):
+        kind, optional = _kind(hints[f.name])
+        out[f.name] = Setting(f.name, kind, optional, f.default, f.metadata["spec"])
+    return out
+
+
+def _lattice_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
+    """The square's size limit, the Sᶻ = 0 sector's even site count, Marshall's bipartite lattice."""
+    if bad & {"L", "lattice"}:
+        return []
+    if s.lattice == "square" and s.L > SQUARE_MAX_L:
+        return [SettingsError("L", f"L must be an integer between 2 and {SQUARE_MAX_L} on a square lattice; "
+                                   f"got {s.L}")]
+    out = []
+    if s.hamiltonian in ("heisenberg", "j1j2") and s.n_sites % 2:
+        out.append(SettingsError("L", f"L must give an even number of sites for the Sᶻ = 0 sector of "
+                                      f"{s.hamiltonian}; got {s.n_sites} sites"))
+    if s.sign == "marshall" and s.bc == "periodic" and s.L % 2:
+        out.append(SettingsError("sign", "sign=marshall needs a bipartite lattice (even L when periodic)"))
+    return out
+
+
+def _convnext_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
+    """The ConvNeXt patch divides L and the kernel fits the patch grid."""
+    if s.model != "convnext" or bad & {"L", "lattice", "patch", "kernel"}:
+        return []
+    if s.L % s.patch:
+        allowed = ", ".join(str(p) for p in range(1, s.L + 1) if s.L % p == 0)
+        return [SettingsError("patch", f"patch must divide L = {s.L}; got {s.patch} (allowed: {allowed})")]
+    if s.kernel > s.L // s.patch:
+        grid = s.L // s.patch
+        return [SettingsError("kernel", f"kernel must be ≤ the patch grid L/patch = {grid}; got {s.kernel}")]
+    return []
+
+
+def _momentum_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
+    """k must be one of the lattice's momenta (only 0 with open boundaries)."""
+    if s.k is None or bad & {"L", "lattice", "bc"}:
+        return []
+    from nqs_core.lattice import make_lattice
+
+    lat = make_lattice(s.lattice, s.L, s.bc)
+    try:
+        lat.momentum_index(s.k)
+        return []
+    except (ValueError, TypeError):
+        pass
+    got = ",".join(f"{float(x):g}" for x in s.k) if s.k else "(empty)"
+    if not lat.pbc:
+        allowed = "0" if lat.dim == 1 else "0,0"
+        return [SettingsError("k", f"k must be {allowed} with open boundaries (no translation symmetry); got {got}")]
+    per_axis = ", ".join(f"{2 * m / s.L:g}" for m in range(s.L))
+    shape = "KX" if lat.dim == 1 else "KX,KY"
+    return [SettingsError("k", f"k must be {shape} on a {s.lattice} (units of π), each a multiple "
+                               f"of 2/L = {2 / s.L:g}: one of {per_axis}; got {got}")]
+
+
+def _sampling_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
+    """Samples split evenly over the chains; the exact sampler's basis fits in memory."""
+    out = []
+    if not bad & {"samples", "chains"} and s.samples % s.chains:
+        out.append(SettingsError("samples", f"samples must be divisible by chains = {s.chains}; got {s.samples}"))
+    if s.sampler == "exact" and not bad & {"L", "lattice"} and s.n_sites > 20:
+        out.append(SettingsError("sampler", f"sampler=exact enumerates the basis: at most 20 sites; got {s.n_sites}"))
+    return out

@@ -3,7 +3,7 @@
 import pytest
 
 from app.settings import CONTROLS, DEFAULT_PRESET, NO_MOMENTUM, PRESETS, LabSettings, allowed_momenta
-from nqs_core.settings import SettingsError
+from nqs_core.settings import RunSettings, SettingsError
 
 
 def test_default_is_the_fast_heisenberg_preset_and_valid():
@@ -18,23 +18,23 @@ def test_default_is_the_fast_heisenberg_preset_and_valid():
 def test_every_preset_is_valid_and_sets_its_values(name):
     s = LabSettings(preset=name)
     rs = s.to_run_settings()
-    for key, value in PRESETS[name].items():
-        if key == "k":
-            continue
-        if key in ("J", "J1", "J2", "h") and key not in s.visible_parameters():
-            continue
+    assert s.problems() == {}
+    for key, value in PRESETS[name].overrides.items():
         assert getattr(rs, key) == value, key
+    for key, value in RunSettings().to_dict().items():  # what the preset leaves out is the engine's default
+        if key not in PRESETS[name].overrides and key not in ("J", "J1", "J2", "h"):
+            assert getattr(rs, key) == (tuple(value) if isinstance(value, list) else value), key
 
 
 def test_chain_preset_projects_on_k_pi():
-    s = LabSettings(preset="An 18-site chain lives at k = π")
+    s = LabSettings(preset="chain-18-k-pi")
     assert s.k == "π"
     assert s.to_run_settings().k == (1.0,)
 
 
 def test_marshall_presets_differ_only_in_the_sign_prior():
-    a = LabSettings(preset="The sign problem: J1-J2 without a sign prior").to_run_settings()
-    b = LabSettings(preset="The sign problem: J1-J2 with Marshall's sign").to_run_settings()
+    a = LabSettings(preset="j1j2-no-sign").to_run_settings()
+    b = LabSettings(preset="j1j2-marshall").to_run_settings()
     assert (a.sign, b.sign) == ("none", "marshall")
     assert a.replace(sign="marshall") == b
 
@@ -82,7 +82,9 @@ def test_bounds_refuse_out_of_range_values():
     with pytest.raises(ValueError):
         s.lr = 0.0
     with pytest.raises(ValueError):
-        s.samples = 1
+        s.samples = 0
+    with pytest.raises(ValueError):
+        s.h = -0.5
 
 
 def test_cross_setting_problems_are_keyed_to_the_control():
@@ -127,11 +129,11 @@ def test_momentum_picker_lists_the_allowed_k():
     square = allowed_momenta("square", 4, "periodic")
     assert square["(π, π)"] == (1.0, 1.0) and square["(π/2, 0)"] == (0.5, 0.0)
     assert list(allowed_momenta("chain", 6, "open")) == [NO_MOMENTUM, "0"]
-    s = LabSettings(preset="An 18-site chain lives at k = π")
+    s = LabSettings(preset="chain-18-k-pi")
     s.L = 12  # π still allowed
     assert s.k == "π"
     s.L = 10
-    assert s.k == "π" and s.momentum() == (1.0,)
+    assert s.k == "π" and s.momentum_sector() == (1.0,)
     s.lattice = "square"
     s.L = 4
     assert s.k == NO_MOMENTUM  # a chain momentum is not a square one
@@ -139,7 +141,7 @@ def test_momentum_picker_lists_the_allowed_k():
 
 
 def test_load_run_settings_round_trip():
-    rs = LabSettings(preset="An 18-site chain lives at k = π").to_run_settings()
+    rs = LabSettings(preset="chain-18-k-pi").to_run_settings()
     s = LabSettings()
     s.load_run_settings(rs)
     assert s.preset == "custom" and s.to_run_settings() == rs

@@ -169,3 +169,44 @@ def test_model_and_momentum_settings_exit_2_with_one_line(args, setting, allowed
     assert len(lines) == 1 and "Traceback" not in stderr and stdout == ""
     assert f"{setting} " in lines[0] or f"--{setting}" in lines[0], lines[0]
     assert allowed in lines[0], lines[0]
+
+
+def test_preset_with_overrides(capsys):
+    """``--preset NAME`` starts from the preset's settings; other flags override them."""
+    from nqs_core.cli import build_parser
+    from nqs_core.cli.run import settings_from_args
+    from nqs_core.presets import PRESETS
+
+    args = build_parser().parse_args(["run", "--preset", "chain-18-k-pi", "--steps", "7", "--lr", "0.02"])
+    assert settings_from_args(args) == PRESETS["chain-18-k-pi"].settings(steps=7, lr=0.02)
+    code, stdout, stderr = _cli(["run", "--preset", "no-such-preset"], capsys)
+    assert code == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1 and "--preset" in stderr
+    assert "heisenberg-4x4" in stderr  # the allowed names
+    code, stdout, stderr = _cli(["run", "--preset", "heisenberg-4x4", "--resume", "x.npz"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "--preset and --resume" in stderr
+
+
+def test_preset_runs_from_the_command_line():
+    out = nqs("--preset", "tfim-critical", "--L", "6", "--steps", "3", "--eval-samples", "64", "--json",
+              "--no-reference")
+    assert out.returncode == 0, out.stderr
+    objs = json_lines(out.stdout)
+    assert [o["step"] for o in objs[:-1]] == [0, 1, 2] and objs[-1]["summary"]["n_sites"] == 6
+
+
+def test_presets_lists_every_preset_with_its_full_settings(capsys):
+    from nqs_core.presets import GROUPS, PRESETS
+
+    code, stdout, _ = _cli(["presets", "--json"], capsys)
+    listed = json.loads(stdout)
+    assert code == 0 and [p["name"] for p in listed] == list(PRESETS)
+    for p in listed:
+        assert p["group"] in GROUPS and p["title"] and p["story"]
+        assert p["settings"] == PRESETS[p["name"]].settings().to_dict()
+        assert all(p["settings"][k] == v for k, v in p["overrides"].items())
+    code, stdout, _ = _cli(["presets"], capsys)
+    assert code == 0 and all(f"nqs run --preset {name}" in stdout for name in PRESETS)
+    code, stdout, _ = _cli(["presets", "chain-18-k-pi"], capsys)
+    assert code == 0 and "--k 1 " in stdout and "--eval-samples 8192" in stdout  # overrides and defaults
+    code, stdout, stderr = _cli(["presets", "nope"], capsys)
+    assert code == 2 and "preset must be one of" in stderr and stdout == ""

@@ -1,4 +1,4 @@
-"""The ``nqs`` command line: ``nqs reference …`` and ``nqs run …`` (also ``python -m nqs_core``).
+"""The ``nqs`` command line: ``nqs reference …``, ``nqs run …`` and ``nqs presets`` (also ``python -m nqs_core``).
 
 Each subcommand module exposes ``add_arguments(parser)`` and ``main(args) -> int``.  Invalid
 settings end with exit code 2 and one line on stderr naming the setting, never a traceback.
@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS = {
     "reference": ("nqs_core.cli.reference", "exact, ED, DMRG or published ground-state energies"),
     "run": ("nqs_core.cli.run", "a variational Monte Carlo run"),
+    "presets": ("nqs_core.cli.presets", "the named recipes (talk and research) that nqs run --preset runs"),
 }
 
 

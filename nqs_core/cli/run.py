@@ -1,10 +1,10 @@
 """``nqs run``: a variational Monte Carlo run from the command line.
 
-Every :class:`~nqs_core.settings.RunSettings` field is a flag (``diag_shift`` → ``--diag-shift``);
-flags left out take the defaults below (RunSettings' own, except where :data:`CLI_DEFAULTS`
-says otherwise), or, with ``--resume``, the checkpoint's settings.  ``--json`` prints one JSON
-object per step and a last ``{"summary": {...}}``; otherwise a progress line every few steps
-and a summary that names the energy convention.  Ctrl-C stops the run cleanly (checkpoint
+Every :class:`~nqs_core.settings.RunSettings` field is a flag (``diag_shift`` → ``--diag-shift``),
+generated from the settings schema (help, choices, bounds, defaults); flags left out take
+RunSettings' defaults, the ``--preset``'s settings, or, with ``--resume``, the checkpoint's.
+``--json`` prints one JSON object per step and a last ``{"summary": {...}}``; otherwise a
+progress line every few steps and a summary that names the energy convention.  Ctrl-C stops the run cleanly (checkpoint
 written, summary printed, exit code 130).  Exit codes: 0 done, 1 diverged, 2 invalid
 settings, 130 interrupted.
 """
@@ -16,79 +16,20 @@ import json
 import math
 import signal
 import sys
-from dataclasses import fields
 from typing import Any
 
-from nqs_core.settings import (
-    DTYPES,
-    EXCHANGES,
-    MODELS,
-    OPTIMIZERS,
-    SAMPLERS,
-    SCHEDULES,
-    SIGNS,
-    SR_SOLVERS,
-    RunSettings,
-)
+from nqs_core.presets import PRESETS, get_preset
+from nqs_core.settings import RunSettings, Setting, schema
 
-# Defaults of ``nqs run`` where they differ from RunSettings (none needed so far: RunSettings'
-# defaults converge the 4×4 Heisenberg model in well under a minute on 2 cores).
-CLI_DEFAULTS: dict[str, Any] = {}
 # at the end of a run, wait at most this long for the reference energy (DMRG may still be running)
 REFERENCE_TIMEOUT = 300.0
-
-CHOICES = {
-    "hamiltonian": ("heisenberg", "j1j2", "tfim"),
-    "lattice": ("chain", "square"),
-    "bc": ("periodic", "open"),
-    "model": MODELS,
-    "sign": SIGNS,
-    "dtype": DTYPES,
-    "optimizer": OPTIMIZERS,
-    "schedule": SCHEDULES,
-    "sampler": SAMPLERS,
-    "exchange": EXCHANGES,
-    "sr_solver": SR_SOLVERS,
-}
-
-HELP = {
-    "hamiltonian": "model Hamiltonian",
-    "lattice": "lattice kind",
-    "L": "linear size (sites of a chain, side of the square)",
-    "bc": "boundary conditions",
-    "J": "coupling J (Heisenberg, TFIM; default 1)",
-    "J1": "nearest-neighbour coupling of J1-J2 (default 1)",
-    "J2": "next-nearest-neighbour coupling of J1-J2 (default 0.5)",
-    "h": "transverse field of the TFIM (default 1)",
-    "model": "wavefunction",
-    "alpha": "RBM hidden-unit density",
-    "depth": "ConvNeXt blocks",
-    "features": "ConvNeXt features",
-    "patch": "ConvNeXt patch size",
-    "kernel": "ConvNeXt depthwise kernel size",
-    "sign": "sign prior multiplying the network",
-    "k": "momentum sector in units of π, e.g. 0 or 1 (chain), 0,0 (square); default: no projection",
-    "dtype": "parameter and network precision",
-    "optimizer": "optimizer",
-    "lr": "learning rate",
-    "schedule": "learning-rate schedule",
-    "diag_shift": "SR / MinSR diagonal shift λ",
-    "sr_solver": "SR linear solver",
-    "momentum": "momentum on the (natural-)gradient direction",
-    "sampler": "sampler",
-    "exchange": "Sᶻ-conserving exchange moves: between neighbours or any pair",
-    "samples": "samples per step",
-    "chains": "parallel Markov chains",
-    "sweep": "Metropolis sub-steps between samples (default: number of sites)",
-    "thermalization": "discarded sweeps per chain per step (default: samples per chain / 10)",
-    "steps": "optimisation steps (total, counting those of a resumed checkpoint)",
-    "eval_samples": "samples of the final evaluation (0: none)",
-    "seed": "random seed",
-    "steps_per_call": "VMC steps fused into one compiled call",
-    "time_budget": "stop the optimisation after this many seconds of wall time (default: no budget)",
-    "target_error": "stop once the relative error against the reference is below this (default: none)",
-    "target_v_score": "stop once the V-score is below this (default: none)",
-}
+EPILOG = (
+    "Exit codes: 0 done, 1 diverged, 2 invalid settings, 130 interrupted (Ctrl-C stops cleanly). "
+    "Environment: NQS_CACHE_DIR (compiled programs go to $NQS_CACHE_DIR/jax, default ~/.cache/nqs-lab/jax), "
+    "NQS_COMPILE_CACHE=0 (no persistent compilation cache), NQS_DISTRIBUTED=1 (jax.distributed.initialize(); "
+    "NQS_COORDINATOR_ADDRESS, NQS_NUM_PROCESSES, NQS_PROCESS_ID), XLA_FLAGS=--xla_force_host_platform_device_count=N "
+    "(N CPU devices). Chains are split over all visible devices."
+)
 
 
 def _k(text: str) -> tuple[float, ...]:
@@ -98,39 +39,28 @@ def _k(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"k must be numbers separated by commas (units of π); got {text!r}")
 
 
-def _flag_type(name: str, annotation: str) -> Any:
-    if name == "k":
-        return _k
-    if "int" in annotation:
-        return int
-    if "float" in annotation:
-        return float
-    return str
+FLAG_TYPES: dict[str, Any] = {"int": int, "float": float, "k": _k}
+
+
+def flag_kwargs(setting: Setting) -> dict[str, Any]:
+    """``add_argument`` keywords of one setting, all from the schema (help shows allowed values and default)."""
+    kwargs: dict[str, Any] = {"dest": setting.name, "default": argparse.SUPPRESS,
+                              "help": setting.help_text().replace("%", "%%")}
+    if setting.spec.choices is not None:
+        kwargs["choices"] = setting.spec.choices
+    else:
+        kwargs["type"] = FLAG_TYPES[setting.kind]
+        kwargs["metavar"] = "KX[,KY]" if setting.kind == "k" else setting.name.upper()
+    return kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunSettings field, plus --checkpoint, --resume, --json and output options."""
-    parser.epilog = (
-        "Exit codes: 0 done, 1 diverged, 2 invalid settings, 130 interrupted (Ctrl-C stops cleanly). "
-        "Environment: NQS_CACHE_DIR (compiled programs go to $NQS_CACHE_DIR/jax, default ~/.cache/nqs-lab/jax), "
-        "NQS_COMPILE_CACHE=0 (no persistent compilation cache), NQS_DISTRIBUTED=1 (jax.distributed.initialize(); "
-        "NQS_COORDINATOR_ADDRESS, NQS_NUM_PROCESSES, NQS_PROCESS_ID), XLA_FLAGS=--xla_force_host_platform_device_count=N "
-        "(N CPU devices). Chains are split over all visible devices."
-    )
-    defaults = RunSettings(**CLI_DEFAULTS)
-    for f in fields(RunSettings):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_text = HELP.get(f.name, f.name)
-        if default is not None:
-            help_text += f" (default: {','.join(f'{x:g}' for x in default) if f.name == 'k' else default})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        if f.name in CHOICES:
-            kwargs["choices"] = CHOICES[f.name]
-        else:
-            kwargs["type"] = _flag_type(f.name, str(f.type))
-            kwargs["metavar"] = "KX[,KY]" if f.name == "k" else f.name.upper()
-        parser.add_argument(flag, **kwargs)
+    """One flag per RunSettings field, plus --preset, --checkpoint, --resume, --json and output options."""
+    parser.epilog = EPILOG
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help="start from this preset's settings (nqs presets lists them); other flags override them")
+    for setting in schema().values():
+        parser.add_argument(setting.flag, **flag_kwargs(setting))
     parser.add_argument("--checkpoint", metavar="PATH", default=None,
                         help="write the run (parameters, optimizer and sampler state, history) to this file")
     parser.add_argument("--resume", metavar="PATH", default=None,
@@ -143,14 +73,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
-    """RunSettings from the explicit flags over the defaults (or the resumed checkpoint's settings)."""
-    explicit = {f.name: getattr(args, f.name) for f in fields(RunSettings) if hasattr(args, f.name)}
-    if getattr(args, "resume", None):
+    """RunSettings from the explicit flags over the defaults, the preset's or the resumed checkpoint's settings."""
+    explicit = {name: getattr(args, name) for name in schema() if hasattr(args, name)}
+    preset, resume = getattr(args, "preset", None), getattr(args, "resume", None)
+    if preset and resume:
+        raise ValueError("--preset and --resume both choose the starting settings; give one")
+    if resume:
         from nqs_core.checkpoint import load_checkpoint
 
-        base = RunSettings.from_dict(load_checkpoint(args.resume).settings)
+        base = RunSettings.from_dict(load_checkpoint(resume).settings)
     else:
-        base = RunSettings(**CLI_DEFAULTS)
+        base = get_preset(preset).settings() if preset else RunSettings()
     return base.replace(**explicit).validate()
 
 
@@ -158,8 +91,9 @@ def _fmt(x: float | None, spec: str) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
-def print_summary(s: dict[str, Any], out: Any = sys.stdout) -> None:
+def print_summary(s: dict[str, Any], out: Any = None) -> None:
     """The human-readable summary of a run."""
+    out = out or sys.stdout
     print("", file=out)
     if s.get("system"):
         print(s["system"], file=out)
@@ -204,22 +138,16 @@ def _print_sector(s: dict[str, Any], out: Any) -> None:
         print(";  ".join(parts), file=out)
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run VMC with the flags in ``args``; see the module docstring for exit codes."""
-    from nqs_core.devices import initialize_distributed
-
-    initialize_distributed()
-    settings = settings_from_args(args)
-
-    from nqs_core.driver import RunControl, RunEvent, json_safe, run
+def event_printer(args: argparse.Namespace, settings: RunSettings, started: list[bool]) -> Any:
+    """The run's callback: phases, the reference and step lines (JSON or readable); appends to
+    ``started`` once the steps run (a ValueError after that is a bug, not a setting)."""
+    from nqs_core.driver import json_safe
     from nqs_core.run_reference import reference_detail
 
     every = args.every or max(1, settings.steps // 30)
     t_steps: list[float] = []
 
-    started: list[bool] = []  # set once the steps run: a ValueError after that is a bug, not a setting
-
-    def on_event(event: RunEvent) -> None:
+    def on_event(event: Any) -> None:
         if event.kind == "phase" and event.phase == "running":
             started.append(True)
         if event.kind == "phase":
@@ -241,6 +169,20 @@ def main(args: argparse.Namespace) -> int:
                               f"var {r.variance:9.4f}  acc {r.acceptance:.2f}  R̂ {r.r_hat:.3f}  {rate:6.1f} it/s",
                               flush=True)
 
+    return on_event
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run VMC with the flags in ``args``; see the module docstring for exit codes."""
+    from nqs_core.devices import initialize_distributed
+
+    initialize_distributed()
+    settings = settings_from_args(args)
+
+    from nqs_core.driver import RunControl, json_safe, run
+
+    started: list[bool] = []
+    on_event = event_printer(args, settings, started)
     control = RunControl()
     previous = signal.getsignal(signal.SIGINT)
 
