@@ -1,5 +1,5 @@
 # The two commands of the README.  Both set up .venv first (fast when nothing changed).
-.PHONY: lab test test-fast setup
+.PHONY: lab test test-fast setup constraints
 
 PORT ?= 5006
 
@@ -18,3 +18,10 @@ test-fast:
 
 setup:
 	@scripts/bootstrap.sh --test
+
+# Refresh constraints.txt from .venv after upgrading a package in it (e.g. .venv/bin/pip install -U jax),
+# then run `make test` before committing the new file.
+constraints:
+	@scripts/bootstrap.sh --test
+	{ sed -n '1,2p' constraints.txt; .venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt

@@ -2,6 +2,7 @@
 # Set up the lab's environment in .venv at the repository root (idempotent and fast when re-run).
 #   scripts/bootstrap.sh          engine + app
 #   scripts/bootstrap.sh --test   also the test tools and Debian's Chromium for the browser tests
+# Every package is installed at the exact version of constraints.txt (refresh it with `make constraints`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -35,13 +36,16 @@ if [ ! -x .venv/bin/python ] || ! is_ok_python .venv/bin/python; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 
+# Exact versions from constraints.txt; the stamp holds a hash of pyproject.toml and constraints.txt,
+# so editing either (or switching to a commit that changes them) re-installs.
 extras=""
 stamp=.venv/.nqs-installed
 [ $want_test = 1 ] && { extras="[test]"; stamp=.venv/.nqs-installed-test; }
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "bootstrap: installing nqs-lab$extras into .venv"
-  .venv/bin/python -m pip install -q -e ".$extras"
-  touch "$stamp"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing nqs-lab$extras into .venv (versions from constraints.txt)"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".$extras"
+  echo "$want" > "$stamp"
 fi
 
 if [ $want_test = 1 ] && [ ! -x /usr/bin/chromium ]; then
