@@ -142,6 +142,10 @@ class ExactObserver:
     started before the model is built, together with a first (compiling) call of the network on
     the basis, so the run never waits for it.  ``due`` throttles the measurements: at most one per
     ``max(EXACT_MIN_INTERVAL, cost / EXACT_BUDGET)`` seconds, plus the last step.
+
+    ``cancel()`` (the driver calls it when the run ends, also when building the model raised) ends
+    the thread at its next stage: before ED, after ED, or while it waits for the model; the
+    Lanczos call itself is not interruptible (≤ ~1 s at ``MAX_EXACT_DIM`` on one core).
     """
 
     def __init__(self, settings: RunSettings, enabled: bool):
@@ -156,6 +160,7 @@ class ExactObserver:
         self._apply: Any = None
         self._thread: threading.Thread | None = None
         self._model_ready = threading.Event()
+        self._cancelled = threading.Event()
         self._warm_params: Any = None
         if enabled and self.reachable(settings) and jax.process_count() == 1:
             self._thread = threading.Thread(target=self._work, daemon=True, name="nqs-exact")
@@ -176,25 +181,40 @@ class ExactObserver:
         self._warm_params = params
         self._model_ready.set()
 
+    def cancel(self) -> None:
+        """Stop the background work at its next stage (no effect on a finished observer)."""
+        self._cancelled.set()
+        self._model_ready.set()  # wake a thread waiting for a model that will never come
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
     def _work(self) -> None:
         from nqs_core.basis import decode
+        from nqs_core.observables import log_psi_on_basis
         from nqs_core.references.ed import exact_diagonalization
         from nqs_core.vmc import build_problem
 
         try:
+            if self.cancelled:
+                return
             lattice, ham = build_problem(self.settings)
             k = tuple(self.settings.k) if self.settings.k is not None and lattice.pbc else None
             res = exact_diagonalization(ham, want_vector=True, k=k)
             configs = decode(res.codes, lattice.n_sites)
             self._model_ready.wait()
-            from nqs_core.observables import log_psi_on_basis
-
+            if self.cancelled:
+                return
             log_psi_on_basis(self._apply, self._warm_params, configs[: self.batch(len(configs))])  # compile
             self.configs, self.psi0 = configs, res.vector
             self.label = (f"ed ({momentum_label(self.settings.k)})" if k is not None else "ed") + \
                 f", {len(configs)} basis states"
         except Exception as err:  # the observer must never stop a run
             self.error = f"{type(err).__name__}: {err}"
+        finally:
+            if self.cancelled and self.psi0 is None and self.error is None:
+                self.error = "cancelled: the run ended before the exact state was ready"
 
     @staticmethod
     def batch(dim: int) -> int:
@@ -205,9 +225,15 @@ class ExactObserver:
         return self.psi0 is not None
 
     def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the exact state; True when it is ready."""
         if self._thread is not None and timeout > 0:
             self._thread.join(timeout)
         return self.ready
+
+    @property
+    def working(self) -> bool:
+        """Whether the background thread is still running."""
+        return self._thread is not None and self._thread.is_alive()
 
     def due(self, last_call: bool) -> bool:
         if not self.ready:
