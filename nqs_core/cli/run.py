@@ -5,8 +5,8 @@ generated from the settings schema (help, choices, bounds, defaults); flags left
 RunSettings' defaults, the ``--preset``'s settings, or, with ``--resume``, the checkpoint's.
 ``--json`` prints one JSON object per step and a last ``{"summary": {...}}``; otherwise a
 progress line every few steps and a summary that names the energy convention.  Ctrl-C stops the run cleanly (checkpoint
-written, summary printed, exit code 130).  Exit codes: 0 done, 1 diverged, 2 invalid
-settings, 130 interrupted.
+written, summary printed, exit code 130).  Exit codes: 0 done, 1 diverged or failed (the verdict
+of ``nqs_core.verdict``, reason on stderr), 2 invalid settings, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -111,6 +111,8 @@ def print_summary(s: dict[str, Any], out: Any = None) -> None:
           file=out)
     print(f"{s['parameters']} parameters;  {s['devices']} {s['device_kind']} device{'s' if s['devices'] != 1 else ''};"
           f"  {s['message']}" + (f";  checkpoint {s['checkpoint']}" if s.get("checkpoint") else ""), file=out)
+    if s.get("verdict"):
+        print(f"verdict: {s['verdict']}" + "".join(f"\n  - {w}" for w in s.get("warnings") or []), file=out)
 
 
 def _k_text(k: list[float] | None) -> str:
@@ -211,4 +213,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     if result.phase == "stopped":
         return 130
+    if result.verdict == "failed":
+        print(f"nqs run: failed: {result.summary['warnings'][0]}", file=sys.stderr)
+        return 1
     return 0
