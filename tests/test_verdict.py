@@ -115,3 +115,16 @@ def test_diverged_runs_fail_with_their_message_and_estimates_come_from_the_last_
     assert est.acceptance == 0.0 and est.energy == -2.0  # median of the last 10 steps
     assert Estimate.of({"energy": -2.5, "error": 0.01, "variance": 0.1, "acceptance": 0.4, "r_hat": 1.01},
                        history).acceptance == 0.4
+
+
+@pytest.mark.accuracy
+def test_the_cli_exit_message_names_the_failure(tmp_path, capsys):
+    """``nqs run`` on the frozen run: the summary prints the verdict, stderr the reason, exit code 1."""
+    from nqs_core.cli import main
+
+    ck = peaked_checkpoint(PEAKED, tmp_path / "peaked.npz")
+    code = main(["run", "--resume", str(ck), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "verdict: failed\n  - the chains stopped moving" in out
+    assert err.strip().splitlines()[-1].startswith("nqs run: failed: the chains stopped moving")
