@@ -286,7 +286,8 @@ class StoppingRules(Callback):
         e_ref = float(ref["energy"])
         rel = abs(w[0] - e_ref) / abs(e_ref)
         if rel <= target and w[1] <= target * abs(e_ref):
-            return "target_error", f"target relative error {target:g} reached ({rel:.2e} over the last {self.WINDOW} steps)"
+            return "target_error", (f"target relative error {target:g} reached "
+                                    f"({rel:.2e} over the last {self.WINDOW} steps)")
         return None
 
     def _target_v_score(self, ctx: RunContext, records: list[StepRecord]) -> tuple[str, str] | None:
