@@ -1,8 +1,7 @@
 """DMRG (TeNPy) in our conventions: against ED, closed forms and the Bethe ansatz; the background job."""
 
-import time
-
 import pytest
+from conftest import poll_until
 
 from nqs_core import make_hamiltonian, make_lattice
 from nqs_core.references import dmrg_job, reference
@@ -11,9 +10,7 @@ from nqs_core.references.dmrg import DMRGCancelled, DMRGJob, hamiltonian_spec, r
 from nqs_core.references.ed import exact_diagonalization
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # tests/conftest.py
 
 
 def test_dmrg_equals_ed_on_16_site_j1j2_chain():
@@ -45,10 +42,7 @@ def test_background_job_reports_progress_and_caches_its_result():
 
 def test_background_job_can_be_cancelled():
     job = DMRGJob(make_hamiltonian("heisenberg", make_lattice("chain", 96)))
-    deadline = time.monotonic() + 120
-    while job.progress is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert job.progress is not None, "no progress reported"
+    poll_until(lambda: None, lambda: job.progress is not None, 120, "DMRG progress")
     job.cancel()
     assert job.done()
     assert not job._process.is_alive()

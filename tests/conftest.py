@@ -1,0 +1,68 @@
+"""Helpers shared by the test files: polling a session until something holds, a private cache
+directory, and refusing any computation where a test expects a stored answer.
+
+Import the plain helpers with ``from conftest import poll_until`` (pytest puts tests/ on sys.path,
+as for ``_table_state``); the fixtures need no import.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+POLL_INTERVAL = 0.1  # the lab's periodic callback runs about 10 times a second
+
+
+def poll_until(step: Callable[[], Any], predicate: Callable[[], bool], timeout: float, what: str,
+               status: Callable[[], str] = lambda: "") -> None:
+    """Call ``step()`` (a tick, a drain) until ``predicate()`` holds; fail naming ``what`` after ``timeout`` s.
+
+    The timeout only guards against a hang: the tests assert what happened, never how long it took.
+    """
+    t_end = time.monotonic() + timeout
+    while True:
+        step()
+        if predicate():
+            return
+        if time.monotonic() > t_end:
+            pytest.fail(f"timed out after {timeout} s waiting for {what} {status()}".rstrip())
+        time.sleep(POLL_INTERVAL)  # a poll interval, not a wait for something not to happen
+
+
+def tick_until(lab: Any, predicate: Callable[[], bool], timeout: float, what: str,
+               each: Callable[[], Any] | None = None) -> None:
+    """Run the lab's periodic callback until ``predicate()`` holds, calling ``each()`` after every tick."""
+
+    def step() -> None:
+        lab.tick()
+        if each is not None:
+            each()
+
+    poll_until(step, predicate, timeout, what, status=lambda: f"({lab.runner.status_text()})")
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """NQS_CACHE_DIR in a fresh directory: references and compiled programs are computed, not found."""
+    monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def refuse_computing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ED and DMRG raise: an answer must come from the cache or the shipped table."""
+    import nqs_core.references as refs
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("computed a reference where a stored one was expected")
+
+    monkeypatch.setattr(refs, "exact_diagonalization", refuse)
+    monkeypatch.setattr(refs, "run_dmrg", refuse)
+
+
+@pytest.fixture
+def no_computing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the whole test: references come from the cache or the table (see refuse_computing)."""
+    refuse_computing(monkeypatch)
