@@ -40,7 +40,15 @@ log = logging.getLogger("nqs_lab.session")
 
 TICK_MS = 100
 LARGE_ROOT_PX = 21  # vs the browser's 16 px
-LARGE_PLOT_SCALE = 1.4
+# The large-font option, in the browser: a larger root font size, then a new layout of every figure
+# (BokehJS reads a figure's font size when it lays it out and paints; a root font change alone does
+# not make it paint again).  Bokeh.index.find_one_by_id and invalidate_layout are BokehJS's public API.
+LARGE_FONT_JS = f"""
+document.documentElement.style.fontSize = cb_obj.value ? '{LARGE_ROOT_PX}px' : '';
+for (const doc of Bokeh.documents)
+  for (const model of doc.all_models)
+    if (model.type && model.type.endsWith("Figure")) Bokeh.index.find_one_by_id(model.id)?.invalidate_layout();
+"""
 # the driver's extras for the app: 16 configurations per step (one per chain at most) for the
 # lattice, S(q) and sign pictures; a checkpoint every 2 s feeds the live per-configuration picture
 RUN_KWARGS = {"n_show": 16, "checkpoint_every": 2.0}
@@ -88,17 +96,12 @@ class Lab:
         self._build_buttons()
         self._build_export()
         self.large_font = pn.ui.Switch(label="Large fonts (projector)", value=False)
-        # Material UI sizes its text in rem: a larger root font size enlarges every label and control;
-        # Bokeh fonts are set on the figures (they do not follow the page typography)
-        self.large_font.jscallback(
-            value=f"document.documentElement.style.fontSize = cb_obj.value ? '{LARGE_ROOT_PX}px' : '';")
-        self.large_font.param.watch(self._on_large_font, "value")
+        # Material UI sizes its text in rem and the figures' text follows the root font size too
+        # (assets/lab.css): a larger root font size enlarges everything, in the browser alone
+        self.large_font.jscallback(value=LARGE_FONT_JS)
         self.server_line = pn.pane.HTML(self._server_text(), margin=(4, 8))
         self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
         self.page = self._build_page()
-        # a theme change re-applies Bokeh's theme to every figure (fonts included): scale them again
-        self._nudge = False
-        self.page.param.watch(self._on_theme, "dark_theme")
         self._reset_views(self._settings_or_default())
         self._refresh_controls()
         self._refresh_buttons()
@@ -476,26 +479,6 @@ class Lab:
         self._say(f"Loaded a {what} of {len(history)} steps ({filename}, {phase}). " + self._summary_text())
         self._set_status(f"loaded · step {len(history)} / {settings.steps}")
         self._refresh_buttons()
-
-    # ----- display ----------------------------------------------------------------------
-    def _on_large_font(self, event: Any) -> None:
-        self._apply_font_scale()
-
-    def _on_theme(self, event: Any) -> None:
-        """The browser re-applies the theme's figure fonts after a theme switch: send ours again,
-        now and once the new theme has been applied."""
-        log.info("theme of %s: dark=%s", self.runner.name, event.new)
-        self._apply_font_scale(retheme=True)
-        doc = self._doc
-        if doc is not None and getattr(doc, "session_context", None) is not None:
-            doc.add_timeout_callback(lambda: self._apply_font_scale(retheme=True), 800)
-
-    def _apply_font_scale(self, retheme: bool = False) -> None:
-        scale = LARGE_PLOT_SCALE if self.large_font.value else 1.0
-        if retheme:
-            self._nudge = not self._nudge
-        for view in self.views:
-            view.set_font_scale(scale, self._nudge)
 
     # ----- lifecycle --------------------------------------------------------------------
     def start_session(self) -> None:

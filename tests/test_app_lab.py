@@ -5,10 +5,10 @@ loading both the JSON and the checkpoint (.npz) back into a fresh session."""
 import csv
 import io
 import json
-import time
 
 import numpy as np
 import pytest
+from conftest import tick_until
 
 from app.export import load_run_file
 from app.lab import HISTORY_FIELDS, Lab, parse_run_json
@@ -17,25 +17,10 @@ TINY = dict(preset="custom", hamiltonian="heisenberg", lattice="chain", L=6, bc=
             sign="marshall", samples=64, chains=4, steps=15, dtype="float32")
 
 
-def tick_until(lab: Lab, predicate, timeout: float, what: str) -> None:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        lab.tick()
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}: {lab.runner.status_text()}")
-
-
 def run_to_end(lab: Lab, timeout: float = 180.0) -> None:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        lab.tick()
-        if not lab.runner.alive and lab.runner.phase in ("done", "stopped", "diverged", "error"):
-            lab.tick()
-            return
-        time.sleep(0.1)
-    pytest.fail(f"run did not end: {lab.runner.status_text()}")
+    ended = lambda: not lab.runner.alive and lab.runner.phase in ("done", "stopped", "diverged", "error")  # noqa: E731
+    tick_until(lab, ended, timeout, "the run to end")
+    lab.tick()
 
 
 def test_invalid_settings_are_refused_next_to_the_control():
@@ -108,7 +93,7 @@ def test_run_export_and_load_again(tmp_path):
     assert third.diagnostics.source.data["acceptance"] == lab.diagnostics.source.data["acceptance"]
     assert len(third.momentum.circle_source.data["re"]) == 15
     assert len(third.spins.frames) == 1 and third.spins.frames[0].shape == (4, 6)
-    assert len(third.sign.config_source.data["phase"]) == 4 and "loaded checkpoint" in third.sign.config_title.text
+    assert len(third.sign.config_source.data["phase"]) == 4 and "loaded checkpoint" in third.sign.config_title.object
     assert len(third.momentum.final_source.data["re"]) == 1 and len(third.momentum.sq_source.data["s"]) == 6
     # a checkpoint stores no reference: the session looks it up (Bethe ansatz for this chain)
     tick_until(third, lambda: third.reference is not None, 60, "the reference of the loaded checkpoint")
@@ -145,23 +130,30 @@ def test_sign_and_momentum_views_fill_during_a_run():
     assert len(lab.momentum.sq_source.data["s"]) == 6
     tick_until(lab, lambda: len(lab.sign.config_source.data["phase"]) > 0, 60, "the live sign picture")
     assert lab.runner.alive, "the picture must come while the run is going"
-    assert "checkpoint" in lab.sign.config_title.text and "agree with Marshall" in lab.sign.config_title.text
+    assert "checkpoint" in lab.sign.config_title.object and "agree with Marshall" in lab.sign.config_title.object
     lab._on_stop()
     tick_until(lab, lambda: not lab.runner.alive, 30, "the run to stop")
     lab.tick()
     assert lab.runner.phase == "stopped"
 
 
-def test_large_fonts_scale_the_figures_and_survive_a_theme_switch():
+def test_figure_text_is_relative_so_it_follows_the_page_font_size():
+    """Figure titles are HTML in rem; no text inside a figure has a fixed pixel size (the browser
+    scales em with the page's root font size, through every theme switch)."""
+    from bokeh.models import Axis, Label, Legend, Title
+
     lab = Lab()
-    title = lab.energy.fig.title
-    assert title.text_font_size == "13px"
-    lab.large_font.value = True
-    assert title.text_font_size == "18px" and lab.energy.ref_label.text_font_size == "17px"
-    lab.page.dark_theme = not lab.page.dark_theme  # the browser re-themes the figures: the sizes are sent again
-    assert title.text_font_size == "18.01px" and lab.momentum.circle_note.text_font_size == "17.01px"
-    lab.large_font.value = False
-    assert lab.spins.fig.title.text_font_size == "13.01px"
+    for view in lab.views:
+        for fig in view.figures:
+            assert not (fig.title and fig.title.text), fig.title.text
+            texts = [(m, a) for m in fig.select({"type": Axis}) for a in ("axis_label_text_font_size",
+                                                                       "major_label_text_font_size")]
+            texts += [(m, "text_font_size") for m in [*fig.select({"type": Label}), *fig.select({"type": Title})]
+                      if m.text]
+            texts += [(m, "label_text_font_size") for m in fig.select({"type": Legend})]
+            for model, attr in texts:
+                size = str(getattr(model, attr))
+                assert not size.endswith("px"), (view.title, type(model).__name__, attr, size)
 
 
 def test_status_numbers_stay_short_when_a_run_diverges():

@@ -114,7 +114,7 @@ def test_energy_view_backfills_relative_error_and_bounds_streams():
     assert view.n_points == 6 and len(view.rel_source.data["rel"]) == 0
     view.set_reference({"energy": -10.0, "method": "ed", "provenance": {"library": "scipy"}, "source": "cache"})
     assert view.rel_source.data["rel"] == pytest.approx([1.0 / (i + 1) / 10.0 for i in range(6)])
-    assert "ED" in view.ref_label.text and "scipy" in view.ref_label.text and "-10.000000" in view.ref_label.text
+    assert "ED" in view.ref_label.object and "scipy" in view.ref_label.object and "-10.000000" in view.ref_label.object
     assert view.ref_source.data["energy"] == [-10.0, -10.0]
     from app.views import common
 
@@ -159,4 +159,4 @@ def test_momentum_view_moves_the_latest_eigenvalue_and_marks_the_sector():
         z = 0.9 * np.exp(1j * np.pi * phase)
         view.update([_record(i, translation_eigenvalue=(z.real, z.imag))], [])
         assert view.latest_source.data["re"] == [pytest.approx(z.real)]
-    assert len(view.circle_source.data["re"]) == 3 and "k_x/π = +0.950" in view.circle_note.text
+    assert len(view.circle_source.data["re"]) == 3 and "k_x/π = +0.950" in view.circle_note.object

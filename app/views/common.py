@@ -1,64 +1,115 @@
-"""Shared pieces of the live views: figure factory, palette, font scaling, bounded streams.
+"""Shared pieces of the live views: figure factory, headings, palette, log ticks, bounded streams.
 
 Colours are the Okabe–Ito palette (distinguishable with colour-blindness, readable on light and
-dark backgrounds).  Bokeh axis fonts do not follow the page typography, so ``set_font_scale``
-changes them on the figures (the projector option).
+dark backgrounds).
+
+Text sizes follow the page's root font size (the large-font option changes only that, in the
+browser), through every theme switch, with nothing for the server to re-send:
+- figure titles and notes are HTML above the figure, sized in rem (BokehJS draws its own titles
+  and labels at a fixed 13 px base, whatever the page's font size);
+- axis, tick and legend text is sized in em by the page theme on every switch, and BokehJS takes
+  that em from the figure element's font size, which ``assets/lab.css`` ties to the root's.
 """
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
-from bokeh.models import ColumnDataSource, Label, LogTicker, Title
+import panel as pn
+from bokeh.models import ColumnDataSource, CustomJSTicker, CustomJSTickFormatter
 from bokeh.plotting import figure
 
 BLUE, ORANGE, GREEN, VERMILION, PURPLE, SKY, YELLOW, GREY = (
     "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#999999")
 SPIN_UP, SPIN_DOWN = "#E69F00", "#0072B2"
+TEXT, SMALL_TEXT = "0.95em", "0.85em"  # text drawn inside figures (legends, in-plot notes)
 ROLLOVER = 5000  # points kept per live stream: memory stays flat over any run length
 
-BASE_FONT = {"title": 13, "axis_label": 12, "ticks": 11, "legend": 11}
+# Log axes: at least three labelled ticks over any range.  1-2-5 (or finer) mantissas per decade
+# for a few decades, every k-th power of ten for many, nice linear steps inside one narrow decade.
+LOG_TICKS_JS = """
+const lo = Math.min(cb_data.start, cb_data.end), hi = Math.max(cb_data.start, cb_data.end);
+if (!(lo > 0) || !isFinite(hi) || !(hi > lo)) return [];
+const e0 = Math.floor(Math.log10(lo)), e1 = Math.ceil(Math.log10(hi));
+const inside = (t) => t >= lo * (1 - 1e-9) && t <= hi * (1 + 1e-9);
+if (e1 - e0 > 6) {
+  const k = Math.ceil((e1 - e0) / 6), out = [];
+  for (let e = e0; e <= e1; e += k) if (inside(10 ** e)) out.push(10 ** e);
+  return out;
+}
+for (const mant of [[1], [1, 3], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+  const out = [];
+  for (let e = e0; e <= e1; e++) for (const m of mant) if (inside(m * 10 ** e)) out.push(m * 10 ** e);
+  if (out.length >= 3 && out.length <= 9) return out;
+}
+const raw = (hi - lo) / 4, p = 10 ** Math.floor(Math.log10(raw));
+const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw) || raw, out = [];
+for (let t = Math.ceil(lo / step) * step; t <= hi * (1 + 1e-9); t += step) out.push(t);
+return out;
+"""
+LOG_LABEL_JS = """
+const a = Math.abs(tick);
+if (a === 0) return "0";
+return (a >= 1e-3 && a < 1e4) ? String(Number(tick.toPrecision(3))) : tick.toExponential(a.toExponential(1).includes(".0e") ? 0 : 1);
+"""
+
+def heading_pane(text: str) -> pn.pane.HTML:
+    """A figure title in HTML (rem: it follows the large-font option and the theme's text colour)."""
+    return pn.pane.HTML(html.escape(text), css_classes=["nqs-figure-title"], sizing_mode="stretch_width",
+                        styles={"font-size": "1.05rem", "font-weight": "600"}, margin=(8, 10, 0, 10))
+
+
+def caption_pane(text: str = "", color: str | None = None) -> pn.pane.HTML:
+    """A note under a figure title (rem), e.g. the reference's provenance."""
+    styles = {"font-size": "0.9rem"} | ({"color": color} if color else {})
+    return pn.pane.HTML(html.escape(text), sizing_mode="stretch_width", styles=styles, margin=(0, 10))
+
+
+def set_text(pane: pn.pane.HTML, text: str) -> None:
+    """Set the (escaped) text of a heading or caption pane."""
+    pane.object = html.escape(text)
 
 
 def make_figure(title: str, x_label: str, y_label: str, **kwargs: Any) -> figure:
-    """A responsive Bokeh figure with the lab's defaults."""
+    """A responsive Bokeh figure with the lab's defaults; its title is the HTML ``heading(fig)``."""
     opts: dict[str, Any] = dict(height=280, sizing_mode="stretch_width", tools="pan,wheel_zoom,box_zoom,reset,save",
-                                toolbar_location="right", title=title)
+                                toolbar_location="right")
     opts.update(kwargs)
     fig = figure(**opts)
     fig.xaxis.axis_label = x_label
     fig.yaxis.axis_label = y_label
     fig.toolbar.logo = None
     if opts.get("y_axis_type") == "log":
-        # Bokeh ticks a range of < 2 decades linearly: few ticks, else they crowd the top of the axis
-        fig.yaxis.ticker = LogTicker(desired_num_ticks=3)
-    set_font_scale(fig, 1.0)
+        fig.yaxis.ticker = CustomJSTicker(major_code=LOG_TICKS_JS)
+        fig.yaxis.formatter = CustomJSTickFormatter(code=LOG_LABEL_JS)
+    fig._nqs_heading = heading_pane(title)  # the lab's own attribute (Bokeh allows "_" names)
     return fig
 
 
-_BASE_SIZES: dict[str, float] = {}  # model id -> font size (px) at scale 1 of extra titles and labels
+def heading(fig: figure) -> pn.pane.HTML:
+    """The HTML title of a figure made by :func:`make_figure`."""
+    return fig._nqs_heading
 
 
-def set_font_scale(fig: figure, scale: float, nudge: bool = False) -> None:
-    """Scale title, axis labels, tick labels, legend and the extra titles / labels of a figure.
-
-    ``nudge`` adds 0.01 px so that the values differ from the last ones sent: a theme switch
-    re-applies the theme's fonts in the browser, and only a changed value is sent again.
-    """
-    eps = 0.01 if nudge else 0.0
-    px = {k: f"{round(v * scale) + eps:g}px" for k, v in BASE_FONT.items()}
-    fig.title.text_font_size = px["title"]
+def relative_text(fig: figure) -> None:
+    """Axis and legend text in em (the page theme's sizes), never the fixed px of Bokeh's defaults."""
     for axis in (*fig.xaxis, *fig.yaxis):
-        axis.axis_label_text_font_size = px["axis_label"]
-        axis.major_label_text_font_size = px["ticks"]
+        axis.axis_label_text_font_size, axis.major_label_text_font_size = "1em", "0.925em"
     for legend in fig.legend:
-        legend.label_text_font_size = px["legend"]
-    for model in [*fig.select({"type": Title}), *fig.select({"type": Label})]:
-        if model is fig.title:
-            continue
-        size = str(model.text_font_size or "12px")
-        base = _BASE_SIZES.setdefault(model.id, float(size[:-2]) if size.endswith("px") else 12.0)
-        model.text_font_size = f"{round(base * scale) + eps:g}px"
+        if str(legend.label_text_font_size).endswith("px"):
+            legend.label_text_font_size = TEXT
+
+
+def with_heading(fig: figure, *captions: Any, **bokeh_kwargs: Any) -> pn.Column:
+    """The figure under its title (and captions), as one block of a view."""
+    relative_text(fig)
+    if fig.sizing_mode == "stretch_width":
+        return pn.Column(heading(fig), *captions, pn.pane.Bokeh(fig, sizing_mode="stretch_width", **bokeh_kwargs),
+                         sizing_mode="stretch_width")
+    for pane in (heading(fig), *captions):  # text as wide as the fixed-size figure, wrapped
+        pane.param.update(sizing_mode="fixed", width=fig.width)
+    return pn.Column(heading(fig), *captions, pn.pane.Bokeh(fig, **bokeh_kwargs))
 
 
 def empty_like(source: ColumnDataSource) -> dict[str, list]:

@@ -7,8 +7,7 @@ from typing import Any
 import panel as pn
 from bokeh.models import ColumnDataSource, Range1d, Span
 
-from app.views.common import append, BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure, \
-    set_font_scale
+from app.views.common import with_heading, append, BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure
 
 
 class DiagnosticsView:
@@ -20,7 +19,7 @@ class DiagnosticsView:
                                    y_range=Range1d(0, 1.02))
         self.acc_fig.line("step", "acceptance", source=self.source, color=BLUE, line_width=2)
         self.rhat_fig = make_figure("Split-chain R̂ of E_loc (≈ 1 when chains agree)", "step", "R̂", height=220,
-                                    x_range=self.acc_fig.x_range)
+                                    x_range=self.acc_fig.x_range, y_axis_type="log")  # readable ticks from 1 to 1e16
         self.rhat_fig.line("step", "r_hat", source=self.source, color=ORANGE, line_width=2)
         self.rhat_fig.add_layout(Span(location=1.0, dimension="width", line_color=GREY, line_dash="dotted"))
         self.grad_fig = make_figure("Gradient norm", "step", "‖g‖", height=220, y_axis_type="log",
@@ -31,7 +30,7 @@ class DiagnosticsView:
         self.compile_text = pn.pane.HTML("compile time: –", styles={"font-size": "1rem"}, margin=(4, 10))
         self.figures = [self.acc_fig, self.rhat_fig, self.grad_fig, self.time_fig]
         self.panel = pn.Column(self.compile_text,
-                               pn.GridBox(*[pn.pane.Bokeh(f, sizing_mode="stretch_width") for f in self.figures],
+                               pn.GridBox(*[with_heading(f) for f in self.figures],
                                           ncols=2, sizing_mode="stretch_width"),
                                sizing_mode="stretch_width", name=self.title)
 
@@ -52,6 +51,3 @@ class DiagnosticsView:
         self.compile_text.object = "compile time: –" if seconds is None else \
             f"compile time (first call, including the first step): {seconds:.1f} s"
 
-    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
-        for fig in self.figures:
-            set_font_scale(fig, scale, nudge)

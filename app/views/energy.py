@@ -12,9 +12,14 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, Label, Span, Title
+from bokeh.models import ColumnDataSource, Label, Span
 
-from app.views.common import append, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, finite, make_figure, set_font_scale
+from app.views.common import TEXT, append, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, caption_pane, empty_like, finite, \
+    make_figure, set_text, with_heading
+
+# the energy axis names its convention (DESIGN.md §2): spin operators S = σ/2 or Pauli matrices
+AXIS_LABELS = {"heisenberg": "E / N  (J units, S = σ/2)", "j1j2": "E / N  (J1 units, S = σ/2)",
+               "tfim": "E / N  (J units, Pauli σ)"}
 
 
 def reference_energy(ref: dict | None) -> float | None:
@@ -92,7 +97,8 @@ class EnergyView:
         self._kept: deque[tuple[int, float]] = deque(maxlen=ROLLOVER)
         self.reference: dict | None = None
 
-        self.fig = make_figure("Energy E ± error", "step", "energy")
+        self.n_sites = 1
+        self.fig = make_figure("Energy per site E/N ± error", "step", AXIS_LABELS["heisenberg"])
         self.fig.varea("step", "lower", "upper", source=self.source, fill_color=BLUE, fill_alpha=0.25,
                        legend_label="± error")
         self.fig.line("step", "energy", source=self.source, color=BLUE, line_width=2, legend_label="E (VMC)")
@@ -101,17 +107,16 @@ class EnergyView:
                                       line_width=2, legend_label="reference")
         self.ref_span = Span(location=0.0, dimension="width", line_alpha=0.0, visible=False)
         self.total_steps = 1
-        self.ref_label = Title(text="reference: waiting…", text_color=VERMILION, text_font_size="12px",
-                               text_font_style="normal")
+        self.convention = caption_pane("")
+        self.ref_label = caption_pane("reference: looking it up…", color=VERMILION)
         self.fig.add_layout(self.ref_span)
-        self.fig.add_layout(self.ref_label, "above")
         self.fig.legend.location = "top_right"
 
         self.rel_fig = make_figure("Relative error |E − E_ref| / |E_ref|", "step", "relative error",
                                    y_axis_type="log", height=260, x_range=self.fig.x_range)
         self.rel_fig.line("step", "rel", source=self.rel_source, color=ORANGE, line_width=2)
         self.rel_waiting = Label(x=10, y=10, x_units="screen", y_units="screen", text="waiting for the reference…",
-                                 text_color=GREY, text_font_size="12px")
+                                 text_color=GREY, text_font_size=TEXT)
         self.rel_fig.add_layout(self.rel_waiting)
 
         self.var_fig = make_figure("Variance of the local energy", "step", "Var(E_loc)", y_axis_type="log",
@@ -119,20 +124,24 @@ class EnergyView:
         self.var_fig.line("step", "variance", source=self.var_source, color=BLUE, line_width=2)
 
         self.figures = [self.fig, self.rel_fig, self.var_fig]
-        self.panel = pn.Column(pn.pane.Bokeh(self.fig, sizing_mode="stretch_width"),
-                               pn.Row(pn.pane.Bokeh(self.rel_fig, sizing_mode="stretch_width"),
-                                      pn.pane.Bokeh(self.var_fig, sizing_mode="stretch_width"),
+        self.panel = pn.Column(with_heading(self.fig, self.convention, self.ref_label),
+                               pn.Row(with_heading(self.rel_fig), with_heading(self.var_fig),
                                       sizing_mode="stretch_width"),
                                sizing_mode="stretch_width", name=self.title)
 
-    def reset(self, total_steps: int = 1) -> None:
+    def reset(self, total_steps: int = 1, n_sites: int = 1, hamiltonian: str = "heisenberg",
+              convention: str = "") -> None:
+        """Empty the plots for a run of ``total_steps`` on ``n_sites`` (energies are drawn per site)."""
         self.total_steps = max(int(total_steps), 1)
+        self.n_sites = max(int(n_sites), 1)
+        self.fig.yaxis.axis_label = AXIS_LABELS.get(hamiltonian, "E / N")
+        set_text(self.convention, f"N = {self.n_sites} sites · {convention}" if convention else "")
         for src in (self.source, self.rel_source, self.var_source, self.ref_source):
             src.data = empty_like(src)
         self._kept.clear()
         self.reference = None
         self.ref_span.visible = False
-        self.ref_label.text = "reference: waiting…"
+        set_text(self.ref_label, "reference: looking it up…")
         self._set_legend("reference")
         self.rel_waiting.text = "waiting for the reference…"
         self.rel_waiting.visible = True
@@ -145,20 +154,20 @@ class EnergyView:
         """Progress of a reference computed in the background (DMRG), shown until it is ready."""
         if self.reference is not None and reference_energy(self.reference) is not None:
             return
-        self.ref_label.text = "reference: " + text
+        set_text(self.ref_label, "reference: " + text)
         self.rel_waiting.text = text
 
     def set_reference(self, ref: dict) -> None:
         self.reference = ref
         e = reference_energy(ref)
-        self.ref_label.text = "reference (dashed): " + reference_label(ref)
+        set_text(self.ref_label, "reference (dashed): " + reference_label(ref))
         prov = ref.get("provenance") if isinstance(ref.get("provenance"), dict) else {}
         method = str(ref.get("method") or "reference")
         self._set_legend(dmrg_name(prov) if method == "dmrg" else method_name(method))
         if e is None:
             self.rel_waiting.text = "no reference energy: " + str(ref.get("message") or ref.get("error") or "")
             return
-        self.ref_span.location = e
+        self.ref_span.location = e / self.n_sites
         self._draw_reference_line(e)
         self.rel_waiting.visible = False
         steps = [s for s, _ in self._kept]
@@ -168,6 +177,7 @@ class EnergyView:
         """The dashed line over the steps drawn so far (not all planned steps: a long run would
         squeeze the curve into the left edge), at least 10 steps wide."""
         last = self._kept[-1][0] if self._kept else 0
+        e = e / self.n_sites
         self.ref_source.data = dict(step=[0, max(last, min(10, self.total_steps - 1), 1)], energy=[e, e])
 
     def _set_legend(self, text: str) -> None:
@@ -186,11 +196,13 @@ class EnergyView:
         if not records:
             return
         steps = [int(r.step) for r in records]
-        energy = [finite(r.energy) for r in records]
-        error = [finite(r.error) for r in records]
-        append(self.source, dict(step=steps, energy=energy,
-                                lower=[e - d for e, d in zip(energy, error)],
-                                upper=[e + d for e, d in zip(energy, error)]), ROLLOVER)
+        energy = [finite(r.energy) for r in records]  # total energies (the relative error is the same per site)
+        n = self.n_sites
+        per_site = [e / n for e in energy]
+        error = [finite(r.error) / n for r in records]
+        append(self.source, dict(step=steps, energy=per_site,
+                                 lower=[e - d for e, d in zip(per_site, error)],
+                                 upper=[e + d for e, d in zip(per_site, error)]), ROLLOVER)
         append(self.var_source, dict(step=steps, variance=[finite(r.variance) for r in records]), ROLLOVER)
         self._kept.extend(zip(steps, energy))
         e = reference_energy(self.reference)
@@ -198,6 +210,3 @@ class EnergyView:
             self._draw_reference_line(e)
             append(self.rel_source, dict(step=steps, rel=[self._rel(v, e) for v in energy]), ROLLOVER)
 
-    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
-        for fig in self.figures:
-            set_font_scale(fig, scale, nudge)

@@ -12,7 +12,7 @@ import panel as pn
 from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d
 
 from app.ising import T_CRITICAL, IsingLattice
-from app.views.common import BLUE, ORANGE, SPIN_DOWN, SPIN_UP, make_figure, set_font_scale
+from app.views.common import heading, set_text, with_heading, BLUE, ORANGE, SPIN_DOWN, SPIN_UP, make_figure
 
 HISTORY = 600
 
@@ -50,7 +50,7 @@ class IsingView:
         self.panel = pn.Column(
             pn.Row(self.animate, self.reheat, self.size, self.sweeps_per_tick),
             self.temperature,
-            pn.Row(pn.pane.Bokeh(self.fig), pn.Column(pn.pane.Bokeh(self.obs_fig, sizing_mode="stretch_width"),
+            pn.Row(with_heading(self.fig), pn.Column(with_heading(self.obs_fig),
                                                       self.readout, sizing_mode="stretch_width"),
                    sizing_mode="stretch_width"),
             sizing_mode="stretch_width", name=self.title)
@@ -58,7 +58,7 @@ class IsingView:
 
     def _on_temperature(self, event) -> None:
         self.model.T = float(event.new)
-        self.fig.title.text = f"Metropolis at T = {event.new:.2f}"
+        set_text(heading(self.fig), f"Metropolis at T = {event.new:.2f}")
 
     def _on_size(self, event) -> None:
         self._restart(int(event.new))
@@ -86,6 +86,3 @@ class IsingView:
                                     e=[self.model.energy_per_site()]), rollover=HISTORY)
         self._draw()
 
-    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
-        for fig in self.figures:
-            set_font_scale(fig, scale, nudge)

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d, Title
+from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d
 from bokeh.palettes import Viridis256
 
-from app.views.common import append, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, make_figure, set_font_scale
+from app.views.common import SMALL_TEXT, append, caption_pane, set_text, with_heading, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, make_figure
 
 TRAIL = 300
 
@@ -42,8 +42,7 @@ class MomentumView:
                                   width=340, sizing_mode="fixed", tools="save", x_range=Range1d(-1.2, 1.2),
                                   y_range=Range1d(-1.2, 1.2))
         self.bz_fig.scatter("kx", "ky", source=self.bz_source, color="color", size="size", marker="square")
-        self.bz_note = Title(text="", text_color=ORANGE, text_font_size="12px", text_font_style="normal")
-        self.bz_fig.add_layout(self.bz_note, "above")
+        self.bz_note = caption_pane("", color=ORANGE)
 
         self.circle_source = ColumnDataSource(dict(re=[], im=[], step=[]))
         self.expected_source = ColumnDataSource(dict(re=[], im=[]))
@@ -65,11 +64,10 @@ class MomentumView:
                                 line_color="black", legend_label="final")
         legend = self.circle_fig.legend[0]
         legend.orientation = "horizontal"
-        legend.label_text_font_size = "11px"
+        legend.label_text_font_size = SMALL_TEXT
         legend.spacing = 4
         self.circle_fig.add_layout(legend, "below")
-        self.circle_note = Title(text="", text_color=GREY, text_font_size="12px", text_font_style="normal")
-        self.circle_fig.add_layout(self.circle_note, "above")
+        self.circle_note = caption_pane("")
 
         self.sq_mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
         self.sq_source = ColumnDataSource(dict(qx=[], qy=[], s=[], w=[], h=[]))
@@ -84,8 +82,10 @@ class MomentumView:
         self.coords = np.zeros((1, 1))
         self.L = 1
         self.figures = [self.bz_fig, self.circle_fig, self.sq_fig]
-        self.panel = pn.Row(pn.pane.Bokeh(self.bz_fig), pn.pane.Bokeh(self.circle_fig), pn.pane.Bokeh(self.sq_fig),
-                            name=self.title)
+        # a FlexBox wraps the fixed-size figures onto a second line where the main area is narrow
+        self.panel = pn.FlexBox(with_heading(self.bz_fig, self.bz_note), with_heading(self.circle_fig, self.circle_note),
+                                with_heading(self.sq_fig), flex_wrap="wrap", sizing_mode="stretch_width",
+                                name=self.title)
 
     def reset(self, coords: np.ndarray, L: int, momenta_over_pi: np.ndarray, k: tuple[float, ...] | None) -> None:
         self.coords, self.L = np.asarray(coords), L
@@ -112,14 +112,14 @@ class MomentumView:
         self.bz_fig.y_range.update(start=-1.2 if m.shape[1] > 1 else -0.5, end=1.2 if m.shape[1] > 1 else 0.5)
         self.sq_fig.y_range.update(start=-1.2 if m.shape[1] > 1 else -0.5, end=1.2 if m.shape[1] > 1 else 0.5)
         self.sq_fig.yaxis.axis_label = "qy / π" if m.shape[1] > 1 else ""
-        self.bz_note.text = ("sector k/π = " + ", ".join(f"{x:g}" for x in k)) if k is not None else \
+        self.bz_note.object = ("sector k/π = " + ", ".join(f"{x:g}" for x in k)) if k is not None else \
             "no momentum projection"
         if k is not None:
             self.expected_source.data = dict(re=[float(np.cos(np.pi * k[0]))], im=[float(np.sin(np.pi * k[0]))])
         else:
             self.expected_source.data = dict(re=[], im=[])
         periodic = bool(np.asarray(momenta_over_pi).shape[0] > 1)
-        self.circle_note.text = ("measured each step from that step's samples" if periodic else
+        self.circle_note.object = ("measured each step from that step's samples" if periodic else
                                  "open boundaries: no translation symmetry to measure")
 
     def update(self, records: list[Any], frames: list[np.ndarray]) -> None:
@@ -131,7 +131,7 @@ class MomentumView:
             append(self.circle_source, dict(re=re, im=im, step=[s for s, _ in pts]), TRAIL)
             self.latest_source.data = dict(re=[re[-1]], im=[im[-1]])
             angle = np.angle(re[-1] + 1j * im[-1]) / np.pi
-            self.circle_note.text = f"step {pts[-1][0]}: |⟨T_x⟩| = {abs(re[-1] + 1j * im[-1]):.3f}, " \
+            self.circle_note.object = f"step {pts[-1][0]}: |⟨T_x⟩| = {abs(re[-1] + 1j * im[-1]):.3f}, " \
                                     f"k_x/π = {angle:+.3f}"
         if frames:
             self._recent.extend(np.asarray(f) for f in frames)
@@ -140,7 +140,7 @@ class MomentumView:
     def show_final(self, value: complex, n_samples: int) -> None:
         """The translation eigenvalue of the final state (from ``n_samples`` chain configurations)."""
         self.final_source.data = dict(re=[value.real], im=[value.imag])
-        self.circle_note.text = (f"final ({n_samples} samples): |⟨T_x⟩| = {abs(value):.3f}, "
+        self.circle_note.object = (f"final ({n_samples} samples): |⟨T_x⟩| = {abs(value):.3f}, "
                                  f"k_x/π = {np.angle(value) / np.pi:+.3f}")
 
     def _draw_sq(self) -> None:
@@ -156,9 +156,6 @@ class MomentumView:
         self.sq_mapper.high = float(max(np.max(s), 1e-9))
         self.sq_source.data = dict(qx=qx.tolist(), qy=qy.tolist(), s=s.tolist(), w=w.tolist(), h=h.tolist())
 
-    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
-        for fig in self.figures:
-            set_font_scale(fig, scale, nudge)
 
 
 __all__ = ["MomentumView", "structure_factor", "ROLLOVER"]

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, Label, Range1d, Title
+from bokeh.models import ColumnDataSource, Label, Range1d
 
-from app.views.common import append, BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure, \
-    set_font_scale
+from app.views.common import TEXT, append, caption_pane, set_text, with_heading, BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure
 
 
 def marshall_sign(samples: np.ndarray, sublattice: np.ndarray) -> np.ndarray:
@@ -63,7 +62,7 @@ class SignView:
         self.fig.legend.location = "bottom_right"
         self.fig.legend.background_fill_alpha = 0.6
         self.note = Label(x=10, y=10, x_units="screen", y_units="screen", text="", text_color=GREY,
-                          text_font_size="12px")
+                          text_font_size=TEXT)
         self.fig.add_layout(self.note)
 
         self.config_source = ColumnDataSource(dict(index=[], phase=[], color=[], target=[]))
@@ -73,13 +72,11 @@ class SignView:
                                 legend_field="target")
         self.config_fig.legend.location = "top_right"
         self.config_note = Label(x=10, y=10, x_units="screen", y_units="screen", text=WAITING, text_color=GREY,
-                                 text_font_size="12px")
+                                 text_font_size=TEXT)
         self.config_fig.add_layout(self.config_note)
-        self.config_title = Title(text="", text_color=GREY, text_font_size="12px", text_font_style="normal")
-        self.config_fig.add_layout(self.config_title, "above")
+        self.config_title = caption_pane("")
         self.figures = [self.fig, self.config_fig]
-        self.panel = pn.Column(pn.pane.Bokeh(self.fig, sizing_mode="stretch_width"),
-                               pn.pane.Bokeh(self.config_fig, sizing_mode="stretch_width"),
+        self.panel = pn.Column(with_heading(self.fig), with_heading(self.config_fig, self.config_title),
                                sizing_mode="stretch_width", name=self.title)
 
     def reset(self, note: str = "") -> None:
@@ -87,7 +84,7 @@ class SignView:
             src.data = empty_like(src)
         self.note.text = note
         self.config_note.text = WAITING
-        self.config_title.text = ""
+        set_text(self.config_title, "")
 
     def note_if_empty(self) -> None:
         """Say so when the engine reported no per-step agreement for this run."""
@@ -124,12 +121,9 @@ class SignView:
         agree = np.mean(np.where(np.abs(phases) < 0.5, 1, -1) * target * np.sign(target[np.argmax(np.real(log_psi))])
                         > 0)
         self.config_note.text = ""
-        self.config_title.text = (f"{label} · " if label else "") + \
-            f"{len(order)} configurations · {100 * agree:.0f} % agree with {target_name}"
+        set_text(self.config_title, (f"{label} · " if label else "")
+                 + f"{len(order)} configurations · {100 * agree:.0f} % agree with {target_name}")
 
-    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
-        for fig in self.figures:
-            set_font_scale(fig, scale, nudge)
 
 
 __all__ = ["SignView", "marshall_sign", "relative_phases", "PURPLE"]

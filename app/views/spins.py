@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d
 
-from app.views.common import GREY, SPIN_DOWN, SPIN_UP, make_figure, set_font_scale
+from app.views.common import heading, set_text, with_heading, GREY, SPIN_DOWN, SPIN_UP, make_figure
 
 MAX_FRAMES = 400
 STRIP_ROWS = 96
@@ -71,7 +71,7 @@ class SpinsView:
         self.caption = pn.pane.HTML("", styles={"font-size": "0.95rem", "font-family": "monospace"}, margin=(4, 10))
         self.frame.param.watch(self._on_frame, "value")
         self.figures = [self.fig]
-        self.panel = pn.Column(pn.pane.Bokeh(self.fig), self.caption, self.player, self.follow,
+        self.panel = pn.Column(with_heading(self.fig), self.caption, self.player, self.follow,
                                sizing_mode="stretch_width", name=self.title)
 
     def reset(self, kind: str, L: int) -> None:
@@ -80,13 +80,14 @@ class SpinsView:
         self.source.data = dict(image=[np.full((1, 1), np.nan)], x=[0], y=[0], dw=[1], dh=[1])
         self.player.param.update(start=0, end=1, value=0, disabled=True)
         square = kind == "square"
-        self.fig.title.text = ("Sampled configurations (orange ↑, blue ↓)" if square else
-                               "Space–time strip of sampled chains (orange ↑, blue ↓)")
+        set_text(heading(self.fig), "Sampled configurations (orange ↑, blue ↓)" if square else
+                 "Space–time strip of sampled chains (orange ↑, blue ↓)")
         self.fig.xaxis.axis_label = "" if square else "sample (oldest → newest)"
         self.fig.yaxis.axis_label = "" if square else "site"
         self.fig.xaxis.visible = not square
         self.fig.yaxis.visible = not square
         self.fig.width, self.fig.height = (460, 440) if square else (760, 300)
+        heading(self.fig).width = self.fig.width
         self.caption.object = "no samples yet: press Run (or load a run)"
 
     def _draw(self, index: int) -> None:
@@ -125,8 +126,6 @@ class SpinsView:
                 self.frame.value = n - 1
                 self.follow.value = True
 
-    def set_font_scale(self, scale: float, nudge: bool = False) -> None:
-        set_font_scale(self.fig, scale, nudge)
 
 
 __all__ = ["SpinsView", "tile_image", "strip_image", "GREY"]

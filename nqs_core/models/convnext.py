@@ -30,27 +30,63 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
 from nqs_core.lattice import Lattice
-from nqs_core.models.symmetry import _project, log_sum_exp, marshall_momentum, phases, shift_permutation
+from nqs_core.models.log_cosh import log_cosh, sum_log_cosh  # noqa: F401  (log_cosh re-exported)
+from nqs_core.models.symmetry import log_sum_exp, marshall_momentum, phases, shift_permutation
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default
 
 
-def log_cosh(z: jnp.ndarray) -> jnp.ndarray:
-    """log cosh z for complex z, stable for large |Re z| (cosh is even: fold Re z ≥ 0)."""
-    z = jnp.where(z.real < 0, -z, z)
-    return z + jnp.log1p(jnp.exp(-2.0 * z)) - jnp.log(2.0).astype(z.real.dtype)
+def _expand(v: jnp.ndarray, ndim: int) -> jnp.ndarray:
+    """A per-channel vector (C,) shaped to broadcast against a channels-first (C, ...) array."""
+    return v.reshape(v.shape + (1,) * (ndim - 1))
+
+
+class ChannelDense(nn.Module):
+    """``flax.linen.Dense`` (same parameter names, shapes and initialisers) acting on axis 0 of a
+    channels-first array (C_in, ...) → (C_out, ...)."""
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Any = nn.initializers.lecun_normal()
+    param_dtype: Any = jnp.float64
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[0], self.features), self.param_dtype)
+        y = jnp.einsum("io,i...->o...", kernel, x)
+        if self.use_bias:
+            y = y + _expand(self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype), y.ndim)
+        return y
+
+
+class ChannelNorm(nn.Module):
+    """``flax.linen.LayerNorm`` over axis 0 of a channels-first array (same parameters):
+    (x − mean)/√(var + ε)·scale + bias, mean and var over the channels."""
+
+    param_dtype: Any = jnp.float64
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        c = x.shape[0]
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        xc = x - jnp.mean(x, axis=0, keepdims=True)
+        inv = jax.lax.rsqrt(jnp.mean(xc * xc, axis=0, keepdims=True) + LAYER_NORM_EPS)
+        return xc * inv * _expand(scale, x.ndim) + _expand(bias, x.ndim)
 
 
 class DepthwiseConv(nn.Module):
     """Depthwise convolution over the patch grid: out_r^μ = b^μ + Σ_j w_j^μ h_{r+j−c}^μ, j ∈ {0..k−1}^d,
     c = (k−1)//2 per axis (Flax "SAME" alignment).  Circular: indices wrap (commutes with patch
-    translations); otherwise zero-padded.  Written as a sum of shifted copies: on CPU this is much
-    faster than XLA's grouped convolution, and its gradient too."""
+    translations); otherwise zero-padded.  Channels-first input (F, *grid, ...); written as a sum of
+    shifted copies (on CPU much faster than XLA's grouped convolution, and its gradient too)."""
 
     features: int
     kernel: int
@@ -59,23 +95,23 @@ class DepthwiseConv(nn.Module):
     param_dtype: Any = jnp.float64
 
     @nn.compact
-    def __call__(self, h: jnp.ndarray) -> jnp.ndarray:  # h: (B, *grid, F)
+    def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
         k, d = self.kernel, self.dim
         init = nn.initializers.normal(1.0 / np.sqrt(k**d))
         w = self.param("kernel", init, (k,) * d + (self.features,), self.param_dtype)
         b = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         c = (k - 1) // 2
         axes = tuple(range(1, 1 + d))
+        grid = h.shape[1:1 + d]
         if not self.circular:
-            pad = [(0, 0)] + [(c, k - 1 - c)] * d + [(0, 0)]
-            hp = jnp.pad(h, pad)
-        out = b
+            hp = jnp.pad(h, [(0, 0)] + [(c, k - 1 - c)] * d + [(0, 0)] * (h.ndim - 1 - d))
+        out = _expand(b, h.ndim)
         for j in np.ndindex(*(k,) * d):
             if self.circular:
                 shifted = jnp.roll(h, tuple(c - o for o in j), axis=axes)
             else:
-                shifted = hp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(j, h.shape[1:1 + d]))]
-            out = out + w[j] * shifted
+                shifted = hp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(j, grid))]
+            out = out + _expand(w[j], h.ndim) * shifted
         return out
 
 
@@ -143,64 +179,86 @@ class ConvNeXt(nn.Module):
             raise ValueError(f"param_dtype must be float32 or float64; got {self.param_dtype!r}")
         self.lattice.momentum_index(self.k)
 
+    def gather_index(self, shifts: np.ndarray) -> np.ndarray:
+        """(s^d, *grid, U) site indices: entry [x, r, u] is the site whose spin is site x of patch r
+        in shift(σ, u_u), so ``σᵀ[index]`` is every shifted configuration cut into patches at once."""
+        s, L, g = self.patch, self.lattice.L, self.lattice.L // self.patch
+        if self.lattice.dim == 1:
+            site = (np.arange(g)[None, :] * s + np.arange(s)[:, None])  # [x, p]
+        else:  # site = x + L*y, y = p_y s + u_y, x = p_x s + u_x; in-patch index u_y s + u_x
+            site = np.arange(L * L).reshape(g, s, g, s).transpose(1, 3, 0, 2).reshape(s * s, g, g)
+        perms = np.stack([shift_permutation(self.lattice, u) for u in shifts])  # (U, N)
+        return np.moveaxis(perms[:, site], 0, -1).astype(np.int32)
+
     # ----- layers -----------------------------------------------------------------------
     def setup(self) -> None:
         self.check()
         d, F, dt = self.lattice.dim, self.features, self.param_dtype
-        kw = dict(dtype=dt, param_dtype=dt)
-        self.embed = nn.Dense(F, use_bias=False, name="patch_embedding", **kw)
+        self.embed = ChannelDense(F, use_bias=False, param_dtype=dt, name="patch_embedding")
         self.convs = [DepthwiseConv(F, self.kernel, d, self.lattice.pbc, dt, name=f"dwconv_{i}")
                       for i in range(self.depth)]
-        self.norms = [nn.LayerNorm(name=f"norm_{i}", **kw) for i in range(self.depth)]
-        self.ups = [nn.Dense(self.expansion * F, name=f"expand_{i}", **kw) for i in range(self.depth)]
-        self.downs = [nn.Dense(F, name=f"contract_{i}", **kw) for i in range(self.depth)]
-        self.final_norm = nn.LayerNorm(name="final_norm", **kw)
+        self.norms = [ChannelNorm(dt, name=f"norm_{i}") for i in range(self.depth)]
+        self.ups = [ChannelDense(self.expansion * F, param_dtype=dt, name=f"expand_{i}") for i in range(self.depth)]
+        self.downs = [ChannelDense(F, param_dtype=dt, name=f"contract_{i}") for i in range(self.depth)]
+        self.final_norm = ChannelNorm(dt, name="final_norm")
         # small readout weights: log Ψ starts nearly flat (the default scale gives |Ψ| spread over
         # ~e^30 on 16 sites, and Metropolis chains then stall)
-        self.readout = nn.Dense(2 * F, name="readout", kernel_init=nn.initializers.normal(0.1 / np.sqrt(F)),
-                                **kw)  # [Re z, Im z]
+        self.readout = ChannelDense(2 * F, kernel_init=nn.initializers.normal(0.1 / np.sqrt(F)), param_dtype=dt,
+                                    name="readout")  # [Re z, Im z]
         # patch-level visible bias: log φ += Σ_r Σ_x (a_x + i b_x) σ_{r,x}; with b_x = ±π/2 on the
         # A sites of a patch it is exactly the Marshall sign e^{iπ N↑_A} (up to a global phase)
         self.visible = self.param("visible_bias", nn.initializers.normal(0.1), (self.patch**d, 2), dt)
         if self.has_momentum_head():
-            self.momentum_head = nn.Dense(2, name="momentum_head", kernel_init=nn.initializers.normal(1.0 / np.sqrt(F)), **kw)
+            self.momentum_head = ChannelDense(2, kernel_init=nn.initializers.normal(1.0 / np.sqrt(F)), param_dtype=dt,
+                                              name="momentum_head")
 
-    # ----- forward ----------------------------------------------------------------------
-    def patches(self, sigma: jnp.ndarray) -> jnp.ndarray:
-        """(B, N) → (B, *grid, s^d): the sites of each patch (grid axes (p,) or (p_y, p_x))."""
-        b, s, L = sigma.shape[0], self.patch, self.lattice.L
-        if self.lattice.dim == 1:
-            return sigma.reshape(b, L // s, s)
-        x = sigma.reshape(b, L // s, s, L // s, s)  # site = x + L*y → [b, p_y, u_y, p_x, u_x]
-        return x.transpose(0, 1, 3, 2, 4).reshape(b, L // s, L // s, s * s)
+    # ----- forward (channels first: the batch is the minor axis, so every layer vectorises over it)
+    def _patches(self, sigma: jnp.ndarray, shifts: np.ndarray) -> jnp.ndarray:
+        """(B, N) → (s^d, *grid, U, B): the patches of every shifted configuration shift(σ, u)."""
+        x = jnp.asarray(sigma).astype(self.param_dtype).T
+        return x[jnp.asarray(self.gather_index(shifts))]
 
-    def encode(self, sigma: jnp.ndarray) -> jnp.ndarray:
-        """Patch embedding and residual blocks: (B, N) → (B, *grid, F), equivariant under patch shifts."""
-        h = self.embed(self.patches(jnp.asarray(sigma).astype(self.param_dtype)))
+    def _encode(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Patch embedding and residual blocks on channels-first patches: (s^d, *grid, ...) → (F, *grid, ...)."""
+        h = self.embed(x)
         for conv, norm, up, down in zip(self.convs, self.norms, self.ups, self.downs):
             h = h + down(nn.gelu(up(norm(conv(h)))))
         return h
 
-    def log_amplitude(self, sigma: jnp.ndarray) -> jnp.ndarray:
-        """log φ_k(σ): the readout before the intra-patch projection, (B,) complex."""
-        x = self.patches(jnp.asarray(sigma).astype(self.param_dtype))
-        linear = jnp.einsum("b...x,xc->bc", x, self.visible)
-        h = self.final_norm(self.encode(sigma))
-        h = h.reshape(h.shape[0], -1, h.shape[-1])  # (B, P, F)
-        re, im = jnp.split(self.readout(jnp.sum(h, axis=1)), 2, axis=-1)
-        out = jnp.sum(log_cosh(re + 1j * im), axis=-1) + linear[:, 0] + 1j * linear[:, 1]
+    def _log_amplitudes(self, x: jnp.ndarray) -> jnp.ndarray:
+        """log φ_k for channels-first patches x (s^d, *grid, U, B): the readout, (U, B) complex."""
+        d = self.lattice.dim
+        grid_axes = tuple(range(1, 1 + d))
+        h = self.final_norm(self._encode(x))  # (F, *grid, U, B)
+        z = self.readout(jnp.sum(h, axis=grid_axes))  # (2F, U, B)
+        F = self.features
+        z = jax.lax.complex(z[:F], z[F:])
+        linear = jnp.einsum("xc,xub->cub", self.visible, jnp.sum(x, axis=grid_axes))
+        out = sum_log_cosh(jnp.moveaxis(z, 0, -1)) + jax.lax.complex(linear[0], linear[1])
         if self.has_momentum_head():
-            c = self.momentum_head(h)
-            terms = c[..., 0] + 1j * (c[..., 1] + jnp.asarray(self.patch_phases(), dtype=c.dtype))
-            out = out + log_sum_exp(terms, axis=1)
+            c = self.momentum_head(h)  # (2, *grid, U, B)
+            ph = jnp.asarray(self.patch_phases().reshape(self.grid + (1, 1)), dtype=c.dtype)
+            terms = jax.lax.complex(c[0], c[1] + ph)
+            out = out + log_sum_exp(terms.reshape(-1, *terms.shape[d:]), axis=0)
         return out
 
+    def encode(self, sigma: jnp.ndarray) -> jnp.ndarray:
+        """Patch embedding and residual blocks: (B, N) → (B, *grid, F), equivariant under patch shifts."""
+        h = self._encode(self._patches(sigma, np.zeros((1, self.lattice.dim), np.int32)))[..., 0, :]
+        return jnp.moveaxis(h, (0, h.ndim - 1), (h.ndim - 1, 0))
+
+    def log_amplitude(self, sigma: jnp.ndarray) -> jnp.ndarray:
+        """log φ_k(σ): the readout before the intra-patch projection, (B,) complex."""
+        return self._log_amplitudes(self._patches(sigma, np.zeros((1, self.lattice.dim), np.int32)))[0]
+
     def __call__(self, sigma: jnp.ndarray) -> jnp.ndarray:
+        """Ψ^(k)(σ) = (1/s^d) Σ_u e^{−ik·u} φ_k(shift(σ, u)): all shifts in one channels-first pass."""
         shifts = self.intra_patch_shifts()
+        out = self._log_amplitudes(self._patches(sigma, shifts))  # (U, B)
         if len(shifts) == 1:
-            return self.log_amplitude(sigma)
-        perms = np.stack([shift_permutation(self.lattice, u) for u in shifts])
-        return _project(self.log_amplitude, sigma, perms, phases(self.lattice, shifts, self.k))
+            return out[0]
+        ph = jnp.asarray(phases(self.lattice, shifts, self.k), dtype=out.real.dtype)
+        return log_sum_exp(out + 1j * ph[:, None], axis=0) - float(np.log(len(shifts)))
 
 
 def from_settings(settings: Any, lattice: Lattice) -> nn.Module:

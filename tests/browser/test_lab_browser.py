@@ -32,19 +32,6 @@ COUNT_POINTS = """
 """
 
 
-TITLES = """
-() => {
-  const out = [];
-  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
-    for (const m of doc._all_models.values()) {
-      if (m.type === "Title" || (m.constructor && m.constructor.__name__ === "Title")) out.push(String(m.text));
-    }
-  }
-  return out.join("\\n");
-}
-"""
-
-
 def status(page) -> str:
     return page.locator(".nqs-status").first.inner_text()
 
@@ -304,13 +291,12 @@ def test_dmrg_reference_computed_in_the_background(open_lab, screenshots):
     wait_for(lambda: "/ 100000" in status(page), 15, "the edited step count")
     button(page, "Run").click()
     show_tab(page, "Energy", settle=0.2)
-    # the progress and the label are figure titles (drawn on the canvas): read them from the document
-    wait_for(lambda: "DMRG (TeNPy) running in the background: stage" in page.evaluate(TITLES), 90,
-             "the DMRG progress in the energy view")
+    # the progress and the label are captions under the energy figure's title
+    page.get_by_text("DMRG (TeNPy) running in the background: stage").first.wait_for(timeout=90_000)
     time.sleep(1.0)
     page.screenshot(path=str(screenshots / "17-dmrg-progress.png"))
-    wait_for(lambda: re.search(r"reference \(dashed\): DMRG \(TeNPy [0-9.]+, χ=\d+\)", page.evaluate(TITLES)),
-             DMRG_TIMEOUT_S, "the DMRG reference line")
+    page.get_by_text(re.compile(r"reference \(dashed\): DMRG \(TeNPy [0-9.]+, χ=\d+\)")).first.wait_for(
+        timeout=DMRG_TIMEOUT_S * 1000)
     time.sleep(1.0)
     page.screenshot(path=str(screenshots / "18-dmrg-reference.png"))
     button(page, "Stop").click()

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser.test_lab_browser import button, set_field, status, step_of, wait_for
+from tests.browser.test_lab_browser import button, set_field, show_tab, status, step_of, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -124,4 +124,66 @@ def test_4_every_bad_input_is_refused_next_to_its_field(open_lab, lab_server, sc
     page.get_by_text("even number of sites").first.wait_for(state="detached", timeout=10_000)
     assert step_of(page) == (0, 100) and not button(page, "Run").is_disabled()
     assert lab_server.log().count("Traceback") == tracebacks, lab_server.log()[-3000:]
+    assert console.errors == [], console.errors
+
+
+# the size (px) BokehJS draws each visible figure's tick labels at: their em size times the
+# figure's base font size (PlotView.base_font_size, read when it paints), and its background
+FIGURE_FONTS = """
+() => {
+  const out = [];
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+    for (const m of doc.all_models) {
+      if (!m.type || !m.type.endsWith("Figure")) continue;
+      const view = window.Bokeh.index.find_one_by_id(m.id);
+      if (!view || !view.el.isConnected || view.el.offsetParent === null) continue;  // a hidden tab
+      const base = view.base_font_size;
+      const px = (s) => String(s).endsWith("em") ? parseFloat(s) * base : parseFloat(s);
+      const axes = [...m.left, ...m.below].filter((a) => a.type && a.type.endsWith("Axis"));
+      out.push({ticks: Math.min(...axes.map((a) => px(a.major_label_text_font_size))),
+                background: String(m.background_fill_color)});
+    }
+  }
+  return out;
+}
+"""
+HEADINGS_PX = "els => els.filter(e => e.offsetParent !== null).map(e => parseFloat(getComputedStyle(e).fontSize))"
+
+
+def figure_fonts(page) -> list[dict]:
+    """Per visible figure: its title's size (HTML heading) and its tick labels' size, in px."""
+    titles = page.locator(".nqs-figure-title").evaluate_all(HEADINGS_PX)
+    figs = page.evaluate(FIGURE_FONTS)
+    assert len(titles) == len(figs), (titles, figs)
+    return [dict(f, title=t) for f, t in zip(figs, titles)]
+
+
+def toggle_theme(page) -> None:
+    before = figure_fonts(page)[0]["background"]
+    page.get_by_role("button", name=re.compile("dark|theme", re.I)).first.click()
+    wait_for(lambda: figure_fonts(page)[0]["background"] != before, 10, "the figures to take the new theme")
+
+
+@pytest.mark.parametrize("size", [(1920, 1080)])
+def test_2_figure_fonts_follow_large_fonts_through_theme_switches(open_lab, size, screenshots):
+    """Item 2: dark → large fonts → light (and Reset): every figure keeps the large size; no figure
+    text is smaller than 13 px at normal size."""
+    page, console = open_lab(viewport=size)
+    show_tab(page, "Energy", settle=0.5)
+    small = figure_fonts(page)
+    assert len(small) == 3 and min(f["ticks"] for f in small) >= 13, small
+    toggle_theme(page)
+    page.get_by_label("Large fonts (projector)").first.click()
+    wait_for(lambda: page.evaluate("getComputedStyle(document.documentElement).fontSize") == "21px", 10,
+             "the larger root font")
+    large = figure_fonts(page)
+    for s, g in zip(small, large):
+        assert g["title"] >= 1.25 * s["title"] and g["ticks"] >= 1.25 * s["ticks"], (s, g)
+    toggle_theme(page)
+    assert [(f["title"], f["ticks"]) for f in figure_fonts(page)] == [(f["title"], f["ticks"]) for f in large]
+    button(page, "Reset").click()
+    show_tab(page, "Diagnostics", settle=0.5)
+    diag = figure_fonts(page)
+    assert len(diag) == 4 and min(f["ticks"] for f in diag) >= 1.25 * 13, diag
+    page.screenshot(path=str(screenshots / "21-large-fonts-after-theme-switches.png"))
     assert console.errors == [], console.errors
