@@ -1,11 +1,11 @@
-"""The talk presets converge visibly in about a minute on 2 shared cores (engine, headless).
+"""The talk presets converge (engine, headless).
 
 Each preset runs as the app runs it (``nqs_core.driver.run``); the final energy must be within
 the stated relative error of the exact reference (closed form or ED), and the 18-site chain must
 sit at k = π (translation eigenvalue −1).  Measured 2026-11-25 under load ≈ 5 (README "The lab").
+Their wall time (about a minute each on 2 shared cores) is checked by benchmarks/talk_presets.py,
+not here: a test asserts what happened, not how long it took on a loaded machine.
 """
-
-import time
 
 import numpy as np
 import pytest
@@ -17,13 +17,13 @@ from nqs_core.run_reference import find_reference
 
 pytestmark = [pytest.mark.accuracy, pytest.mark.timeout(900)]
 
-# preset -> (relative error reached at the end, wall-time budget in s on 2 loaded cores)
+# preset -> relative error reached at the end
 BOUNDS = {
-    "heisenberg-4x4": (1e-2, 60),
-    "j1j2-no-sign": (3e-2, 150),
-    "j1j2-marshall": (2e-2, 150),
-    "chain-18-k-pi": (3e-3, 150),
-    "tfim-critical": (1e-3, 60),
+    "heisenberg-4x4": 1e-2,
+    "j1j2-no-sign": 3e-2,
+    "j1j2-marshall": 2e-2,
+    "chain-18-k-pi": 3e-3,
+    "tfim-critical": 1e-3,
 }
 TALK = [p.name for p in presets("talk")]
 
@@ -33,17 +33,13 @@ def test_every_talk_preset_has_a_bound():
 
 
 @pytest.mark.parametrize("name", TALK)
-def test_preset_converges_in_its_time(name):
+def test_preset_converges(name):
     settings = LabSettings(preset=name).to_run_settings()
     ref = find_reference(settings, compute_dmrg=False)
     assert ref is not None and ref["method"].split()[0] in ("exact", "ed")
-    t0 = time.monotonic()
     result = run(settings, reference=False)
-    wall = time.monotonic() - t0
-    rel_tol, budget = BOUNDS[name]
     rel = abs(result.summary["final_energy"] - ref["energy"]) / abs(ref["energy"])
-    assert result.phase == "done" and rel < rel_tol, (rel, result.summary["final_energy"], ref["energy"])
-    assert wall < budget, wall
+    assert result.phase == "done" and rel < BOUNDS[name], (rel, result.summary["final_energy"], ref["energy"])
     if settings.k is not None:  # the projected sector is the measured one: e^{iπ} = −1
         z = complex(*result.history[-1].translation_eigenvalue)
         assert abs(z - np.exp(1j * np.pi * settings.k[0])) < 1e-6
