@@ -93,36 +93,47 @@ class Hamiltonian:
             return self.lattice.n_sites if self.h != 0 else 0
         return len(self.exchange_bonds[0])
 
-    # ----- the jittable kernel ----------------------------------------------------------
-    def connected(self, sigma: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-        """For σ of shape (B, N) with entries ±1, return (diag (B,), σ' (B, M, N), mels (B, M)).
+    @cached_property
+    def flip_sites(self) -> np.ndarray:
+        """(M, K) int32: connected configuration m is σ with the spins at ``flip_sites[m]`` flipped
+        (where its matrix element is nonzero): the two ends of bond m for the S·S terms (a swap of
+        unequal spins), site m for the TFIM field.  M = ``max_conn``."""
+        if self.name == "tfim":
+            return np.arange(self.lattice.n_sites, dtype=np.int32)[:, None][: self.max_conn]
+        return np.asarray(self.exchange_bonds[0], dtype=np.int32).reshape(-1, 2)
 
-        Pure and shape-static (M = ``max_conn``); safe inside ``jax.jit``.  Matrix elements are
-        float64 (the Hamiltonians are real); σ' has σ's dtype.
-        """
-        sigma = jnp.asarray(sigma)
-        s = sigma.astype(jnp.float64)
-        n = self.lattice.n_sites
+    @cached_property
+    def flip_signs(self) -> np.ndarray:
+        """(M, N) int8: −1 at the sites connected configuration m flips, +1 elsewhere."""
+        out = np.ones((self.max_conn, self.lattice.n_sites), np.int8)
+        out[np.arange(self.max_conn)[:, None], self.flip_sites] = -1
+        return out
+
+    # ----- the jittable kernels ---------------------------------------------------------
+    def matrix_elements(self, sigma: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(diag (B,), mels (B, M)) float64 for σ (B, N) with entries ±1: H_σσ and H_σσ'_m, where
+        σ'_m = σ · ``flip_signs[m]``; mels_m = 0 where that configuration is not connected (a bond
+        of equal spins).  Pure and shape-static; safe inside ``jax.jit``."""
+        s = jnp.asarray(sigma).astype(jnp.float64)
         if self.name == "tfim":
             b = self.lattice.bonds
             diag = -self.J * jnp.sum(s[:, b[:, 0]] * s[:, b[:, 1]], axis=1)
-            if self.max_conn == 0:
-                return diag, sigma[:, None, :][:, :0], jnp.zeros((sigma.shape[0], 0))
-            flips = jnp.asarray(1 - 2 * np.eye(n), dtype=sigma.dtype)  # (M=N, N)
-            sigma_p = sigma[:, None, :] * flips[None]
-            mels = jnp.full((sigma.shape[0], n), -self.h, dtype=jnp.float64)
-            return diag, sigma_p, mels
+            return diag, jnp.full((s.shape[0], self.max_conn), -self.h, dtype=jnp.float64)
         bonds, coup = self.exchange_bonds
-        coup = jnp.asarray(coup)
         si, sj = s[:, bonds[:, 0]], s[:, bonds[:, 1]]  # (B, nb)
-        diag = jnp.sum(0.25 * coup * si * sj, axis=1)
-        differ = si != sj
-        pair = np.zeros((len(bonds), n), dtype=np.int8)
-        pair[np.arange(len(bonds)), bonds[:, 0]] = 1
-        pair[np.arange(len(bonds)), bonds[:, 1]] = 1
-        flip = differ[:, :, None] & jnp.asarray(pair, dtype=bool)[None]  # (B, nb, N)
-        sigma_p = jnp.where(flip, -sigma[:, None, :], sigma[:, None, :])
-        mels = jnp.where(differ, 0.5 * coup, 0.0)
+        diag = jnp.sum(0.25 * jnp.asarray(coup) * si * sj, axis=1)
+        return diag, jnp.where(si != sj, 0.5 * jnp.asarray(coup), 0.0)
+
+    def connected(self, sigma: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+        """For σ of shape (B, N) with entries ±1, return (diag (B,), σ' (B, M, N), mels (B, M)).
+
+        Pure and shape-static (M = ``max_conn``); padded entries (mel 0) carry σ' = σ.  Matrix
+        elements are float64 (the Hamiltonians are real); σ' has σ's dtype.
+        """
+        sigma = jnp.asarray(sigma)
+        diag, mels = self.matrix_elements(sigma)
+        flips = jnp.asarray(self.flip_signs, dtype=sigma.dtype)[None]  # (1, M, N)
+        sigma_p = jnp.where((mels != 0)[:, :, None], sigma[:, None, :] * flips, sigma[:, None, :])
         return diag, sigma_p, mels
 
 

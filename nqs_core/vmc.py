@@ -21,6 +21,7 @@ from flax import struct
 
 from nqs_core.hamiltonians import Hamiltonian, make_hamiltonian
 from nqs_core.lattice import Lattice, make_lattice
+from nqs_core.local_energy import apply_in_chunks, flip_ratio_fn, local_energies  # noqa: F401  (public here too)
 from nqs_core.models import is_holomorphic, make_model
 from nqs_core.optimizers import (
     RealRavel,
@@ -65,61 +66,6 @@ def build_problem(settings: RunSettings) -> tuple[Lattice, Hamiltonian]:
     return lattice, ham
 
 
-MAX_BATCH = 1 << 16  # configurations per network call in local energies (bounds the memory)
-
-
-def apply_in_chunks(apply, params: PyTree, x: jax.Array, chunk: int = MAX_BATCH) -> jax.Array:
-    """apply(params, x) over the leading axis in chunks of at most ``chunk`` (``lax.map``)."""
-    n = x.shape[0]
-    if n <= chunk:
-        return apply(params, x)
-    k = -(-n // chunk)
-    size = -(-n // k)
-    pad = k * size - n
-    xp = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))]) if pad else x
-    out = jax.lax.map(lambda c: apply(params, c), xp.reshape(k, size, *x.shape[1:]))
-    return out.reshape(k * size)[:n]
-
-
-def flip_sites(ham: Hamiltonian) -> np.ndarray | None:
-    """(M, K) sites flipped by the connected configurations of ``ham.connected``: σ'_m is σ with the
-    spins at sites[m] flipped wherever mel_m ≠ 0 (bond ends for the S·S terms, one site for the
-    TFIM field); None when there are no connected configurations."""
-    if ham.max_conn == 0:
-        return None
-    if ham.name == "tfim":
-        return np.arange(ham.lattice.n_sites, dtype=np.int32)[:, None]
-    return np.asarray(ham.exchange_bonds[0], dtype=np.int32)
-
-
-def flip_ratio_fn(model: nn.Module):
-    """``(params, σ, sites) -> ψ(σ')/ψ(σ)`` when the model has a ``flip_ratios`` method (the RBM), else None."""
-    if not callable(getattr(type(model), "flip_ratios", None)):
-        return None
-    return lambda params, sigma, sites: model.apply(params, sigma, sites, method="flip_ratios")
-
-
-def local_energies(apply, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
-                   chunk: int = MAX_BATCH, ratios=None) -> jax.Array:
-    """E_loc (B,) complex128 for σ (B, N) with known log ψ(σ) (B,).
-
-    With ``ratios`` (``flip_ratio_fn(model)``) the amplitude ratios ψ(σ'_m)/ψ(σ) come from the model's
-    own fast path; otherwise from network passes over every σ'_m (in chunks of ``chunk``).
-    """
-    sites = flip_sites(ham) if ratios is not None else None
-    if sites is not None:
-        diag, _, mels = ham.connected(sigma)  # σ' is not needed (XLA drops it)
-        r = ratios(params, sigma, sites)
-        return diag + jnp.sum(jnp.where(mels != 0, mels * r, 0.0), axis=1)
-    diag, sigma_p, mels = ham.connected(sigma)
-    b, m, n = sigma_p.shape
-    if m == 0:
-        return diag.astype(jnp.complex128)
-    lp_p = apply_in_chunks(apply, params, sigma_p.reshape(b * m, n), chunk).reshape(b, m)
-    ratio = jnp.exp(lp_p.astype(jnp.complex128) - log_psi.astype(jnp.complex128)[:, None])
-    return diag + jnp.sum(jnp.where(mels != 0, mels * ratio, 0.0), axis=1)
-
-
 def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
              weights: jax.Array, optimizer: str, sr_solver: str, diag_shift: jax.Array):
     """E_loc, gradient g = 2Re⟨ΔO*ΔE⟩ and the direction fed to optax (SR/MinSR d, or g)."""
@@ -127,7 +73,7 @@ def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Arra
     e_loc = local_energies(apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model))
     holo = is_holomorphic(model) and RealRavel.of(params).all_complex
     if optimizer == "sr" and sr_solver == "dense":
-        if holo and callable(getattr(type(model), "holomorphic_moments", None)):  # RBM: S_c without forming O
+        if holo and getattr(model, "has_holomorphic_moments", callable(getattr(type(model), "holomorphic_moments", None))):  # RBM: S_c without forming O
             de = e_loc - weights @ e_loc
             second, mean, force = model.apply(params, sigma, weights, de, method="holomorphic_moments")
             d = sr_from_moments(second, mean, force, diag_shift)

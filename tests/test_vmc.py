@@ -43,13 +43,18 @@ def test_local_energies_equal_h_psi_over_psi_on_every_basis_state(case):
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(e_loc), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("prior", ["none", "marshall"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_rbm_fast_local_energies_equal_network_passes(case):
-    """The RBM's flip-ratio fast path (θ' = θ + W·Δσ) gives the local energies of the plain path."""
+def test_rbm_fast_local_energies_equal_network_passes(case, prior):
+    """The RBM's flip-ratio fast path (θ' = θ + W·Δσ), alone and through the Marshall prior, gives
+    the local energies of the plain path and H ψ / ψ on every basis state."""
     s = CASES[case]
     model = RBM(alpha=1, init_std=0.1)
+    if prior == "marshall":
+        model = MarshallSign(model, tuple(int(v == 0) for v in build_problem(s)[0].sublattice))
     ham, basis, H, params = exact_setup(s, model)
-    assert flip_ratio_fn(model) is not None and flip_ratio_fn(MarshallSign(model, (1, 0) * 8)) is None
+    assert flip_ratio_fn(model) is not None and flip_ratio_fn(MarshallSign(model, (1, 0) * 8)) is not None
+    assert flip_ratio_fn(MarshallSign(Jastrow(), (1, 0) * 8)) is None
     lp = model.apply(params, basis)
     psi = np.exp(np.asarray(lp))
     fast = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l, ratios=flip_ratio_fn(model)))
@@ -161,3 +166,24 @@ def test_variants_run_and_stay_finite(changes):
     state, stats = vmc.step(vmc.init(), 3)
     assert bool(np.all(stats["finite"])) and int(state.step) == 3
     assert stats["energy"].dtype == np.float64
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_compacted_local_energies_equal_the_full_sum_on_random_states(case, chunk):
+    """Only the nonzero connected terms are evaluated (compacted, chunked): the result equals the
+    full padded sum Σ_m mel_m ψ(σ'_m)/ψ(σ) over every connected configuration, for random states."""
+    from nqs_core.models.convnext import ConvNeXt
+
+    s = CASES[case]
+    lattice, ham = build_problem(s)
+    model = ConvNeXt(lattice=lattice, depth=1, features=4, kernel=2, patch=2)
+    sigma = jnp.asarray(np.random.default_rng(5).choice(np.array([-1, 1], np.int8), size=(24, lattice.n_sites)))
+    params = model.init(jax.random.key(2), sigma[:1])
+    params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(4), x.shape, x.dtype), params)
+    lp = model.apply(params, sigma)
+    diag, sigma_p, mels = ham.connected(sigma)
+    lp_p = model.apply(params, sigma_p.reshape(-1, lattice.n_sites)).reshape(mels.shape)
+    full = np.asarray(diag + jnp.sum(mels * jnp.exp(lp_p - lp[:, None]), axis=1))
+    got = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l, chunk=chunk))(params, sigma, lp)
+    np.testing.assert_allclose(np.asarray(got), full, rtol=1e-11, atol=1e-11)

@@ -28,3 +28,22 @@ class MarshallSign(nn.Module):
         mask = jnp.asarray(np.asarray(self.sublattice_a, dtype=np.int32))
         n_up_a = jnp.sum(jnp.where(sigma > 0, mask, 0), axis=-1)
         return log_psi + 1j * jnp.pi * n_up_a.astype(log_psi.real.dtype)
+
+    # ----- fast paths of the base network, passed through ------------------------------
+    @property
+    def has_flip_ratios(self) -> bool:
+        return callable(getattr(type(self.base), "flip_ratios", None))
+
+    @property
+    def has_holomorphic_moments(self) -> bool:
+        return callable(getattr(type(self.base), "holomorphic_moments", None))
+
+    def flip_ratios(self, sigma: jax.Array, sites: np.ndarray) -> jax.Array:
+        """ψ(σ^(m))/ψ(σ) = (−1)^{|sites[m] ∩ A|} ψ_base(σ^(m))/ψ_base(σ): flipping a spin on A changes
+        N↑_A by ±1, so the prior contributes one sign per flipped A site (constant per row m)."""
+        on_a = np.asarray(self.sublattice_a, dtype=np.int64)[np.asarray(sites)].sum(axis=1)
+        return self.base.flip_ratios(sigma, sites) * jnp.asarray(1.0 - 2.0 * (on_a % 2))
+
+    def holomorphic_moments(self, sigma: jax.Array, weights: jax.Array, v: jax.Array):
+        """The base's moments of O: the prior has no parameters, so O = ∂ log ψ_base/∂w."""
+        return self.base.holomorphic_moments(sigma, weights, v)
