@@ -1,5 +1,6 @@
-"""Helpers shared by the test files: polling a session until something holds, a private cache
-directory, and refusing any computation where a test expects a stored answer.
+"""Helpers shared by the test files: the ``nqs`` command (subprocess or in-process), polling a
+session until something holds, a private cache directory, and refusing any computation where a
+test expects a stored answer.
 
 Import the plain helpers with ``from conftest import poll_until`` (pytest puts tests/ on sys.path,
 as for ``_table_state``); the fixtures need no import.
@@ -7,6 +8,9 @@ as for ``_table_state``); the fixtures need no import.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +18,24 @@ from typing import Any, Callable
 import pytest
 
 POLL_INTERVAL = 0.1  # the lab's periodic callback runs about 10 times a second
+
+
+def run_nqs(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m nqs_core ARGS`` as a user runs it: a subprocess with this interpreter."""
+    return subprocess.run([sys.executable, "-m", "nqs_core", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def nqs_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """``nqs ARGV`` in this process: (exit code, stdout, stderr); argparse's exits included."""
+    from nqs_core.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def poll_until(step: Callable[[], Any], predicate: Callable[[], bool], timeout: float, what: str,

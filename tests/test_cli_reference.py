@@ -1,19 +1,15 @@
 """`nqs reference` / `python -m nqs_core reference` as a user runs it (subprocess)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_nqs
 
 from nqs_core.references.closed_forms import heisenberg_chain_bethe
 
 
 def run(*args, cache_dir):
-    env = {**os.environ, "NQS_CACHE_DIR": str(cache_dir)}
-    return subprocess.run([sys.executable, "-m", "nqs_core", "reference", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return run_nqs("reference", *args, env={"NQS_CACHE_DIR": str(cache_dir)})
 
 
 def test_json_output_bethe(tmp_path):

@@ -4,12 +4,12 @@ readable summary, resuming from a checkpoint, and exit code 2 with one line for 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import nqs_main as _cli
+from conftest import run_nqs
 
 TINY = ["--hamiltonian", "heisenberg", "--lattice", "chain", "--L", "6", "--samples", "64", "--chains", "4"]
 STEP_KEYS = {"step", "energy", "error", "variance", "acceptance", "seconds"}
@@ -17,10 +17,8 @@ SUMMARY_KEYS = {"final_energy", "final_error", "reference_energy", "reference_me
                 "iterations_per_second", "compile_seconds", "wall_seconds", "parameters", "devices", "convention"}
 
 
-def nqs(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "nqs_core", "run", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
+def nqs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return run_nqs("run", *args, env=env)
 
 
 def json_lines(stdout: str) -> list[dict]:
@@ -134,17 +132,6 @@ def test_sector_summary_on_a_square():
     assert readable.returncode == 0, readable.stderr
     assert "momentum k = 1,0 (units of π)" in readable.stdout and "measured k = 1,0" in readable.stdout
     assert "fidelity |⟨ψ₀|ψ⟩|²" in readable.stdout and "ed (k=(π,0))" in readable.stdout
-
-
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from nqs_core.cli import main
-
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse usage errors
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize(
