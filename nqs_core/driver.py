@@ -300,7 +300,11 @@ _BUILD_LOCK = threading.Lock()  # engine_for's lru_cache may build one configura
 
 
 class _Steps:
-    """The fused-step calls of one run: ``hyper`` placed once, compiled functions from ``_COMPILED``."""
+    """The fused-step calls of one run: ``hyper`` placed once, compiled functions from ``_COMPILED``.
+
+    The state's buffers are never donated to a call, so the parameters sent with a ``steps`` event stay
+    valid (readable from any thread) after later calls (test_driver checks the first event's).
+    """
 
     def __init__(self, vmc: VMC, state: VMCState, shardings: Any, mesh: Any):
         self.vmc, self.template, self.shardings, self.mesh = vmc, state, shardings, mesh
