@@ -24,7 +24,7 @@ from panel.io.callbacks import PeriodicCallback
 from app.export import HISTORY_FIELDS, LoadedRun, history_csv, load_run_file, parse_run_json, run_json
 from app.pictures import final_pictures
 from app.reference_job import ReferenceJob, hamiltonian_key
-from app.runner import FINAL_PHASES, Runner, live_workers
+from app.runner import FINAL_PHASES, Runner, live_workers, stopping_workers
 from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
 from app.views.diagnostics import DiagnosticsView
 from app.views.energy import EnergyView, method_name
@@ -33,6 +33,7 @@ from app.views.ising import IsingView
 from app.views.momentum import MomentumView
 from app.views.sign import SignView
 from app.views.spins import SpinsView
+from nqs_core.hamiltonians import CONVENTIONS
 from nqs_core.lattice import make_lattice
 from nqs_core.settings import RunSettings, SettingsError
 
@@ -80,7 +81,8 @@ class Lab:
         self.summary: dict | None = None
         self.run_settings: RunSettings | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix="nqs-lab-"))
-        self.checkpoint = self.workdir / "checkpoint.npz"
+        self._runs = 0
+        self.checkpoint = self.workdir / "checkpoint-0.npz"  # one file per run (an abandoned one may still write)
         self._callback = None
         self._doc = None
         self._connected = False
@@ -101,11 +103,14 @@ class Lab:
         self.large_font.jscallback(value=LARGE_FONT_JS)
         self.server_line = pn.pane.HTML(self._server_text(), margin=(4, 8))
         self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
+        self.stage = pn.pane.HTML("", sizing_mode="stretch_width", margin=(6, 10),
+                                  styles={"font-size": "1.05rem", "font-weight": "500"})
         self.page = self._build_page()
         self._reset_views(self._settings_or_default())
         self._refresh_controls()
         self._refresh_buttons()
         self._set_status(self.runner.status_text())
+        self._refresh_stage()
 
     # ----- construction -----------------------------------------------------------------
     def _build_controls(self) -> None:
@@ -169,7 +174,7 @@ class Lab:
                          styles={"font-size": "0.9rem"}, margin=(0, 8)), self.upload,
             heading("Display"), self.large_font, self.server_line,
         ]
-        return pn.ui.Page(title="NQS Lab: neural quantum states, live", sidebar=sidebar, main=[self.tabs],
+        return pn.ui.Page(title="NQS Lab: neural quantum states, live", sidebar=sidebar, main=[self.stage, self.tabs],
                           sidebar_width=380, theme_toggle=True)
 
     # ----- settings ---------------------------------------------------------------------
@@ -197,6 +202,8 @@ class Lab:
         if not self.runner.alive and self.runner.phase == "idle":
             self.runner.total = self.settings.steps
             self._set_status(self.runner.status_text())
+            if not self.history and not self.loading and not problems and not self.refused():
+                self._show_idle(self.settings.run_settings())
         hidden_problem = [m for n, m in problems.items() if n not in visible]
         if hidden_problem:
             self._say(hidden_problem[0], error=True, cause="settings")
@@ -220,6 +227,8 @@ class Lab:
         self._reset_views(settings)
         self.run_settings = settings
         self._start_reference(settings)
+        self._runs += 1
+        self.checkpoint = self.workdir / f"checkpoint-{self._runs}.npz"
         try:
             self.runner.start(settings, checkpoint=self.checkpoint)
         except Exception as err:  # keep Run usable whatever happens
@@ -240,14 +249,22 @@ class Lab:
         self._set_status(self.runner.status_text())
 
     def _on_stop(self, *_: Any) -> None:
+        if self.runner.phase in ("starting", "compiling") and not self.history:
+            self._on_reset()  # nothing to keep yet: do not wait for the compilation to end
+            self._say("Stopped before the first step.")
+            return
         self.runner.stop()
         self._say("stopping after the current step…")
 
     def _on_reset(self, *_: Any) -> None:
-        self.runner.stop()
+        """Back to idle at once, even while compiling (the worker is abandoned, see Runner.abandon)."""
+        self.runner.abandon()
         self._cancel_reference()
-        self.runner.phase, self.runner.message, self.runner.step = "idle", "", 0
-        self._reset_views(self._settings_or_default())
+        self._runs += 1
+        self.checkpoint = self.workdir / f"checkpoint-{self._runs}.npz"
+        self.runner.total = self.settings.steps
+        self._idle_key = None
+        self._show_idle(self._settings_or_default())
         self._say("")
         self._refresh_buttons()
         self._set_status(self.runner.status_text())
@@ -280,8 +297,9 @@ class Lab:
         self.message.object = f"<span style='color:#D55E00'>{body}</span>" if (error and text) else body
 
     # ----- the reference computed by the app (DMRG) --------------------------------------
-    def _start_reference(self, settings: RunSettings, lookup: bool = False) -> None:
-        """Start (or keep) the background reference job for ``settings``' Hamiltonian."""
+    def _start_reference(self, settings: RunSettings, lookup: bool = False, dmrg: bool = True) -> None:
+        """Start (or keep) the background reference job for ``settings``' Hamiltonian (``dmrg=False``:
+        look up closed forms, ED and stored values only, as an idle page does)."""
         job = self.ref_job
         if job is not None and job.key == hamiltonian_key(settings) and (job.running or job.state == "done"):
             if job.state == "done" and job.reference is not None:
@@ -289,7 +307,7 @@ class Lab:
                 self.energy.set_reference(job.reference)
             return
         self._cancel_reference()
-        self.ref_job = ReferenceJob(settings, lookup=lookup, **self.dmrg_options)
+        self.ref_job = ReferenceJob(settings, lookup=lookup, dmrg=dmrg, **self.dmrg_options)
 
     def _cancel_reference(self) -> None:
         if self.ref_job is not None:
@@ -308,11 +326,43 @@ class Lab:
             self.energy.set_reference(ref)
 
     # ----- views ------------------------------------------------------------------------
+    def _show_idle(self, settings: RunSettings) -> None:
+        """An idle page shows what Run will do: lattice, sector, energy axis and the reference,
+        looked up at once where it is known (closed form, ED, stored; never a new DMRG run)."""
+        key = (hamiltonian_key(settings), settings.model, settings.k, settings.steps)
+        if key == getattr(self, "_idle_key", None):
+            return
+        self._idle_key = key
+        self._reset_views(settings)
+        self._start_reference(settings, lookup=True, dmrg=False)
+
+    def _stage_text(self) -> str:
+        """The line above the views: what the page is doing when the plots cannot show it yet."""
+        phase = self.runner.phase
+        if phase in ("starting", "compiling"):
+            return (f"Compiling the VMC step for these settings… {self.runner.seconds():.0f} s "
+                    "(once per lattice, model and precision; the first energy point follows)")
+        if phase == "idle" and not self.history and not self.loading:
+            return "Idle: pick a preset or change the settings in the sidebar, then press Run (or load an exported run)."
+        if self.loading:
+            return "Loading the run…"
+        return ""
+
+    def _refresh_stage(self) -> None:
+        import html
+
+        text = self._stage_text()
+        obj = f"<div class='nqs-stage' role='status'>{html.escape(text)}</div>" if text else ""
+        if self.stage.object != obj:
+            self.stage.object = obj
+            self.stage.visible = bool(text)
+
+
     def _reset_views(self, settings: RunSettings) -> None:
         self.history, self.reference, self.summary = [], None, None
         lat = make_lattice(settings.lattice, settings.L, settings.bc)
         self.spins.reset(settings.lattice, settings.L)
-        self.energy.reset(settings.steps)
+        self.energy.reset(settings.steps, lat.n_sites, settings.hamiltonian, CONVENTIONS.get(settings.hamiltonian, ""))
         sign_note = "" if settings.hamiltonian != "tfim" else \
             "TFIM: the ground state is positive, there is no sign structure to learn"
         self.sign.reset(sign_note)
@@ -369,6 +419,7 @@ class Lab:
                 self._set_status(self.runner.status_text())
             self._poll_reference()
             self._apply_loaded()
+            self._refresh_stage()
             self.server_line.object = self._server_text()
             self.ising.tick()
         except Exception:  # a broken update must not kill the periodic callback
@@ -376,8 +427,10 @@ class Lab:
 
     @staticmethod
     def _server_text() -> str:
+        stopping = stopping_workers()
+        extra = f", {stopping} stopping" if stopping else ""
         return (f"<span class='nqs-server' style='font-size:0.85rem;opacity:0.8'>"
-                f"this server: {live_workers()} run(s) active</span>")
+                f"this server: {live_workers()} run(s) active{extra}</span>")
 
     def _summary_text(self) -> str:
         s = self.summary or {}

@@ -60,7 +60,7 @@ class ReferenceJob:
     line while DMRG runs, and the reference dict once, when it is ready.
     """
 
-    def __init__(self, settings: RunSettings, lookup: bool = False, **dmrg_options: Any):
+    def __init__(self, settings: RunSettings, lookup: bool = False, dmrg: bool = True, **dmrg_options: Any):
         self.key = hamiltonian_key(settings)
         self.settings = settings
         self.state = "looking"
@@ -73,6 +73,9 @@ class ReferenceJob:
         self._options = dmrg_options
         self._lock = threading.Lock()
         self._cancelled = False
+        self._dmrg = dmrg  # False: closed forms, ED and stored values only (an idle page starts no DMRG)
+        self.needs_dmrg = False
+        self._lookup = lookup
         self._thread = threading.Thread(target=self._work, args=(lookup,), daemon=True, name="nqs-reference-job")
         self._thread.start()
 
@@ -85,6 +88,10 @@ class ReferenceJob:
             _, ham = build_problem(self.settings)
             self._ham = ham
             if needs_new_dmrg(ham, **self._options):
+                self.needs_dmrg = True
+                if not self._dmrg:
+                    self.state = "none"
+                    return
                 with self._lock:
                     if self._cancelled:
                         self.state = "cancelled"
@@ -132,6 +139,10 @@ class ReferenceJob:
         if self.reference is not None and not self._delivered:
             self._delivered = True
             return "", self.reference
+        if self.state == "none" and self._lookup and not self._delivered:  # nothing found without running
+            self._delivered = True
+            return ("DMRG (TeNPy) computes it in the background once the run starts" if self.needs_dmrg else
+                    "none known for these settings (the V-score needs none)"), None
         return "", None
 
     def _from_cache(self, run: dict) -> dict:

@@ -32,12 +32,19 @@ FINAL_PHASES = ("idle", "stopped", "diverged", "done", "error")
 
 _live_lock = threading.Lock()
 _live_workers: set[threading.Thread] = set()
+_stopping_workers: set[threading.Thread] = set()  # abandoned: asked to stop, still inside a jitted call
 
 
 def live_workers() -> int:
-    """Number of worker threads still running in this server process (all sessions)."""
+    """Number of runs active in this server process (all sessions; abandoned workers excluded)."""
     with _live_lock:
         return sum(1 for t in _live_workers if t.is_alive())
+
+
+def stopping_workers() -> int:
+    """Abandoned worker threads still finishing their current call (compilation, a step)."""
+    with _live_lock:
+        return sum(1 for t in _stopping_workers if t.is_alive())
 
 
 @dataclass
@@ -156,6 +163,7 @@ class Runner:
                     live.stop()
                 with _live_lock:
                     _live_workers.discard(threading.current_thread())
+                    _stopping_workers.discard(threading.current_thread())
                 log.info("worker of %s finished", self.name)
 
         thread = threading.Thread(target=target, name=f"nqs-worker-{self.name}", daemon=True)
@@ -179,6 +187,28 @@ class Runner:
         """Ask the worker to stop (returns at once; the thread ends at its next check)."""
         if self._control is not None:
             self._control.stop()
+
+    def abandon(self) -> None:
+        """Stop the worker and let go of it at once: the runner is idle now, whatever the thread does.
+
+        A thread cannot be interrupted inside a jitted call (a compilation takes seconds): it is asked
+        to stop, its late events go to a queue nobody reads, and it counts as "stopping", not active.
+        """
+        self.stop()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            with _live_lock:
+                _live_workers.discard(thread)
+                _stopping_workers.add(thread)
+        self._thread, self._control, self.live = None, None, None
+        self._queue = queue.Queue()
+        self.phase, self.message, self.step = "idle", "", 0
+        self.compile_seconds = None
+        self._rate_window.clear()
+
+    def seconds(self) -> float:
+        """Seconds since the current run was started (0 when none was)."""
+        return time.monotonic() - self._t_start if self._t_start else 0.0
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker to end; True when it has."""

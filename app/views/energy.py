@@ -7,6 +7,7 @@ relative error |E − E_ref| / |E_ref| is then back-filled from the kept history
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any
 
@@ -45,6 +46,11 @@ def method_name(method: str | None) -> str:
     return f"{name} {rest}" if rest else name
 
 
+def _internal(value: Any) -> bool:
+    """A Python module path such as ``nqs_core.references.closed_forms``: not for the audience."""
+    return bool(re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+", str(value)))
+
+
 PROVENANCE_KEYS = ("formula", "citation", "library", "chi_max", "chi", "truncation_error")
 
 
@@ -71,7 +77,7 @@ def reference_label(ref: dict, max_chars: int = 110) -> str:
             parts.append("NOT converged")
     elif isinstance(prov, dict):
         bits = [f"{k} {prov[k]}" if k.startswith(("chi", "trunc")) else str(prov[k])
-                for k in PROVENANCE_KEYS if prov.get(k) not in (None, "")]
+                for k in PROVENANCE_KEYS if prov.get(k) not in (None, "") and not _internal(prov[k])]
         if bits:
             parts.append(", ".join(bits).replace("library ", ""))
     elif prov:
@@ -82,7 +88,9 @@ def reference_label(ref: dict, max_chars: int = 110) -> str:
     if len(text) > max_chars:
         text = text[: max_chars - 1] + "…"
     e = reference_energy(ref)
-    return text + (f" · E₀ = {e:.6f}" if e is not None else "")
+    per_site = ref.get("energy_per_site")
+    per_site = f" (E₀/N = {float(per_site):.6f})" if isinstance(per_site, (int, float)) else ""
+    return text + (f" · E₀ = {e:.6f}{per_site}" if e is not None else "")
 
 
 class EnergyView:

@@ -71,7 +71,8 @@ class SpinsView:
         self.caption = pn.pane.HTML("", styles={"font-size": "0.95rem", "font-family": "monospace"}, margin=(4, 10))
         self.frame.param.watch(self._on_frame, "value")
         self.figures = [self.fig]
-        self.panel = pn.Column(with_heading(self.fig), self.caption, self.player, self.follow,
+        self.block = with_heading(self.fig)
+        self.panel = pn.Column(self.block, self.caption, self.player, self.follow,
                                sizing_mode="stretch_width", name=self.title)
 
     def reset(self, kind: str, L: int) -> None:
@@ -89,6 +90,7 @@ class SpinsView:
         self.fig.width, self.fig.height = (460, 440) if square else (760, 300)
         heading(self.fig).width = self.fig.width
         self.caption.object = "no samples yet: press Run (or load a run)"
+        self.block.visible = False  # no empty box: the figure appears with the first samples
 
     def _draw(self, index: int) -> None:
         if not self.frames:
@@ -118,6 +120,7 @@ class SpinsView:
         for f in frames:
             self.frames.append(np.asarray(f))
         n = len(self.frames)
+        self.block.visible = True
         self.player.param.update(end=max(n - 1, 1), disabled=n < 2)
         if self.follow.value:
             if self.frame.value == n - 1:

@@ -5,11 +5,13 @@ Run: .venv/bin/python -m pytest -q tests/browser/test_lab_stage.py
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
+from playwright.sync_api import expect
 
-from tests.browser.test_lab_browser import button, set_field, show_tab, status, step_of, wait_for
+from tests.browser.test_lab_browser import button, finite_count, set_field, show_tab, status, step_of, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -29,6 +31,12 @@ SERIES = """
   }
   return out;
 }
+"""
+
+
+AXIS_LABELS = """
+() => { const out = []; for (const doc of Bokeh.documents) for (const m of doc.all_models)
+  if (m.type && m.type.endsWith("Axis")) out.push(String(m.axis_label)); return out.join("\\n"); }
 """
 
 
@@ -54,12 +62,49 @@ def load(page, path) -> None:
     page.locator("input[type=file]").set_input_files(str(path))
 
 
+# per visible log axis: the tick values BokehJS draws (AxisView.tick_coords) and the axis label
+LOG_TICKS = """
+() => {
+  const out = [];
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+    for (const m of doc.all_models) {
+      if (m.type !== "LogAxis") continue;
+      const view = window.Bokeh.index.find_one_by_id(m.id);
+      if (!view || !view.el || view.parent.el.offsetParent === null) continue;
+      const ticks = view.tick_coords.major[view.dimension];
+      out.push({label: String(m.axis_label), ticks: Array.from(ticks)});
+    }
+  }
+  return out;
+}
+"""
+
+
+def log_axes(page) -> list[dict]:
+    return page.evaluate(LOG_TICKS)
+
+
+def assert_log_axes_readable(page, expected: int) -> None:
+    """Item 7: every log axis on the visible tab shows at least three labelled ticks."""
+    axes = wait_for(lambda: (lambda a: a if len(a) == expected and all(len(x["ticks"]) >= 3 for x in a) else None)(
+        log_axes(page)), 15, f"{expected} log axes with >= 3 ticks: {log_axes(page)}")
+    for axis in axes:
+        assert len(set(axis["ticks"])) >= 3, axis
+
+
 @pytest.mark.parametrize("what", ["json", "npz"])
 def test_1_a_loaded_run_draws_each_step_once(open_lab, tmp_path, what):
     """Item 1: load the exported JSON (or the checkpoint) of a run: every plot holds each step once,
     in order (no line from the last step back to step 0)."""
     page, console = open_lab()
     short_run(page, 12)
+    if what == "json":  # item 7 on the finished run: log axes with >= 3 ticks, E/N with its convention
+        show_tab(page, "Energy", settle=0.2)
+        wait_for(lambda: finite_count(page, "rel") == 12, 30, "the relative error")
+        assert_log_axes_readable(page, 2)
+        assert "E / N  (J units, S = σ/2)" in page.evaluate(AXIS_LABELS)
+        show_tab(page, "Diagnostics", settle=0.2)
+        assert_log_axes_readable(page, 2)
     path = tmp_path / ("run.json" if what == "json" else "checkpoint.npz")
     download(page, "Run (JSON)" if what == "json" else "Checkpoint (.npz)", path)
 
@@ -186,4 +231,30 @@ def test_2_figure_fonts_follow_large_fonts_through_theme_switches(open_lab, size
     diag = figure_fonts(page)
     assert len(diag) == 4 and min(f["ticks"] for f in diag) >= 1.25 * 13, diag
     page.screenshot(path=str(screenshots / "21-large-fonts-after-theme-switches.png"))
+    assert console.errors == [], console.errors
+
+
+def test_5_6_reset_while_compiling_and_a_main_area_that_says_what_happens(open_lab, lab_server, screenshots):
+    """Item 6: idle, the main area says what to do and the energy view already names its reference
+    (shipped table) and axis convention; while compiling it says so with elapsed seconds.
+    Item 5: Reset during compiling leaves the buttons idle within 1 s and no run active."""
+    page, console = open_lab(viewport=(1366, 768))
+    stage = page.locator(".nqs-stage")
+    assert "press Run" in stage.first.inner_text()
+    show_tab(page, "Energy", settle=0.2)
+    page.get_by_text(re.compile(r"reference \(dashed\): ED .*E₀ = -11\.228483")).first.wait_for(timeout=30_000)
+    page.get_by_text("N = 16 sites · H = J Σ⟨ij⟩ S_i·S_j").first.wait_for(timeout=5_000)
+    # samples per step of a shape nothing compiled before: the run really compiles
+    set_field(page, "Samples per step", str(16 * random.randint(40, 400)))
+    button(page, "Run").click()
+    page.get_by_text(re.compile(r"Compiling the VMC step for these settings… \d+ s")).first.wait_for(timeout=20_000)
+    assert "compiling" in status(page) or "starting" in status(page), status(page)
+    page.screenshot(path=str(screenshots / "22-compiling-1366.png"))
+    button(page, "Reset").click()
+    expect(button(page, "Run")).to_be_enabled(timeout=1_000)
+    for name in ("Pause", "Resume", "Stop"):
+        expect(button(page, name)).to_be_disabled(timeout=1_000)
+    assert "idle" in status(page) and step_of(page)[0] == 0
+    expect(page.locator(".nqs-server")).to_contain_text("0 run(s) active", timeout=2_000)
+    assert "press Run" in stage.first.inner_text()
     assert console.errors == [], console.errors
