@@ -1,7 +1,8 @@
 """The run loop's callbacks (in the manner of NetKet's driver callbacks) and the state they share.
 
 :func:`nqs_core.driver.run` runs fused VMC steps; around each fused call it calls, in order, every
-:class:`Callback` of the run (a list, so the order is explicit):
+:class:`Callback` of the run (a list, so the order is explicit; ``run(..., callbacks=[...])`` appends
+one's own after the built-in ones):
 
 * ``before_call(ctx)``: between calls (pause / stop, the reference event);
 * ``check_call(ctx, call)``: on a call's raw outcome, before its steps join the history (it may keep

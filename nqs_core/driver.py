@@ -38,7 +38,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Hashable, TypeVar
+from typing import Any, Callable, Generic, Hashable, Sequence, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -417,6 +417,7 @@ def run(
     reference_timeout: float = 10.0,
     checkpoint_every: float = 30.0,
     exact: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResult:
     """Run VMC for ``settings.steps`` steps (see the module docstring); return the result.
 
@@ -427,6 +428,7 @@ def run(
     seconds for it at the end.  ``exact=True`` measures the fidelity and sign agreement against the
     ED state of the run's sector where ED reaches (basis ≤ ``MAX_EXACT_DIM``; ``run_reference.ExactObserver``),
     throttled to a small share of the run time, into the ``StepRecord`` of a call's last step.
+    ``callbacks`` run after the built-in ones (:class:`nqs_core.callbacks.Callback`).
     """
     t_start = time.perf_counter()
     initialize_distributed()
@@ -444,6 +446,7 @@ def run(
                          Exact(observer, reference_timeout), LiveView(n_show, current_samples)]
         if checkpoint is not None:
             ctx.callbacks.append(Checkpoint(checkpoint, checkpoint_every))
+        ctx.callbacks.extend(callbacks)
         steps.compiled(ctx, min(settings.steps_per_call, max(1, settings.steps - len(ctx.history))))
         ctx.setup_seconds = time.perf_counter() - t_start
         emit(RunEvent(kind="phase", phase="running", message=f"running on {describe_devices(ctx.n_devices)}; "

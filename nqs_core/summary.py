@@ -59,7 +59,8 @@ class RunSummary:
     exact_state: str | None = None
     exact_note: str | None = None
     exact_seconds: float = 0.0
-    stop_reason: str = "steps"  # "steps" | "stopped" | "diverged" | "time_budget" | "target_error" | "target_v_score"
+    # "steps", "stopped", "diverged", "time_budget", "target_error", "target_v_score" (or a user callback's)
+    stop_reason: str = "steps"
     verdict: str = "ok"  # "ok" | "warning" | "failed" (nqs_core.verdict)
     warnings: list[str] = field(default_factory=list)
 

@@ -302,6 +302,26 @@ def test_target_error_needs_the_reference_and_stops_once_met():
     assert any("not checked: no reference" in w for w in no_ref.summary["warnings"])
 
 
+def test_a_callback_of_ones_own_can_end_the_run():
+    """``run(..., callbacks=[...])``: a user callback sees every step after the built-ins and ends the run
+    with ``ctx.stop``; the run is still evaluated and its reason is the summary's stop_reason."""
+    from nqs_core.callbacks import Callback
+
+    class StopAtFive(Callback):
+        seen: list[int] = []
+
+        def after_steps(self, ctx, records):
+            self.seen.extend(r.step for r in records)
+            if len(ctx.history) >= 5:
+                ctx.stop("done", "done: five steps are enough", "five")
+
+    cb = StopAtFive()
+    result = run(TINY.replace(steps=50), reference=False, exact=False, callbacks=[cb])
+    assert cb.seen == [0, 1, 2, 3, 4] and len(result.history) == 5
+    assert result.summary["stop_reason"] == "five" and result.message == "done: five steps are enough"
+    assert result.summary["final_source"] == "evaluation with 256 samples"
+
+
 class RecordingObserver(driver.ExactObserver):
     made: list = []
 
