@@ -124,8 +124,14 @@ class Lab:
                 self.widgets[name] = self.fields[name].widget
             else:
                 self.widgets[name] = pn.ui.Select.from_param(p, sizing_mode="stretch_width")
+        # a long preset name wraps onto a second line instead of being cut (the two sign-problem presets
+        # differ only at the end); the full story is the tooltip
         self.preset = pn.ui.Select.from_param(self.settings.param.preset, label="Preset for talks",
-                                              sizing_mode="stretch_width")
+                                              sizing_mode="stretch_width",
+                                              sx={"& .MuiSelect-select.MuiSelect-select": {
+                                                  "whiteSpace": "normal", "height": "auto", "lineHeight": 1.3}})
+        self.settings.param.watch(lambda *_: self._refresh_story(), "preset")
+        self._refresh_story()
         self.settings.param.watch(lambda *_: self._refresh_controls(), [*CONTROLS, "preset"])
         self.settings.param.k.watchers  # noqa: B018 (objects changes are pushed by Panel itself)
         self.control_groups = [
@@ -178,6 +184,11 @@ class Lab:
                           sidebar_width=380, theme_toggle=True)
 
     # ----- settings ---------------------------------------------------------------------
+    def _refresh_story(self) -> None:
+        """The preset menu's tooltip tells the chosen preset's story."""
+        story = self.settings.preset_story()
+        self.preset.description = story or "custom settings: pick a preset to start from a measured recipe"
+
     def _settings_or_default(self) -> RunSettings:
         rs = self.settings.run_settings()
         return rs if not rs.problems() else RunSettings()

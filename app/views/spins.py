@@ -106,8 +106,9 @@ class SpinsView:
         self.fig.y_range.update(start=-0.5, end=h - 0.5)
         frame = self.frames[index]
         m = float(np.mean(frame)) if np.size(frame) else 0.0
-        self.caption.object = (f"frame {index + 1} / {len(self.frames)} · {np.shape(frame)[0]} samples · "
-                               f"mean σᶻ = {m:+.3f}")
+        n = np.shape(frame)[0]
+        shown = f"{min(n, MAX_TILES)} of {n} samples shown" if self.kind == "square" else "first chain of each frame"
+        self.caption.object = f"frame {index + 1} / {len(self.frames)} · {shown} · mean σᶻ = {m:+.3f}"
 
     def _on_frame(self, event) -> None:
         if self.frames and event.new != len(self.frames) - 1:

@@ -11,7 +11,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_lab_browser import button, finite_count, set_field, show_tab, status, step_of, wait_for
+from tests.browser.test_lab_browser import button, choose, finite_count, set_field, show_tab, status, step_of, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -257,4 +257,46 @@ def test_5_6_reset_while_compiling_and_a_main_area_that_says_what_happens(open_l
     assert "idle" in status(page) and step_of(page)[0] == 0
     expect(page.locator(".nqs-server")).to_contain_text("0 run(s) active", timeout=2_000)
     assert "press Run" in stage.first.inner_text()
+    assert console.errors == [], console.errors
+
+
+# visible figures and figure titles whose right edge passes the window's (cut off), and the preset
+# menu's text when it does not fit its box
+OVERFLOW = """
+() => {
+  const out = [];
+  for (const doc of (window.Bokeh ? window.Bokeh.documents : [])) {
+    for (const m of doc.all_models) {
+      if (!m.type || !m.type.endsWith("Figure")) continue;
+      const view = window.Bokeh.index.find_one_by_id(m.id);
+      if (!view || view.el.offsetParent === null) continue;
+      const r = view.el.getBoundingClientRect();
+      if (r.right > window.innerWidth + 1 || r.left < 0) out.push(`figure ${m.id}: ${r.left}..${r.right}`);
+    }
+  }
+  return out;
+}
+"""
+TEXT_OVERFLOW = "els => els.filter(e => e.offsetParent !== null && e.getBoundingClientRect().right > window.innerWidth + 1)" \
+                ".map(e => e.textContent)"
+CLIPPED = "els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)"
+TABS = ("Spins", "Energy", "Sign", "Momentum", "Diagnostics")
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1920, 1080)])
+def test_3_every_view_fits_with_the_sidebar_open(open_lab, size, screenshots):
+    """Item 3: at 1366×768 and 1920×1080 with the sidebar open, no figure or title of any view is cut
+    off on the right, and the preset menu shows the whole preset name."""
+    page, console = open_lab(viewport=size)
+    for name in ("The sign problem: J1-J2 without a sign prior", "Heisenberg 4×4 in 30 s"):
+        choose(page, "Preset for talks", name)
+        select = page.locator(".MuiSelect-select").first
+        expect(select).to_have_text(name)
+        assert select.evaluate_all(CLIPPED) == [], f"the preset name is cut: {name}"
+    short_run(page, 8)
+    for i, tab in enumerate(TABS):
+        show_tab(page, tab, settle=0.5)
+        assert page.evaluate(OVERFLOW) == [], (tab, page.evaluate(OVERFLOW))
+        assert page.locator(".nqs-figure-title").evaluate_all(TEXT_OVERFLOW) == [], tab
+        page.screenshot(path=str(screenshots / f"30-{size[0]}-{i}-{tab.lower()}.png"))
     assert console.errors == [], console.errors
