@@ -29,6 +29,7 @@ from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
 from app.views.diagnostics import DiagnosticsView
 from app.views.energy import EnergyView, method_name
 from app.views.fields import NumberField
+from app.views.link import apply_link, link_query
 from app.views.ising import IsingView
 from app.views.momentum import MomentumView
 from app.views.sign import SignView
@@ -70,6 +71,8 @@ class Lab:
 
     def __init__(self) -> None:
         self.settings = LabSettings()
+        self._defaults = {name: getattr(self.settings, name) for name in CONTROLS}  # what an empty link opens
+        self._location: Any = None  # pn.state.location of the session (deep links)
         self.runner = Runner(name=f"s{id(self) % 100000}", after=final_pictures, run_kwargs=RUN_KWARGS,
                              live_pictures=True)
         self.ref_job: ReferenceJob | None = None
@@ -546,11 +549,33 @@ class Lab:
 
     # ----- lifecycle --------------------------------------------------------------------
     def start_session(self) -> None:
-        """Register the periodic drain and the end-of-session hook (call inside a session)."""
+        """Apply the page URL's settings, keep the URL in step, register the periodic drain and the
+        end-of-session hook (call inside a session)."""
         self._doc = pn.state.curdoc
         log.info("session %s created", self.runner.name)
+        self._location = pn.state.location
+        if self._location is not None:
+            self.apply_link(self._location.query_params)
+            self.settings.param.watch(lambda *_: self._update_link(), [*CONTROLS, "preset"])
         pn.state.onload(self._start_ticking)
         pn.state.on_session_destroyed(self._on_session_destroyed)
+
+    def apply_link(self, query: dict[str, Any]) -> None:
+        """Open the settings of a deep link (``?preset=…`` or ``?L=6&steps=50``); refusals are said."""
+        refused = apply_link(self.settings, query, CONTROLS, self.fields)
+        if refused:
+            self._say("This link's settings were refused: " + "; ".join(refused), error=True, cause="settings")
+
+    def _update_link(self) -> None:
+        """The URL follows the settings, so reloading (or copying the link) keeps them."""
+        from urllib.parse import urlencode
+
+        if self._location is None:
+            return
+        query = urlencode(link_query(self.settings, CONTROLS, self._defaults))
+        search = f"?{query}" if query else ""
+        if self._location.search != search:
+            self._location.search = search
 
     def _start_ticking(self) -> None:
         """Start the 10 Hz drain once the page has loaded (never for sessions nobody connects to)."""

@@ -118,14 +118,14 @@ def open_lab(browser, lab_server):
     """Open a fresh lab page (its own browser context = its own session)."""
     contexts = []
 
-    def _open(viewport=(1500, 1000)):
+    def _open(viewport=(1500, 1000), query: str = ""):
         ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
         contexts.append(ctx)
         page = ctx.new_page()
         console = ConsoleLog(page)
         page.set_default_timeout(60_000)  # a worker shared by three engineers: load 4+ is normal
         page.bring_to_front()  # a background page defers its rendering and its "document ready"
-        page.goto(lab_server.url, timeout=180_000, wait_until="domcontentloaded")
+        page.goto(lab_server.url + query, timeout=180_000, wait_until="domcontentloaded")
         page.get_by_role("button", name="Run", exact=True).wait_for(timeout=180_000)
         # the page renders from the embedded document before its websocket is up; the server marks
         # the status line once the session has loaded (pn.state.onload), and only then clicks arrive

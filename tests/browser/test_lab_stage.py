@@ -300,3 +300,28 @@ def test_3_every_view_fits_with_the_sidebar_open(open_lab, size, screenshots):
         assert page.locator(".nqs-figure-title").evaluate_all(TEXT_OVERFLOW) == [], tab
         page.screenshot(path=str(screenshots / f"30-{size[0]}-{i}-{tab.lower()}.png"))
     assert console.errors == [], console.errors
+
+
+def test_deep_links_open_the_settings_and_reloading_keeps_them(open_lab):
+    """A URL with settings (or a preset) opens the lab with them; the URL follows edits, so a reload
+    keeps them; a refused value in a link is marked next to its field."""
+    page, console = open_lab(query="?lattice=chain&L=10&steps=7&lr=0.02")
+    assert page.get_by_label("L", exact=True).input_value() == "10"
+    assert page.get_by_label("Learning rate", exact=True).input_value() == "0.02"
+    assert step_of(page) == (0, 7)
+    expect(page.locator(".MuiSelect-select").first).to_have_text("custom")
+    set_field(page, "Steps", "9")
+    page.wait_for_url(re.compile(r"steps=9"), timeout=10_000)
+    assert "lattice=chain" in page.url and "L=10" in page.url
+    page.reload(wait_until="domcontentloaded")
+    page.locator(".nqs-status[data-connected='1']").wait_for(timeout=120_000)
+    assert step_of(page) == (0, 9) and page.get_by_label("L", exact=True).input_value() == "10"
+
+    preset, _ = open_lab(query="?preset=chain-18-k-pi")
+    expect(preset.locator(".MuiSelect-select").first).to_have_text("An 18-site chain lives at k = π")
+    assert step_of(preset) == (0, 80) and preset.get_by_label("L", exact=True).input_value() == "18"
+
+    bad, _ = open_lab(query="?L=100")
+    message_below(bad, "L", "from 2 to 64")
+    bad.get_by_text("This link's settings were refused: L must be").first.wait_for(timeout=5_000)
+    assert console.errors == [], console.errors
