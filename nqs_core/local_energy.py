@@ -8,7 +8,7 @@ B·M, so shapes never change), then evaluates the network over that list in chun
 inside a ``lax.while_loop`` whose trip count is the number of nonzero terms: no term is ever
 dropped and no pass is spent on a zero element.  Chunks of ~16k sites keep every intermediate of
 a network pass in the CPU's cache (one unchunked pass over 65k configurations streamed through
-memory and ran 2–3× slower).
+memory and ran 2–3× slower; ``nqs_core.chunking``).
 
 Models with a ``flip_ratios`` method (the RBM, also under the Marshall prior) give ψ(σ')/ψ(σ) from
 their own fast path instead of network passes.
@@ -23,17 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nqs_core.chunking import chunk_size
 from nqs_core.hamiltonians import Hamiltonian
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
 RatioFn = Callable[[PyTree, jax.Array, np.ndarray], jax.Array]
-CHUNK_SITES = 1 << 14  # spins per network call: configurations per chunk = CHUNK_SITES / N
-
-
-def chunk_size(n_sites: int) -> int:
-    """Configurations per network call: a power of two near ``CHUNK_SITES / n_sites`` (≥ 16)."""
-    return max(16, 1 << int(round(np.log2(CHUNK_SITES / max(n_sites, 1)))))
 
 
 def flip_ratio_fn(model: nn.Module) -> RatioFn | None:
@@ -41,18 +36,6 @@ def flip_ratio_fn(model: nn.Module) -> RatioFn | None:
     if not getattr(model, "has_flip_ratios", callable(getattr(type(model), "flip_ratios", None))):
         return None
     return lambda params, sigma, sites: model.apply(params, sigma, sites, method="flip_ratios")
-
-
-def apply_in_chunks(apply: ApplyFn, params: PyTree, x: jax.Array, chunk: int) -> jax.Array:
-    """apply(params, x) over the leading axis in chunks of at most ``chunk`` (``lax.map``)."""
-    n = x.shape[0]
-    if n <= chunk:
-        return apply(params, x)
-    k = -(-n // chunk)
-    pad = k * chunk - n
-    xp = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))]) if pad else x
-    out = jax.lax.map(lambda c: apply(params, c), xp.reshape(k, chunk, *x.shape[1:]))
-    return out.reshape(k * chunk)[:n]
 
 
 def _compacted_log_psi(apply: ApplyFn, params: PyTree, sigma: jax.Array, flips: jax.Array, pairs: jax.Array,

@@ -21,7 +21,7 @@ from flax import struct
 
 from nqs_core.hamiltonians import Hamiltonian, make_hamiltonian
 from nqs_core.lattice import Lattice, make_lattice
-from nqs_core.local_energy import apply_in_chunks, flip_ratio_fn, local_energies  # noqa: F401  (public here too)
+from nqs_core.local_energy import flip_ratio_fn, local_energies
 from nqs_core.models import is_holomorphic, make_model
 from nqs_core.optimizers import (
     RealRavel,

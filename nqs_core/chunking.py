@@ -1,0 +1,38 @@
+"""Batches cut into cache-sized chunks.
+
+On a CPU a network pass over tens of thousands of configurations streams every intermediate
+through main memory; cut into chunks of ~16k spins (``CHUNK_SITES``) the intermediates stay in
+the cache.  Measured on 2 cores, ConvNeXt 4×4, 37k configurations: 0.45 s in one pass, 0.13–0.20 s
+in chunks of 1024; the per-sample Jacobian (vmapped reverse passes, 1024 samples): 0.12–0.23 s in
+one pass, 0.05 s in chunks of 32–64.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CHUNK_SITES = 1 << 14  # spins per network call
+
+
+def chunk_size(n_sites: int, per_config: int = 1) -> int:
+    """Configurations per chunk: a power of two near ``CHUNK_SITES / (n_sites · per_config)`` (≥ 8);
+    ``per_config`` counts the copies a computation keeps per configuration (e.g. 16 for a Jacobian)."""
+    return max(8, 1 << int(round(np.log2(CHUNK_SITES / max(n_sites * per_config, 1)))))
+
+
+def map_in_chunks(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int) -> Any:
+    """fn(x) for a batch x (leading axis), computed in chunks of ``chunk`` with ``lax.map``; fn's
+    outputs (any pytree) have the batch as their leading axis.  The last chunk is padded with
+    copies of x[0] and the padding is cut off again."""
+    n = x.shape[0]
+    if n <= chunk:
+        return fn(x)
+    k = -(-n // chunk)
+    pad = k * chunk - n
+    xp = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))]) if pad else x
+    out = jax.lax.map(fn, xp.reshape(k, chunk, *x.shape[1:]))
+    return jax.tree.map(lambda y: y.reshape(k * chunk, *y.shape[2:])[:n], out)
