@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import panel as pn
 import param
-from panel.io.callbacks import PeriodicCallback
 
 from app.export import HISTORY_FIELDS, LoadedRun, history_csv, load_run_file, parse_run_json, run_json
 from app.pictures import final_pictures
@@ -51,6 +50,9 @@ for (const doc of Bokeh.documents)
   for (const model of doc.all_models)
     if (model.type && model.type.endsWith("Figure")) Bokeh.index.find_one_by_id(model.id)?.invalidate_layout();
 """
+# notes under a choice (not errors), keyed by (setting, value)
+HINTS = {("optimizer", "minsr"): "MinSR gives SR's update exactly when samples ≥ parameters (push-through "
+                                 "identity); it pays off for networks with more parameters than samples"}
 # the driver's extras for the app: 16 configurations per step (one per chain at most) for the
 # lattice, S(q) and sign pictures; a checkpoint every 2 s feeds the live per-configuration picture
 RUN_KWARGS = {"n_show": 16, "checkpoint_every": 2.0}
@@ -112,7 +114,7 @@ class Lab:
         self._reset_views(self._settings_or_default())
         self._refresh_controls()
         self._refresh_buttons()
-        self._set_status(self.runner.status_text())
+        self._set_status(self.runner.status_text(reason=False))
         self._refresh_stage()
 
     # ----- construction -----------------------------------------------------------------
@@ -146,7 +148,7 @@ class Lab:
         def button(label: str, color: str, handler) -> Any:
             b = pn.ui.Button(label=label, color=color, variant="contained", sizing_mode="stretch_width",
                              margin=(4, 3))
-            b.on_click(handler)
+            b.on_click(lambda event: self._locked(handler))
             return b
 
         self.run_button = button("Run", "success", self._on_run)
@@ -186,6 +188,16 @@ class Lab:
         return pn.ui.Page(title="NQS Lab: neural quantum states, live", sidebar=sidebar, main=[self.stage, self.tabs],
                           sidebar_width=380, theme_toggle=True)
 
+    def _locked(self, fn: Any) -> None:
+        """Run ``fn`` where the views' Bokeh models may change: at once without a server, else in the
+        document's next tick (Bokeh's add_next_tick_callback holds the document lock; Panel may deliver
+        a widget event without it, and a direct Bokeh change there fails)."""
+        doc = self._doc
+        if doc is None or getattr(doc, "session_context", None) is None:
+            fn()
+        else:
+            doc.add_next_tick_callback(fn)
+
     # ----- settings ---------------------------------------------------------------------
     def _refresh_story(self) -> None:
         """The preset menu's tooltip tells the chosen preset's story."""
@@ -212,10 +224,10 @@ class Lab:
                 self.fields[name].show(msg or "")
             else:
                 widget.error_state = msg is not None
-                widget.helper_text = msg or ""
+                widget.helper_text = msg or HINTS.get((name, getattr(self.settings, name)), "")
         if not self.runner.alive and self.runner.phase == "idle":
             self.runner.total = self.settings.steps
-            self._set_status(self.runner.status_text())
+            self._set_status(self.runner.status_text(reason=False))
             if not self.history and not self.loading and not problems and not self.refused():
                 self._show_idle(self.settings.run_settings())
         hidden_problem = [m for n, m in problems.items() if n not in visible]
@@ -250,17 +262,17 @@ class Lab:
             self._say(f"Could not start: {type(err).__name__}: {err}", error=True)
         self._say("")
         self._refresh_buttons()
-        self._set_status(self.runner.status_text())
+        self._set_status(self.runner.status_text(reason=False))
 
     def _on_pause(self, *_: Any) -> None:
         self.runner.pause()
         self._refresh_buttons()
-        self._set_status(self.runner.status_text())
+        self._set_status(self.runner.status_text(reason=False))
 
     def _on_resume(self, *_: Any) -> None:
         self.runner.resume()
         self._refresh_buttons()
-        self._set_status(self.runner.status_text())
+        self._set_status(self.runner.status_text(reason=False))
 
     def _on_stop(self, *_: Any) -> None:
         if self.runner.phase in ("starting", "compiling") and not self.history:
@@ -281,7 +293,7 @@ class Lab:
         self._show_idle(self._settings_or_default())
         self._say("")
         self._refresh_buttons()
-        self._set_status(self.runner.status_text())
+        self._set_status(self.runner.status_text(reason=False))
 
     def _refresh_buttons(self) -> None:
         alive, phase = self.runner.alive, self.runner.phase
@@ -299,8 +311,17 @@ class Lab:
         import html
 
         live = " data-connected='1'" if self._connected else ""  # set once the page's websocket is up
+        # one line that never wraps (the sidebar does not jump); the reasons go to the message below
         self.status.object = (f"<div class='nqs-status' role='status'{live} style='font-family:monospace;"
-                              f"font-size:1.05em;font-weight:600'>{html.escape(text)}</div>")
+                              f"font-size:1.05em;font-weight:600;white-space:nowrap;overflow:hidden;"
+                              f"text-overflow:ellipsis' title='{html.escape(text)}'>{html.escape(text)}</div>")
+
+    @staticmethod
+    def _notify(text: str, error: bool = False) -> None:
+        """A run's outcome as a notification a projector audience sees (none without a session)."""
+        notifications = pn.state.notifications
+        if notifications is not None:
+            (notifications.error if error else notifications.success)(text, duration=8000)
 
     def _say(self, text: str, error: bool = False, cause: str = "") -> None:
         """The message under the status line; ``cause="settings"`` clears it once the settings are valid."""
@@ -317,11 +338,16 @@ class Lab:
         job = self.ref_job
         if job is not None and job.key == hamiltonian_key(settings) and (job.running or job.state == "done"):
             if job.state == "done" and job.reference is not None:
-                self.reference = job.reference
-                self.energy.set_reference(job.reference)
+                self._set_reference(job.reference)
             return
         self._cancel_reference()
         self.ref_job = ReferenceJob(settings, lookup=lookup, dmrg=dmrg, **self.dmrg_options)
+
+    def _set_reference(self, ref: dict) -> None:
+        """A reference arrived: the energy line, and per-sector energies on the Brillouin zone (ED)."""
+        self.reference = ref
+        self.energy.set_reference(ref)
+        self.momentum.show_sector_energies(ref)
 
     def _cancel_reference(self) -> None:
         if self.ref_job is not None:
@@ -336,8 +362,7 @@ class Lab:
         if text:
             self.energy.set_progress(text)
         if ref is not None and (self.reference is None or self.reference.get("energy") is None):
-            self.reference = ref
-            self.energy.set_reference(ref)
+            self._set_reference(ref)
 
     # ----- views ------------------------------------------------------------------------
     def _show_idle(self, settings: RunSettings) -> None:
@@ -347,8 +372,12 @@ class Lab:
         if key == getattr(self, "_idle_key", None):
             return
         self._idle_key = key
-        self._reset_views(settings)
-        self._start_reference(settings, lookup=True, dmrg=False)
+
+        def show() -> None:
+            self._reset_views(settings)
+            self._start_reference(settings, lookup=True, dmrg=False)
+
+        self._locked(show)
 
     def _stage_text(self) -> str:
         """The line above the views: what the page is doing when the plots cannot show it yet."""
@@ -405,8 +434,7 @@ class Lab:
             if batch.frames:
                 self.spins.update(batch.frames)
             if batch.reference is not None:
-                self.reference = batch.reference
-                self.energy.set_reference(batch.reference)
+                self._set_reference(batch.reference)
             if batch.phase == "running" and self.runner.compile_seconds is not None:
                 self.diagnostics.set_compile_seconds(self.runner.compile_seconds)
             configs = batch.extra.get("configurations")
@@ -420,17 +448,19 @@ class Lab:
                 self.sign.note_if_empty()
                 self.summary = getattr(batch.result, "summary", None)
                 self._say(self._summary_text())
-            if batch.phase == "error":
-                self._say(f"error: {batch.message}", error=True)
-            elif batch.phase == "diverged":  # the reason is in the status line
-                self._say("The run diverged (reason above); the plots keep its last finite steps.", error=True)
+                if self.runner.phase in ("done", "stopped"):
+                    self._notify(f"Run {self.runner.phase}: {self._summary_text()}")
+            if batch.phase in ("error", "diverged"):
+                what = "The run diverged" if batch.phase == "diverged" else "The run failed"
+                self._say(f"{what}: {batch.message} (the plots keep its last finite steps)", error=True)
+                self._notify(f"{what}: {batch.message}", error=True)
             alive = self.runner.alive
             if not batch.empty or alive != self._was_alive:
                 self._was_alive = alive
-                self._set_status(self.runner.status_text())
+                self._set_status(self.runner.status_text(reason=False))
                 self._refresh_buttons()
             elif self.runner.phase in ("running",):
-                self._set_status(self.runner.status_text())
+                self._set_status(self.runner.status_text(reason=False))
             self._poll_reference()
             self._apply_loaded()
             self._refresh_stage()
@@ -509,6 +539,7 @@ class Lab:
         if err is not None or loaded is None:
             reason = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
             self._say(f"Could not load {filename or 'that file'}: {reason}", error=True)
+            self._notify(f"Could not load {filename or 'that file'}: {reason}", error=True)
             return
         self.show_loaded(loaded, filename)
 
@@ -530,12 +561,13 @@ class Lab:
         if configs is not None:
             self.sign.show_configurations(configs["log_psi"], configs["target"], configs["target_name"],
                                           f"loaded checkpoint, after step {len(history) - 1}")
+        else:
+            self.sign.config_note.text = "a JSON export holds no wavefunction: load its checkpoint (.npz) for this picture"
         final = loaded.extra.get("final_translation")
         if final is not None:
             self.momentum.show_final(final["value"], final["n_samples"])
         if loaded.reference:
-            self.reference = loaded.reference
-            self.energy.set_reference(loaded.reference)
+            self._set_reference(loaded.reference)
         else:  # a checkpoint stores no reference: look it up (closed form, ED, stored, or DMRG)
             self._start_reference(settings, lookup=True)
         self.summary = loaded.summary
@@ -581,19 +613,25 @@ class Lab:
         """Start the 10 Hz drain once the page has loaded (never for sessions nobody connects to)."""
         log.info("session %s loaded", self.runner.name)
         if self._callback is None and not self._closed:
-            # background=True: the 10 Hz drain must not toggle Panel's process-wide "busy" state; with it,
-            # every tick updated the busy indicator of every other session, whose messages (even the first
-            # "document ready") then waited behind those updates: a second tab never finished loading
-            self._callback = PeriodicCallback(callback=self.tick, period=TICK_MS, background=True)
+            # pn.io.PeriodicCallback is public; its ``background=True`` is not documented, and no public
+            # API replaces it: pn.state.add_periodic_callback toggles Panel's process-wide "busy" state on
+            # every tick (every other session's busy indicator then updated at 10 Hz, and a second tab
+            # never finished loading), and Bokeh's own Document.add_periodic_callback leaves Panel's
+            # event state so that a button click arrived unlocked and the views' Bokeh changes failed
+            # ("_pending_writes should be non-None", tests/browser, pause/resume test)
+            self._callback = pn.io.PeriodicCallback(callback=self.tick, period=TICK_MS, background=True)
             self._callback.start()
             self._connected = True
-            self._set_status(self.runner.status_text())
+            self._set_status(self.runner.status_text(reason=False))
 
     def _connection_lost(self) -> bool:
         """True when the page that loaded this session has no open websocket any more."""
         ctx = getattr(self._doc, "session_context", None)
-        session = getattr(ctx, "_session", None)  # bokeh.server.session.ServerSession
-        return session is not None and getattr(session, "connection_count", 1) == 0
+        server = getattr(ctx, "server_context", None)
+        if server is None:
+            return False
+        # BokehServerContext.sessions and ServerSession.connection_count: Bokeh's public server API
+        return any(s.id == ctx.id and s.connection_count == 0 for s in server.sessions)
 
     def _on_session_destroyed(self, session_context: Any) -> None:
         log.info("session destroyed: %s", self.runner.name)
@@ -607,8 +645,8 @@ class Lab:
         if self._callback is not None:
             try:
                 self._callback.stop()
-            except Exception:
-                pass
+            except Exception:  # Bokeh removed it already with the session
+                log.debug("periodic callback of %s already gone", self.runner.name)
         log.info("session closed: worker stop requested (alive=%s)", self.runner.alive)
 
 

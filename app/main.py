@@ -12,7 +12,7 @@ import panel as pn
 
 from app.lab import Lab
 
-pn.extension(notifications=False, raw_css=[(Path(__file__).resolve().parents[1] / "assets" / "lab.css").read_text()])
+pn.extension(notifications=True, raw_css=[(Path(__file__).resolve().parents[1] / "assets" / "lab.css").read_text()])
 _log = logging.getLogger("nqs_lab")
 _log.setLevel(logging.INFO)
 if not _log.handlers:

@@ -65,6 +65,29 @@ class Batch:
                     or self.extra)
 
 
+def _queueing_callback(q: queue.Queue, live: Any) -> Callable[[Any], None]:
+    """The driver's callback: every event as NumPy data on ``q`` (runs in the worker thread)."""
+
+    def callback(event: Any) -> None:
+        kind = getattr(event, "kind", None)
+        if kind == "steps":
+            samples = getattr(event, "samples", None)
+            if samples is not None:
+                samples = np.asarray(samples).copy()  # NumPy in the worker, never on the event loop
+                if live is not None and event.records:
+                    live.add_samples(event.records[-1].step, samples)
+            q.put(("steps", list(event.records), samples, time.monotonic()))
+        elif kind == "phase":
+            q.put(("phase", event.phase, getattr(event, "message", "") or "", time.monotonic()))
+        elif kind == "reference":
+            q.put(("reference", dict(event.reference), None, time.monotonic()))
+        else:
+            payload = {k: v for k, v in vars(event).items() if k != "kind"}
+            q.put(("extra", kind, payload, time.monotonic()))
+
+    return callback
+
+
 class Runner:
     """Start, pause, resume and stop one VMC run in a background thread; drain its events."""
 
@@ -122,22 +145,7 @@ class Runner:
                                                                                   time.monotonic())))
         self.live = live
 
-        def callback(event: Any) -> None:
-            kind = getattr(event, "kind", None)
-            if kind == "steps":
-                samples = getattr(event, "samples", None)
-                if samples is not None:
-                    samples = np.asarray(samples).copy()  # NumPy in the worker, never on the event loop
-                    if live is not None and event.records:
-                        live.add_samples(event.records[-1].step, samples)
-                q.put(("steps", list(event.records), samples, time.monotonic()))
-            elif kind == "phase":
-                q.put(("phase", event.phase, getattr(event, "message", "") or "", time.monotonic()))
-            elif kind == "reference":
-                q.put(("reference", dict(event.reference), None, time.monotonic()))
-            else:
-                payload = {k: v for k, v in vars(event).items() if k != "kind"}
-                q.put(("extra", kind, payload, time.monotonic()))
+        callback = _queueing_callback(q, live)
 
         def target() -> None:
             try:
@@ -145,16 +153,7 @@ class Runner:
                 if checkpoint is not None:
                     kwargs["checkpoint"] = checkpoint
                 result = run_fn(settings, **kwargs)
-                if live is not None:  # the final pictures must come after the last live one
-                    live.stop()
-                    live.join(10.0)
-                if self._after is not None:
-                    try:
-                        for name, payload in self._after(result).items():
-                            q.put(("extra", name, payload, time.monotonic()))
-                    except Exception:
-                        log.warning("post-processing failed in %s: %s", self.name, traceback.format_exc())
-                q.put(("result", result, None, time.monotonic()))
+                self._finish(result, q, live)
             except Exception as exc:  # the page must stay usable: report, don't crash the server
                 log.warning("run failed in %s: %s", self.name, traceback.format_exc())
                 q.put(("phase", "error", f"{type(exc).__name__}: {exc}", time.monotonic()))
@@ -172,6 +171,19 @@ class Runner:
         self._thread = thread
         thread.start()
         log.info("worker of %s started: %s", self.name, settings)
+
+    def _finish(self, result: Any, q: queue.Queue, live: Any) -> None:
+        """In the worker, after the run: the final pictures (after the last live one), then the result."""
+        if live is not None:
+            live.stop()
+            live.join(10.0)
+        if self._after is not None:
+            try:
+                for name, payload in self._after(result).items():
+                    q.put(("extra", name, payload, time.monotonic()))
+            except Exception:
+                log.warning("post-processing failed in %s: %s", self.name, traceback.format_exc())
+        q.put(("result", result, None, time.monotonic()))
 
     def pause(self) -> None:
         if self.alive and self._control is not None:
@@ -264,8 +276,8 @@ class Runner:
         (t0, s0), (t1, s1) = self._rate_window[0], self._rate_window[-1]
         return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
 
-    def status_text(self) -> str:
-        """``phase · step N / M · x it/s`` as shown under the buttons."""
+    def status_text(self, reason: bool = True) -> str:
+        """``phase · step N / M · x it/s`` as shown under the buttons (``reason``: the end's reason too)."""
         label = {"compiling": "compiling…", "starting": "starting…", "pausing": "pausing…",
                  "resuming": "resuming…"}.get(self.phase, self.phase)
         parts = [label, f"step {self.step} / {self.total}"]
@@ -273,6 +285,6 @@ class Runner:
         if self.phase == "running" and rate > 0:
             parts.append(f"{rate:.1f} it/s")
         text = " · ".join(parts)
-        if self.message and self.phase in ("diverged", "error", "stopped"):
+        if reason and self.message and self.phase in ("diverged", "error", "stopped"):
             text += f" — {self.message}"
         return text

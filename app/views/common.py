@@ -108,7 +108,7 @@ def with_heading(fig: figure, *captions: Any, **bokeh_kwargs: Any) -> pn.Column:
         return pn.Column(heading(fig), *captions, pn.pane.Bokeh(fig, sizing_mode="stretch_width", **bokeh_kwargs),
                          sizing_mode="stretch_width")
     for pane in (heading(fig), *captions):  # text as wide as the fixed-size figure, wrapped
-        pane.param.update(sizing_mode="fixed", width=fig.width)
+        pane.param.update(sizing_mode=None, width=fig.width)
     return pn.Column(heading(fig), *captions, pn.pane.Bokeh(fig, **bokeh_kwargs))
 
 

@@ -37,11 +37,13 @@ class MomentumView:
     title = "Momentum"
 
     def __init__(self) -> None:
-        self.bz_source = ColumnDataSource(dict(kx=[], ky=[], color=[], size=[]))
+        self.bz_source = ColumnDataSource(dict(kx=[], ky=[], color=[], size=[], energy=[]))
         self.bz_fig = make_figure("Brillouin zone: allowed k", "kx / π", "ky / π", height=340,
-                                  width=340, sizing_mode="fixed", tools="save", x_range=Range1d(-1.2, 1.2),
+                                  width=340, sizing_mode="fixed", tools="hover,save", x_range=Range1d(-1.2, 1.2),
                                   y_range=Range1d(-1.2, 1.2))
         self.bz_fig.scatter("kx", "ky", source=self.bz_source, color="color", size="size", marker="square")
+        self.bz_fig.hover.tooltips = [("k/π", "(@kx, @ky)"), ("lowest E in this sector (ED)", "@energy{0.000000}")]
+        self.sectors_note = caption_pane("")
         self.bz_note = caption_pane("", color=ORANGE)
 
         self.circle_source = ColumnDataSource(dict(re=[], im=[], step=[]))
@@ -81,9 +83,10 @@ class MomentumView:
         self._recent: deque[np.ndarray] = deque(maxlen=20)
         self.coords = np.zeros((1, 1))
         self.L = 1
+        self._chosen: tuple[float, float] | None = None
         self.figures = [self.bz_fig, self.circle_fig, self.sq_fig]
         # a FlexBox wraps the fixed-size figures onto a second line where the main area is narrow
-        self.panel = pn.FlexBox(with_heading(self.bz_fig, self.bz_note), with_heading(self.circle_fig, self.circle_note),
+        self.panel = pn.FlexBox(with_heading(self.bz_fig, self.bz_note, self.sectors_note), with_heading(self.circle_fig, self.circle_note),
                                 with_heading(self.sq_fig), flex_wrap="wrap", sizing_mode="stretch_width",
                                 name=self.title)
 
@@ -107,7 +110,9 @@ class MomentumView:
         per_axis = len(kx) if m.shape[1] == 1 else int(round(np.sqrt(len(kx))))  # points along one axis
         base = max(4, min(12, int(110 / max(per_axis, 1))))
         size = [2 * base if c == ORANGE else base for c in color]
-        self.bz_source.data = dict(kx=kx, ky=ky, color=color, size=size)
+        self.bz_source.data = dict(kx=kx, ky=ky, color=color, size=size, energy=[float("nan")] * len(kx))
+        self._chosen = chosen
+        set_text(self.sectors_note, "")
         self.bz_fig.yaxis.axis_label = "ky / π" if m.shape[1] > 1 else ""
         self.bz_fig.y_range.update(start=-1.2 if m.shape[1] > 1 else -0.5, end=1.2 if m.shape[1] > 1 else 0.5)
         self.sq_fig.y_range.update(start=-1.2 if m.shape[1] > 1 else -0.5, end=1.2 if m.shape[1] > 1 else 0.5)
@@ -121,6 +126,29 @@ class MomentumView:
         periodic = bool(np.asarray(momenta_over_pi).shape[0] > 1)
         self.circle_note.object = ("measured each step from that step's samples" if periodic else
                                  "open boundaries: no translation symmetry to measure")
+
+    def show_sector_energies(self, ref: dict) -> None:
+        """ED's lowest energy per momentum sector (hover) and where the global ground state lies:
+        the evidence that the chosen sector holds the ground state, not just the projection."""
+        sectors = ref.get("sector_energies") or []
+        ground = ref.get("ground_momentum_over_pi")
+        if not sectors or ground is None:
+            return
+        fold = lambda k: [x - 2 if x > 1 + 1e-9 else x for x in k] + [0.0] * (2 - len(k))  # noqa: E731
+        energy = {tuple(np.round(fold(s["k_over_pi"]), 6)): float(s["energy"]) for s in sectors}
+        data = dict(self.bz_source.data)
+        data["energy"] = [energy.get((round(a, 6), round(b, 6)), float("nan")) for a, b in zip(data["kx"], data["ky"])]
+        self.bz_source.data = data
+        g = fold(ground)
+        where = ", ".join(f"{x:g}" for x in ground)
+        e0 = min(float(s["energy"]) for s in sectors)
+        if self._chosen is None:
+            verdict = ""
+        elif all(abs(a - b) < 1e-6 for a, b in zip(self._chosen, g)):
+            verdict = " · the chosen sector holds it"
+        else:
+            verdict = " · NOT the chosen sector"
+        set_text(self.sectors_note, f"ED per sector (hover): ground state at k/π = {where}, E₀ = {e0:.6f}{verdict}")
 
     def update(self, records: list[Any], frames: list[np.ndarray]) -> None:
         pts = [(int(r.step), getattr(r, "translation_eigenvalue", None)) for r in records]

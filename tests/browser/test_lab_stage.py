@@ -34,6 +34,10 @@ SERIES = """
 """
 
 
+LABELS = """
+() => { const out = []; for (const doc of Bokeh.documents) for (const m of doc.all_models)
+  if (m.type === "Label") out.push(String(m.text)); return out.join("\\n"); }
+"""
 AXIS_LABELS = """
 () => { const out = []; for (const doc of Bokeh.documents) for (const m of doc.all_models)
   if (m.type && m.type.endsWith("Axis")) out.push(String(m.axis_label)); return out.join("\\n"); }
@@ -117,6 +121,9 @@ def test_1_a_loaded_run_draws_each_step_once(open_lab, tmp_path, what):
         for steps in runs:
             assert steps == list(range(12)), f"{column}: {steps}"
     assert step_of(other) == (12, 12)
+    if what == "json":  # item 9: a JSON holds no state, and the sign view says so instead of "waiting"
+        show_tab(other, "Sign", settle=0.5)
+        assert "JSON export holds no wavefunction" in other.evaluate(LABELS)
     assert console.errors == [] and console2.errors == [], console.errors + console2.errors
 
 
@@ -168,6 +175,9 @@ def test_4_every_bad_input_is_refused_next_to_its_field(open_lab, lab_server, sc
     page.get_by_text("Not started").first.wait_for(state="detached", timeout=10_000)
     page.get_by_text("even number of sites").first.wait_for(state="detached", timeout=10_000)
     assert step_of(page) == (0, 100) and not button(page, "Run").is_disabled()
+    # item 9: MinSR says why it can give exactly SR's update
+    choose(page, "Optimizer", "MinSR")
+    message_below(page, "Optimizer", "push-through identity")
     assert lab_server.log().count("Traceback") == tracebacks, lab_server.log()[-3000:]
     assert console.errors == [], console.errors
 
