@@ -139,7 +139,7 @@ class RunSettings:
     lattice: str = setting("square", "lattice kind", choices=KINDS)
     L: int = setting(4, f"linear size: sites of a chain, or side of the square up to {SQUARE_MAX_L}", lo=2, hi=64)
     bc: str = setting("periodic", "boundary conditions", choices=BOUNDARIES)
-    J: float | None = setting(None, "coupling J (Heisenberg, TFIM)", lo=-10.0, hi=10.0, unset=1.0)
+    J: float | None = setting(None, "coupling J of the Heisenberg and TFIM models", lo=-10.0, hi=10.0, unset=1.0)
     J1: float | None = setting(None, "nearest-neighbour coupling of J1-J2", lo=-10.0, hi=10.0, unset=1.0)
     J2: float | None = setting(None, "next-nearest-neighbour coupling of J1-J2", lo=-10.0, hi=10.0, unset=0.5)
     h: float | None = setting(None, "transverse field of the TFIM", lo=0.0, hi=20.0, unset=1.0)
