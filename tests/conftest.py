@@ -66,6 +66,18 @@ def tick_until(lab: Any, predicate: Callable[[], bool], timeout: float, what: st
     poll_until(step, predicate, timeout, what, status=lambda: f"({lab.runner.status_text()})")
 
 
+def translation_matrix(lattice: Any, codes: Any, t: int) -> Any:
+    """Dense permutation matrix of translation ``t`` on the sorted basis ``codes``: (T ψ)(σ) = ψ(shift(σ, r_t))."""
+    import numpy as np
+
+    from nqs_core.basis import decode, encode
+
+    target = np.searchsorted(codes, encode(decode(codes, lattice.n_sites)[:, lattice.translations[t]]))
+    m = np.zeros((len(codes), len(codes)))
+    m[np.arange(len(codes)), target] = 1.0
+    return m
+
+
 @pytest.fixture
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """NQS_CACHE_DIR in a fresh directory: references and compiled programs are computed, not found."""

@@ -3,18 +3,11 @@
 import numpy as np
 import pytest
 import scipy.sparse.linalg as sla
+from conftest import translation_matrix
 
 from nqs_core import make_hamiltonian, make_lattice
 from nqs_core.basis import basis_codes, decode, encode, sparse_matrix
 from nqs_core.references.ed import ed_problem, exact_diagonalization, sector_codes
-
-
-def translation_matrix(lattice, codes, t):
-    """Permutation matrix of σ ↦ shift(σ, r_t) on the plain basis (dense)."""
-    target = encode(decode(codes, lattice.n_sites)[:, lattice.translations[t]])
-    T = np.zeros((len(codes), len(codes)))
-    T[np.searchsorted(codes, target), np.arange(len(codes))] = 1.0
-    return T
 
 
 def lowest_per_momentum_sector(ham):
@@ -23,7 +16,8 @@ def lowest_per_momentum_sector(ham):
     lat = ham.lattice
     codes = basis_codes(lat.n_sites, ham.conserves_sz)
     H = sparse_matrix(ham, codes).toarray()
-    Ts = [translation_matrix(lat, codes, t) for t in range(len(lat.displacements))]
+    # the permutation σ ↦ shift(σ, r_t) itself: (T ψ)(shift(σ, r_t)) = ψ(σ), the transpose of conftest's
+    Ts = [translation_matrix(lat, codes, t).T for t in range(len(lat.displacements))]
     out = []
     for k in lat.momenta():
         P = sum(np.exp(-1j * r @ k) * T for r, T in zip(lat.displacements, Ts)) / len(Ts)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nqs_core  # noqa: F401
-from nqs_core.basis import basis_codes, decode, encode, sparse_matrix
+from nqs_core.basis import basis_codes, decode, sparse_matrix
 from nqs_core.hamiltonians import make_hamiltonian
 from nqs_core.lattice import make_lattice
 from nqs_core.models.convnext import ConvNeXt
@@ -17,20 +17,12 @@ from nqs_core.models.rbm import RBM
 from nqs_core.models.symmetry import MomentumProjection, log_sum_exp, marshall_momentum, project
 from nqs_core.references.ed import exact_diagonalization
 from _table_state import table
+from conftest import translation_matrix
 
 
 def state_vector(model, params, codes, n_sites):
     log_psi = np.asarray(model.apply(params, decode(codes, n_sites)))
     return np.exp(log_psi)
-
-
-def translation_matrix(codes, lattice, t):
-    """Dense (T_t ψ)(σ) = ψ(shift(σ, r_t)) on the basis ``codes``."""
-    sigma = decode(codes, lattice.n_sites)
-    target = np.searchsorted(codes, encode(sigma[:, lattice.translations[t]]))
-    m = np.zeros((len(codes), len(codes)))
-    m[np.arange(len(codes)), target] = 1.0
-    return m
 
 
 def rbm_params(n_sites, seed=0):
@@ -64,7 +56,7 @@ def test_projection_equals_dense_projector_and_is_complete():
     codes = basis_codes(6, sz_zero=False)
     params = rbm_params(6, seed=3)
     psi = state_vector(RBM(alpha=1), params, codes, 6)
-    T = [translation_matrix(codes, lat, t) for t in range(len(lat.displacements))]
+    T = [translation_matrix(lat, codes, t) for t in range(len(lat.displacements))]
     total = np.zeros_like(psi)
     for k_over_pi in lat.momenta() / np.pi:
         k = lat.momentum_index(tuple(k_over_pi))
