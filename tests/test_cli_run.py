@@ -166,6 +166,11 @@ def test_preset_with_overrides(capsys):
 
     args = build_parser().parse_args(["run", "--preset", "chain-18-k-pi", "--steps", "7", "--lr", "0.02"])
     assert settings_from_args(args) == PRESETS["chain-18-k-pi"].settings(steps=7, lr=0.02)
+    # an optional setting the preset sets goes back to none with the word none
+    args = build_parser().parse_args(["run", "--preset", "chain-18-k-pi", "--k", "none", "--sweep", "None"])
+    assert settings_from_args(args) == PRESETS["chain-18-k-pi"].settings(k=None, sweep=None)
+    code, stdout, stderr = _cli(["run", "--sweep", "several"], capsys)
+    assert code == 2 and "--sweep" in stderr and "invalid int value" in stderr
     code, stdout, stderr = _cli(["run", "--preset", "no-such-preset"], capsys)
     assert code == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1 and "--preset" in stderr
     assert "heisenberg-4x4" in stderr  # the allowed names

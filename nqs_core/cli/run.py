@@ -42,6 +42,16 @@ def _k(text: str) -> tuple[float, ...]:
 FLAG_TYPES: dict[str, Any] = {"int": int, "float": float, "k": _k}
 
 
+def _or_none(convert: Any) -> Any:
+    """``convert``, but the word ``none`` gives None (an optional setting back to its default of none)."""
+
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() == "none" else convert(text)
+
+    parse.__name__ = convert.__name__  # argparse names the type in its error message
+    return parse
+
+
 def flag_kwargs(setting: Setting) -> dict[str, Any]:
     """``add_argument`` keywords of one setting, all from the schema (help shows allowed values and default)."""
     kwargs: dict[str, Any] = {"dest": setting.name, "default": argparse.SUPPRESS,
@@ -49,7 +59,8 @@ def flag_kwargs(setting: Setting) -> dict[str, Any]:
     if setting.spec.choices is not None:
         kwargs["choices"] = setting.spec.choices
     else:
-        kwargs["type"] = FLAG_TYPES[setting.kind]
+        convert = FLAG_TYPES[setting.kind]
+        kwargs["type"] = _or_none(convert) if setting.optional else convert
         kwargs["metavar"] = "KX[,KY]" if setting.kind == "k" else setting.name.upper()
     return kwargs
 
