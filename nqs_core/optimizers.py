@@ -269,5 +269,30 @@ def learning_rate(schedule: str, lr: jax.Array, step: jax.Array, total_steps: ja
     raise ValueError(f"schedule must be one of constant, cosine; got {schedule!r}")
 
 
+schedule_value = learning_rate  # the function, under a name optimizer_chain's `learning_rate` argument does not hide
+
+
+def optimizer_chain(optimizer: str, schedule: str) -> Callable[..., optax.GradientTransformation]:
+    """The optax chain applied to a preconditioned direction d: the optimizer's transformation
+    (``transformation``), then the learning rate and its schedule (``learning_rate``), so that
+    θ ← θ + chain(d) = θ − η_t·tx(d).  Wrapped in ``optax.inject_hyperparams``: learning_rate,
+    momentum and total_steps live in the optimizer state as run-time values (``with_hyperparameters``),
+    so one compiled step serves every value.  Call the result with the three to get the chain."""
+    def make(learning_rate, momentum, total_steps):
+        eta = lambda count: schedule_value(schedule, learning_rate, count, total_steps)  # noqa: E731
+        return optax.chain(transformation(optimizer, momentum), optax.scale_by_learning_rate(eta))
+
+    return optax.inject_hyperparams(make, static_args=())
+
+
+def with_hyperparameters(opt_state: Any, **values: jax.Array) -> Any:
+    """``opt_state`` of an ``optimizer_chain`` with new run-time hyperparameters (dtypes kept)."""
+    hp = dict(opt_state.hyperparams)
+    for k, v in values.items():
+        hp[k] = jnp.asarray(v, dtype=jnp.asarray(hp[k]).dtype)
+    return opt_state._replace(hyperparams=hp)
+
+
 __all__ = ["RealRavel", "jacobian", "gradient_from_jacobian", "gradient_vjp", "sr_dense",
-           "sr_dense_holomorphic", "sr_from_moments", "minsr", "sr_cg", "transformation", "learning_rate", "jacobian_holomorphic"]
+           "sr_dense_holomorphic", "sr_from_moments", "minsr", "sr_cg", "transformation", "learning_rate",
+           "jacobian_holomorphic", "optimizer_chain", "with_hyperparameters"]

@@ -10,11 +10,13 @@ eval_samples, steps_per_call): those enter the jitted function as arrays.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
 import jax
+import optax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
@@ -22,21 +24,9 @@ from flax import struct
 from nqs_core.hamiltonians import Hamiltonian, make_hamiltonian
 from nqs_core.lattice import Lattice, make_lattice
 from nqs_core.local_energy import flip_ratio_fn, local_energies
-from nqs_core.models import is_holomorphic, make_model
-from nqs_core.optimizers import (
-    RealRavel,
-    gradient_from_jacobian,
-    gradient_vjp,
-    jacobian,
-    jacobian_holomorphic,
-    learning_rate,
-    minsr,
-    sr_cg,
-    sr_dense,
-    sr_dense_holomorphic,
-    sr_from_moments,
-    transformation,
-)
+from nqs_core.models import make_model
+from nqs_core.optimizers import RealRavel, optimizer_chain, with_hyperparameters
+from nqs_core.preconditioners import Preconditioner, preconditioner_for
 from nqs_core.observables import best_half_plane, marshall_phase
 from nqs_core.sampler import ExactSampler, Sampler, SamplerState, make_sampler
 from nqs_core.settings import RunSettings
@@ -68,35 +58,10 @@ def build_problem(settings: RunSettings) -> tuple[Lattice, Hamiltonian]:
 
 def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
              weights: jax.Array, optimizer: str, sr_solver: str, diag_shift: jax.Array):
-    """E_loc, gradient g = 2Re⟨ΔO*ΔE⟩ and the direction fed to optax (SR/MinSR d, or g)."""
-    apply = model.apply
-    e_loc = local_energies(apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model))
-    holo = is_holomorphic(model) and RealRavel.of(params).all_complex
-    if optimizer == "sr" and sr_solver == "dense":
-        if holo and getattr(model, "has_holomorphic_moments", callable(getattr(type(model), "holomorphic_moments", None))):  # RBM: S_c without forming O
-            de = e_loc - weights @ e_loc
-            second, mean, force = model.apply(params, sigma, weights, de, method="holomorphic_moments")
-            d = sr_from_moments(second, mean, force, diag_shift)
-            g = 2.0 * jnp.concatenate([force.real, force.imag])
-        elif holo:
-            o_c = jacobian_holomorphic(apply, params, sigma)
-            d = sr_dense_holomorphic(o_c, e_loc, weights, diag_shift)
-            g_c = 2.0 * (jnp.conj(o_c - weights @ o_c).T @ (weights * (e_loc - weights @ e_loc)))
-            g = jnp.concatenate([g_c.real, g_c.imag])
-        else:
-            o = jacobian(apply, params, sigma)
-            d = sr_dense(o, e_loc, weights, diag_shift)
-            g = gradient_from_jacobian(o, e_loc, weights)
-    elif optimizer == "minsr":
-        o = jacobian(apply, params, sigma, holo)
-        d = minsr(o, e_loc, weights, diag_shift)
-        g = gradient_from_jacobian(o, e_loc, weights)
-    elif optimizer == "sr":
-        d = sr_cg(apply, params, sigma, e_loc, weights, diag_shift)
-        g = gradient_vjp(apply, params, sigma, e_loc, weights)
-    else:
-        g = gradient_vjp(apply, params, sigma, e_loc, weights)
-        d = g
+    """E_loc, gradient g = 2Re⟨ΔO*ΔE⟩ and the direction d fed to optax (``preconditioner_for``)."""
+    e_loc = local_energies(model.apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model))
+    pre = preconditioner_for(optimizer, sr_solver, model, RealRavel.of(params))
+    g, d = pre(model, params, sigma, e_loc, weights, diag_shift)
     return e_loc, g.astype(d.dtype), d
 
 
@@ -110,23 +75,30 @@ class Engine:
     model: nn.Module
     sampler: Sampler
     ravel: RealRavel
+    preconditioner: Preconditioner
+
+    @functools.cached_property
+    def chain(self) -> optax.GradientTransformation:
+        """The optax chain (optimizer, then learning rate and schedule) with placeholder
+        hyperparameters: the step injects the run-time values (``with_hyperparameters``)."""
+        return optimizer_chain(self.settings.optimizer, self.settings.schedule)(
+            learning_rate=1.0, momentum=0.0, total_steps=1)
 
     # ----- one step -------------------------------------------------------------------------
     def _step(self, state: VMCState, hyper: dict[str, jax.Array]) -> tuple[VMCState, dict[str, jax.Array]]:
-        s = self.settings
         params = state.params
         sampler_state, sigma, lp, acceptance = self.sampler.sample(lambda x: self.model.apply(params, x), state.sampler)
         c, t, n = sigma.shape
         flat, lpf = sigma.reshape(c * t, n), lp.reshape(c * t)
         weights = jnp.full((c * t,), 1.0 / (c * t), dtype=jnp.float64)
-        e_loc, g, d = estimate(self.model, params, self.hamiltonian, flat, lpf, weights, s.optimizer,
-                               s.sr_solver, hyper["diag_shift"])
+        e_loc = local_energies(self.model.apply, params, self.hamiltonian, flat, lpf, ratios=flip_ratio_fn(self.model))
+        g, d = self.preconditioner(self.model, params, flat, e_loc, weights, hyper["diag_shift"])
         stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
         theta = self.ravel.ravel(params)
-        tx = transformation(s.optimizer, hyper["momentum"].astype(theta.dtype))
-        updates, opt_state = tx.update(d.astype(theta.dtype), state.opt_state, theta)
-        eta = learning_rate(s.schedule, hyper["lr"], state.step, hyper["total_steps"]).astype(theta.dtype)
-        theta_new = theta - eta * updates
+        opt_state = with_hyperparameters(state.opt_state, learning_rate=hyper["lr"], momentum=hyper["momentum"],
+                                         total_steps=hyper["total_steps"])
+        updates, opt_state = self.chain.update(d.astype(theta.dtype), opt_state, theta)
+        theta_new = theta + updates.astype(theta.dtype)
         finite = jnp.isfinite(stats["energy"]) & jnp.all(jnp.isfinite(theta_new))
         new = VMCState(self.ravel.unravel(theta_new), opt_state, sampler_state, state.step + 1)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
@@ -182,8 +154,7 @@ class Engine:
         return self.model.init(key, jnp.ones((1, self.lattice.n_sites), jnp.int8))
 
     def init_opt_state(self, params: PyTree) -> PyTree:
-        theta = self.ravel.ravel(params)
-        return transformation(self.settings.optimizer, 0.0).init(theta)
+        return self.chain.init(self.ravel.ravel(params))
 
 
 def static_settings(settings: RunSettings) -> RunSettings:
@@ -220,9 +191,21 @@ def single_threaded_lapack() -> bool:
     return found
 
 
-@functools.lru_cache(maxsize=32)
+_ENGINE_LOCK = threading.Lock()
+
+
 def engine_for(static: RunSettings) -> Engine:
-    """One Engine (model, sampler, jitted functions) per static configuration."""
+    """One Engine (model, sampler, jitted functions) per static configuration, also when several
+    threads (the lab's sessions) ask for the same one at once."""
+    with _ENGINE_LOCK:
+        return _engine_for(static)
+
+
+engine_for.cache_info = lambda: _engine_for.cache_info()  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=32)
+def _engine_for(static: RunSettings) -> Engine:
     import scipy.linalg.cython_lapack  # noqa: F401  (load jaxlib's LAPACK provider, then pin it)
 
     single_threaded_lapack()
@@ -230,7 +213,9 @@ def engine_for(static: RunSettings) -> Engine:
     model = make_model(static, lattice)
     sampler = make_sampler(static, ham)
     shapes = jax.eval_shape(lambda k: model.init(k, jnp.ones((1, lattice.n_sites), jnp.int8)), jax.random.key(0))
-    return Engine(static, lattice, ham, model, sampler, RealRavel.of(shapes))
+    ravel = RealRavel.of(shapes)
+    return Engine(static, lattice, ham, model, sampler, ravel,
+                  preconditioner_for(static.optimizer, static.sr_solver, model, ravel))
 
 
 class VMC:

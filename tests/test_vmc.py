@@ -187,3 +187,18 @@ def test_compacted_local_energies_equal_the_full_sum_on_random_states(case, chun
     full = np.asarray(diag + jnp.sum(mels * jnp.exp(lp_p - lp[:, None]), axis=1))
     got = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l, chunk=chunk))(params, sigma, lp)
     np.testing.assert_allclose(np.asarray(got), full, rtol=1e-11, atol=1e-11)
+
+
+def test_a_preconditioner_composes_with_any_optax_chain():
+    """SR + Adam: the dense SR direction fed to Adam's transformation is one Engine, not a new branch."""
+    import dataclasses
+
+    from nqs_core.preconditioners import DenseSR, preconditioner_for
+
+    vmc = VMC(SMALL.replace(optimizer="adam", lr=0.01))
+    assert preconditioner_for("adam", "dense", vmc.model, vmc.engine.ravel).name == "gradient"
+    engine = dataclasses.replace(vmc.engine, preconditioner=DenseSR())
+    state = vmc.init()
+    state, stats = engine.multi_step(state, vmc.hyper, 3)
+    assert bool(np.all(stats["finite"])) and int(state.step) == 3
+    assert int(state.opt_state.inner_state[0].count) == 3  # Adam's own state advanced
