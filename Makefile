@@ -23,5 +23,5 @@ setup:
 # then run `make test` before committing the new file.
 constraints:
 	@scripts/bootstrap.sh --test
-	{ sed -n '1,2p' constraints.txt; .venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	.venv/bin/python scripts/freeze_constraints.py > constraints.txt.new
 	mv constraints.txt.new constraints.txt
