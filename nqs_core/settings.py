@@ -199,6 +199,7 @@ class RunSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSettings":
+        """Settings from ``to_dict()`` output (a checkpoint, an exported run); unknown keys are refused."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

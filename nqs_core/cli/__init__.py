@@ -41,6 +41,7 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``nqs ARGV``; the exit code (2 and one stderr line for an invalid setting)."""
     args = build_parser().parse_args(argv)
     module = importlib.import_module(args._module)
     try:
