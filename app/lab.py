@@ -374,6 +374,8 @@ class Lab:
         self._idle_key = key
 
         def show() -> None:
+            if self.history or self.loading or self.runner.alive or self.runner.phase != "idle":
+                return  # a run or a loaded run came first: its views stay
             self._reset_views(settings)
             self._start_reference(settings, lookup=True, dmrg=False)
 

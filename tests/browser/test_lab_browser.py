@@ -216,6 +216,7 @@ def set_field(page, label: str, value: str) -> None:
 def choose(page, combobox: str, option: str) -> None:
     page.get_by_role("combobox", name=combobox).first.click()
     page.locator("li", has_text=re.compile(f"^{re.escape(option)}$")).last.click()
+    page.get_by_role("listbox").wait_for(state="detached", timeout=10_000)  # the menu closed: the next click lands
 
 
 def test_large_fonts_dark_theme_and_a_diverged_run(open_lab, screenshots):

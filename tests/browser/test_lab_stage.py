@@ -50,7 +50,7 @@ def series_steps(page, column: str) -> list[list[float]]:
 
 def short_run(page, steps: int) -> None:
     set_field(page, "Steps", str(steps))
-    wait_for(lambda: f"/ {steps}" in status(page), 15, "the edited step count")
+    wait_for(lambda: f"/ {steps}" in status(page), 30, "the edited step count")
     button(page, "Run").click()
     wait_for(lambda: "done" in status(page), 180, "the short run to finish")
     wait_for(lambda: not button(page, "Run").is_disabled(), 15, "Run to be usable again")
@@ -139,7 +139,7 @@ GOOD = {"L": "4", "J": "1", "Markov chains": "16", "Samples per step": "512", "S
 
 def message_below(page, label: str, text: str):
     """The message under the field ``label`` (MUI helper text), checked to sit right below it."""
-    field = page.get_by_label(label, exact=True)
+    field = page.get_by_label(label, exact=True).first
     box = field.bounding_box()
     msg = page.locator(".MuiFormHelperText-root", has_text=text).first
     msg.wait_for(timeout=10_000)
