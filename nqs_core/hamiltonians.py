@@ -61,6 +61,12 @@ class Hamiltonian:
         return dict(self.coupling_items())
 
     @property
+    def energy_scale(self) -> float:
+        """The largest |coupling| (1 when all vanish): the unit in which the VMC step measures the
+        gradient, so that one learning rate means one imaginary-time step at every field or J."""
+        return max([abs(v) for _, v in self.coupling_items()] + [0.0]) or 1.0
+
+    @property
     def convention(self) -> str:
         return CONVENTIONS[self.name]
 

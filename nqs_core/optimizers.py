@@ -14,7 +14,10 @@ so that ŌᵀŌ = S and Ōᵀε̄ = g: by the push-through identity SR and MinSR
 every λ > 0.  The direction d (g itself for sgd/adam/adamw) is fed to an optax transformation
 and the update is θ ← θ − η_t·tx(d).  Scale convention: d = (S + λ)⁻¹ g is NetKet's (3.23:
 gradient 2F, SR solves S x = 2F), so a learning rate means the same in both; in the language of
-DESIGN.md §3 (δθ = −η'(S + λ)⁻¹F with F = g/2) the imaginary-time step is η' = 2η.
+DESIGN.md §3 (δθ = −η'(S + λ)⁻¹F with F = g/2) the imaginary-time step is η' = 2η.  The engine
+divides d by the Hamiltonian's energy scale (its largest |coupling|, 1 for J = 1 and h ≤ 1), so one
+learning rate means the same imaginary-time step at every field: at h = 10 the raw step was 10×
+larger and the TFIM chain stalled at 1.7e-2.
 
 Precision: O and the products Ō†Ō (or ŌŌ†) are formed in the network's precision (float32 or
 float64; in float32 the product is ~2× faster); the shift and the Cholesky solve are float64.

@@ -97,7 +97,8 @@ class Engine:
         theta = self.ravel.ravel(params)
         opt_state = with_hyperparameters(state.opt_state, learning_rate=hyper["lr"], momentum=hyper["momentum"],
                                          total_steps=hyper["total_steps"])
-        updates, opt_state = self.chain.update(d.astype(theta.dtype), opt_state, theta)
+        direction = d / self.hamiltonian.energy_scale  # lr is an imaginary-time step in units of 1/energy_scale
+        updates, opt_state = self.chain.update(direction.astype(theta.dtype), opt_state, theta)
         theta_new = theta + updates.astype(theta.dtype)
         finite = jnp.isfinite(stats["energy"]) & jnp.all(jnp.isfinite(theta_new))
         new = VMCState(self.ravel.unravel(theta_new), opt_state, sampler_state, state.step + 1)
