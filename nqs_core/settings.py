@@ -28,6 +28,7 @@ DTYPES = ("float64", "float32")
 SAMPLERS = ("metropolis", "exact")
 EXCHANGES = ("neighbours", "any")
 SR_SOLVERS = ("dense", "cg")
+DEFAULT_KERNEL = 3  # the ConvNeXt kernel when none is given, or the patch grid when that is smaller
 SQUARE_MAX_L = 16  # the square lattice's largest side (the chain's is L's upper bound)
 
 
@@ -149,7 +150,8 @@ class RunSettings:
     depth: int = setting(2, "ConvNeXt blocks", lo=1, hi=12)
     features: int = setting(8, "ConvNeXt features", lo=1, hi=256)
     patch: int = setting(2, "ConvNeXt patch size, a divisor of L", lo=1, hi=8)
-    kernel: int = setting(3, "ConvNeXt depthwise kernel size, at most L/patch", lo=1, hi=15)
+    kernel: int | None = setting(None, "ConvNeXt depthwise kernel size, at most L/patch; "
+                                       f"none: the largest up to {DEFAULT_KERNEL} that fits", lo=1, hi=15)
     sign: str = setting("none", "sign prior multiplying the network", choices=SIGNS)
     k: tuple[float, ...] | None = setting(
         None, "momentum sector in units of π, e.g. 0 or 1 (chain), 0,0 (square); none = no projection")
@@ -187,6 +189,13 @@ class RunSettings:
     @property
     def n_sites(self) -> int:
         return self.L if self.lattice == "chain" else self.L * self.L
+
+    @property
+    def kernel_size(self) -> int:
+        """The ConvNeXt kernel: ``kernel``, or the largest up to DEFAULT_KERNEL that fits L/patch."""
+        if self.kernel is not None:
+            return self.kernel
+        return max(1, min(DEFAULT_KERNEL, self.L // max(self.patch, 1)))
 
     @property
     def samples_per_chain(self) -> int:
@@ -267,7 +276,7 @@ def _convnext_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
     if s.L % s.patch:
         allowed = ", ".join(str(p) for p in range(1, s.L + 1) if s.L % p == 0)
         return [SettingsError("patch", f"patch must divide L = {s.L}; got {s.patch} (allowed: {allowed})")]
-    if s.kernel > s.L // s.patch:
+    if s.kernel is not None and s.kernel > s.L // s.patch:
         grid = s.L // s.patch
         return [SettingsError("kernel", f"kernel must be ≤ the patch grid L/patch = {grid}; got {s.kernel}")]
     return []

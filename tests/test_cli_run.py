@@ -202,3 +202,14 @@ def test_presets_lists_every_preset_with_its_full_settings(capsys):
     assert code == 0 and "--k 1 " in stdout and "--eval-samples 8192" in stdout  # overrides and defaults
     code, stdout, stderr = _cli(["presets", "nope"], capsys)
     assert code == 2 and "preset must be one of" in stderr and stdout == ""
+
+
+@pytest.mark.parametrize("model", ["rbm", "jastrow", "convnext"])
+@pytest.mark.parametrize("lattice", ["chain", "square"])
+def test_every_model_runs_with_its_defaults_on_every_default_lattice(model, lattice, capsys):
+    """Only the size of the run is shrunk: the model's and the lattice's own defaults must be valid
+    (the ConvNeXt kernel adapts to the patch grid: 2 on the default 4×4 with 2×2 patches)."""
+    code, out, err = _cli(["run", "--model", model, "--lattice", lattice, "--samples", "32", "--chains", "4",
+                           "--steps", "2", "--eval-samples", "32", "--json", "--no-reference"], capsys)
+    assert code == 0, err
+    assert json_lines(out)[-1]["summary"]["steps"] == 2

@@ -276,7 +276,7 @@ def from_settings(settings: Any, lattice: Lattice) -> nn.Module:
         depth=int(settings.depth),
         features=int(settings.features),
         patch=int(settings.patch),
-        kernel=int(settings.kernel),
+        kernel=int(settings.kernel_size),
         k_over_pi=tuple(float(x) for x in k),
         param_dtype=DTYPES[settings.dtype],
     )
