@@ -15,13 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-CHUNK_SITES = 1 << 14  # spins per network call
+CHUNK_SITES = {"cpu": 1 << 14}  # spins per network call, per backend
+ACCELERATOR_CHUNK_SITES = 1 << 22  # GPUs/TPUs want large batches; this only bounds the memory
 
 
 def chunk_size(n_sites: int, per_config: int = 1) -> int:
-    """Configurations per chunk: a power of two near ``CHUNK_SITES / (n_sites · per_config)`` (≥ 8);
-    ``per_config`` counts the copies a computation keeps per configuration (e.g. 16 for a Jacobian)."""
-    return max(8, 1 << int(round(np.log2(CHUNK_SITES / max(n_sites * per_config, 1)))))
+    """Configurations per chunk: a power of two near ``CHUNK_SITES / (n_sites · per_config)`` (≥ 8)
+    for the default backend; ``per_config`` counts the copies a computation keeps per configuration
+    (e.g. 16 for a Jacobian)."""
+    sites = CHUNK_SITES.get(jax.default_backend(), ACCELERATOR_CHUNK_SITES)
+    return max(8, 1 << int(round(np.log2(sites / max(n_sites * per_config, 1)))))
 
 
 def map_in_chunks(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int) -> Any:
