@@ -130,11 +130,15 @@ class Lab:
             else:
                 self.widgets[name] = pn.ui.Select.from_param(p, sizing_mode="stretch_width")
         # a long preset name wraps onto a second line instead of being cut (the two sign-problem presets
-        # differ only at the end); the full story is the tooltip
+        # differ only at the end); the chosen preset's story is the caption under the menu (changing the
+        # menu's own tooltip re-rendered it open while another menu was being used)
         self.preset = pn.ui.Select.from_param(self.settings.param.preset, label="Preset for talks",
                                               sizing_mode="stretch_width",
                                               sx={"& .MuiSelect-select.MuiSelect-select": {
                                                   "whiteSpace": "normal", "height": "auto", "lineHeight": 1.3}})
+        self.preset.description = "Talk presets: measured recipes; the chosen one's story is shown below"
+        self.story = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["nqs-story"], margin=(0, 10),
+                                  styles={"font-size": "0.8rem", "opacity": "0.85"})
         self.settings.param.watch(lambda *_: self._refresh_story(), "preset")
         self._refresh_story()
         self.settings.param.watch(lambda *_: self._refresh_controls(), [*CONTROLS, "preset"])
@@ -177,7 +181,7 @@ class Lab:
         buttons = pn.Column(pn.Row(self.run_button, self.pause_button, self.resume_button),
                             pn.Row(self.stop_button, self.reset_button), sizing_mode="stretch_width")
         sidebar = [
-            self.preset, buttons, self.status, self.message,
+            self.preset, self.story, buttons, self.status, self.message,
             *self.control_groups,
             heading("Export and load"),
             pn.Row(self.download_csv, self.download_json), self.download_ckpt,
@@ -200,9 +204,11 @@ class Lab:
 
     # ----- settings ---------------------------------------------------------------------
     def _refresh_story(self) -> None:
-        """The preset menu's tooltip tells the chosen preset's story."""
+        """The caption under the preset menu tells the chosen preset's story."""
+        import html
+
         story = self.settings.preset_story()
-        self.preset.description = story or "custom settings: pick a preset to start from a measured recipe"
+        self.story.object = html.escape(story or "Custom settings: pick a preset to start from a measured recipe.")
 
     def _settings_or_default(self) -> RunSettings:
         rs = self.settings.run_settings()

@@ -160,3 +160,25 @@ def test_momentum_view_moves_the_latest_eigenvalue_and_marks_the_sector():
         view.update([_record(i, translation_eigenvalue=(z.real, z.imag))], [])
         assert view.latest_source.data["re"] == [pytest.approx(z.real)]
     assert len(view.circle_source.data["re"]) == 3 and "k_x/π = +0.950" in view.circle_note.object
+
+
+def test_reference_labels_hide_module_paths_and_give_e_per_site():
+    label = reference_label({"energy": -10.5, "energy_per_site": -0.375, "method": "exact",
+                             "provenance": {"formula": "Majumdar-Ghosh dimer state",
+                                            "library": "nqs_core.references.closed_forms"}})
+    assert "nqs_core" not in label and "Majumdar-Ghosh" in label and "E₀/N = -0.375000" in label
+
+
+def test_brillouin_zone_shows_where_ed_puts_the_ground_state():
+    """k = π projection alone forces ⟨T⟩ = −1; the ED energy per sector shows that k = π holds the
+    global ground state (or says that the chosen sector does not)."""
+    from app.views.momentum import MomentumView
+
+    lat = make_lattice("chain", 6)
+    sectors = [{"k_over_pi": [2 * n / 6], "energy": -2.0 - (n == 3)} for n in range(6)]
+    for k, verdict in (((1.0,), "the chosen sector holds it"), ((0.0,), "NOT the chosen sector")):
+        view = MomentumView()
+        view.reset(lat.coords, lat.L, lat.momenta() / np.pi, k)
+        view.show_sector_energies({"sector_energies": sectors, "ground_momentum_over_pi": [1.0]})
+        assert "ground state at k/π = 1" in view.sectors_note.object and verdict in view.sectors_note.object
+        assert min(view.bz_source.data["energy"]) == -3.0

@@ -9,6 +9,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -214,9 +215,19 @@ def set_field(page, label: str, value: str) -> None:
 
 
 def choose(page, combobox: str, option: str) -> None:
-    page.get_by_role("combobox", name=combobox).first.click()
-    page.locator("li", has_text=re.compile(f"^{re.escape(option)}$")).last.click()
+    box = page.get_by_role("combobox", name=combobox).first
+    item = page.locator("li", has_text=re.compile(f"^{re.escape(option)}$")).last
+    for attempt in range(3):  # a sidebar re-rendered by the previous choice can close the menu again
+        box.click()
+        try:
+            item.wait_for(state="visible", timeout=5_000)
+            item.click(timeout=5_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
     page.get_by_role("listbox").wait_for(state="detached", timeout=10_000)  # the menu closed: the next click lands
+    expect(box).to_have_text(option, timeout=10_000)
 
 
 def test_large_fonts_dark_theme_and_a_diverged_run(open_lab, screenshots):

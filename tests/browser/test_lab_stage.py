@@ -251,6 +251,9 @@ def test_5_6_reset_while_compiling_and_a_main_area_that_says_what_happens(open_l
     page, console = open_lab(viewport=(1366, 768))
     stage = page.locator(".nqs-stage")
     assert "press Run" in stage.first.inner_text()
+    show_tab(page, "Spins", settle=0.3)
+    assert page.evaluate(FIGURE_FONTS) == [], "an empty spins figure before any samples"
+    page.get_by_text("no samples yet: press Run").first.wait_for(timeout=5_000)
     show_tab(page, "Energy", settle=0.2)
     page.get_by_text(re.compile(r"reference \(dashed\): ED .*E₀ = -11\.228483")).first.wait_for(timeout=30_000)
     page.get_by_text("N = 16 sites · H = J Σ⟨ij⟩ S_i·S_j").first.wait_for(timeout=5_000)
