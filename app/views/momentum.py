@@ -141,6 +141,7 @@ class MomentumView:
         self.bz_source.data = data
         g = fold(ground)
         where = ", ".join(f"{x:g}" for x in ground)
+        where = f"({where})" if len(ground) > 1 else where
         e0 = min(float(s["energy"]) for s in sectors)
         if self._chosen is None:
             verdict = ""
