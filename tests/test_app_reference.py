@@ -41,13 +41,14 @@ def test_dmrg_reference_in_the_background_with_progress(tmp_path, monkeypatch):
     lab._start_reference(settings)
     seen: list[str] = []
     tick_until(lab, lambda: lab.reference is not None, 300, "the DMRG reference",
-               each=lambda: seen.append(lab.energy.ref_label.text))
+               each=lambda: seen.append(lab.energy.ref_label.object))
     assert any("DMRG (TeNPy) running in the background: stage" in t for t in seen), set(seen)
     ref = lab.reference
     assert ref["method"] == "dmrg" and ref["provenance"]["chi"] <= 64
-    label = lab.energy.ref_label.text
+    label = lab.energy.ref_label.object  # the caption under the energy figure's title
     assert f"DMRG (TeNPy {ref['provenance']['library'].split()[-1]}, χ={ref['provenance']['chi']})" in label
-    assert lab.energy.ref_source.data["energy"] == [ref["energy"], ref["energy"]]
+    per_site = ref["energy"] / settings.n_sites  # the energy view draws E/N
+    assert lab.energy.ref_source.data["energy"] == [per_site, per_site]
     legend = [item.label["value"] for item in lab.energy.fig.legend[0].items]
     assert any(text.startswith("DMRG (TeNPy") and "χ=" in text for text in legend), legend
     # the job cached its result: the driver (and the next session) now find it without DMRG
@@ -73,4 +74,5 @@ def test_reset_and_session_end_cancel_the_dmrg_process(tmp_path, monkeypatch):
         lab._on_reset() if end == "reset" else lab.shutdown()
         process.join(60)  # a guard against a hang; the exit code says who ended it
         assert not process.is_alive() and process.exitcode == -signal.SIGTERM, (end, process.exitcode)
-        assert lab.ref_job is None
+        # after Reset the idle page only looks references up (closed form, ED, stored): never a DMRG run
+        assert lab.ref_job is None or lab.ref_job.state != "dmrg"
