@@ -83,7 +83,7 @@ class ReferenceJob:
         """Decide, start DMRG if needed and wait for it (this thread only touches the job)."""
         try:
             from nqs_core.references import dmrg_job
-            from nqs_core.vmc import build_problem
+            from nqs_core.problem import build_problem
 
             _, ham = build_problem(self.settings)
             self._ham = ham

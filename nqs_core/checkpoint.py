@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from nqs_core.devices import to_host
+from nqs_core.devices import is_prng_key, to_host
 
 FORMAT = "nqs-lab-checkpoint"
 VERSION = 1
@@ -46,16 +46,12 @@ class Checkpoint:
         return len(self.history)
 
 
-def _is_key(leaf: Any) -> bool:
-    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-
-
 def _flatten(state: Any) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
     with_path, _ = jax.tree_util.tree_flatten_with_path(state)
     leaves, info = [], []
     for path, leaf in with_path:
         entry: dict[str, Any] = {"path": jax.tree_util.keystr(path)}
-        if _is_key(leaf):
+        if is_prng_key(leaf):
             entry["key_impl"] = str(jax.random.key_impl(leaf))
             leaf = jax.random.key_data(leaf)
         arr = to_host(leaf)
@@ -155,11 +151,11 @@ def restore_state(checkpoint: Checkpoint, template: Any) -> Any:
         name = jax.tree_util.keystr(path)
         if info["path"] != name:
             raise ValueError(f"resume: checkpoint array {info['path']} does not match {name} of these settings")
-        ref_data = jax.random.key_data(ref) if _is_key(ref) else ref
+        ref_data = jax.random.key_data(ref) if is_prng_key(ref) else ref
         if tuple(arr.shape) != tuple(ref_data.shape) or np.dtype(arr.dtype) != np.dtype(ref_data.dtype):
             raise ValueError(f"resume: checkpoint array {name} has shape {tuple(arr.shape)} {arr.dtype}, these "
                              f"settings need {tuple(ref_data.shape)} {np.dtype(ref_data.dtype)}")
-        if _is_key(ref):
+        if is_prng_key(ref):
             out.append(jax.random.wrap_key_data(arr, impl=info.get("key_impl") or jax.random.key_impl(ref)))
         else:
             out.append(jax.numpy.asarray(arr))

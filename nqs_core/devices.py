@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 CHAIN_AXIS = "chains"
@@ -105,7 +106,8 @@ def state_shardings(state: Any, n_chains: int, mesh: Mesh) -> Any:
     return jax.tree_util.tree_map_with_path(pick, state)
 
 
-def _is_key(leaf: Any) -> bool:
+def is_prng_key(leaf: Any) -> bool:
+    """Whether ``leaf`` is a typed PRNG key array (``jax.random.key``), which has no plain NumPy form."""
     return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
@@ -120,7 +122,7 @@ def place_state(state: Any, shardings: Any) -> Any:
         return jax.device_put(state, shardings)
 
     def put(leaf: Any, sharding: NamedSharding) -> Any:
-        if _is_key(leaf):
+        if is_prng_key(leaf):
             return jax.device_put(leaf, sharding)
         host = np.asarray(leaf)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
@@ -133,8 +135,6 @@ def to_host(x: Any) -> np.ndarray:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         if x.is_fully_replicated:
             return np.asarray(x.addressable_data(0))
-        from jax.experimental import multihost_utils
-
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 

@@ -68,6 +68,7 @@ from nqs_core.devices import (
     to_host,
 )
 from nqs_core.events import PHASES, POLL_SECONDS, STAT_KEYS, RunControl, RunEvent, StepRecord, records_from_stats
+from nqs_core.observables import nearest_allowed_momentum, translation_eigenvalues
 from nqs_core.run_reference import ExactObserver, ReferenceLookup
 from nqs_core.settings import RunSettings, SettingsError
 from nqs_core.summary import RunSummary, build_summary
@@ -246,8 +247,6 @@ MOMENTUM_SAMPLES = 256
 def _axis_eigenvalues(vmc: VMC, state: VMCState) -> np.ndarray:
     """(d,) ⟨ψ(shift(σ, e_a))/ψ(σ)⟩ per axis over ``MOMENTUM_SAMPLES`` fresh samples (the engine's
     sampler from the current chains; the chains' state is not advanced).  Compiled once per engine."""
-    from nqs_core.observables import translation_eigenvalues
-
     engine = vmc.engine
 
     def build() -> Callable[..., jax.Array]:
@@ -271,8 +270,6 @@ def momentum_readout(vmc: VMC, state: VMCState, evaluation: dict[str, Any] | Non
     ``translation_eigenvalues`` per axis (y on the square from ``MOMENTUM_SAMPLES`` fresh samples) and
     the ``measured_momentum`` k/π they imply (nearest allowed momentum per axis); None without
     translations (open boundaries)."""
-    from nqs_core.observables import nearest_allowed_momentum
-
     lattice = vmc.lattice
     if not lattice.pbc or not history:
         return None

@@ -24,6 +24,7 @@ import numpy as np
 
 from nqs_core.basis import basis_codes, decode
 from nqs_core.lattice import Lattice
+from nqs_core.models.sign import up_spins_on_a
 
 LogPsiFn = Callable[..., jnp.ndarray]
 
@@ -33,11 +34,16 @@ def translation_eigenvalues(log_psi_fn: LogPsiFn, params, samples: jnp.ndarray, 
     """(d,) complex: ⟨ψ(shift(σ, e_a))/ψ(σ)⟩ over the samples σ ~ |ψ|², a = x (, y).  Jittable."""
     samples = jnp.asarray(samples)
     log_psi = log_psi_fn(params, samples)
-    out = []
-    for perm in lattice.unit_translations():
-        ratio = jnp.exp(log_psi_fn(params, samples[:, jnp.asarray(perm)]) - log_psi)
-        out.append(jnp.mean(ratio))
-    return jnp.stack(out)
+    return jnp.stack([translation_eigenvalue(log_psi_fn, params, samples, log_psi, perm)
+                      for perm in lattice.unit_translations()])
+
+
+def translation_eigenvalue(log_psi_fn: LogPsiFn, params, samples: jnp.ndarray, log_psi: jnp.ndarray,
+                           perm: np.ndarray) -> jnp.ndarray:
+    """complex128 ⟨ψ(σ[perm])/ψ(σ)⟩ = ⟨exp(log ψ(σ[perm]) − log ψ(σ))⟩ over samples σ ~ |ψ|² with their
+    ``log_psi``; for ``perm`` a unit translation this is e^{ik_a} for a state of momentum k.  Jittable."""
+    shifted = log_psi_fn(params, samples[:, jnp.asarray(perm)])
+    return jnp.mean(jnp.exp((shifted - log_psi).astype(jnp.complex128)))
 
 
 def momentum_from_eigenvalues(eigenvalues: np.ndarray) -> np.ndarray:
@@ -89,9 +95,9 @@ def best_half_plane(angles, weights=None):
 
 
 def marshall_phase(samples: jnp.ndarray, lattice: Lattice) -> jnp.ndarray:
-    """π N↑_A(σ): the phase of the Marshall sign (−1)^{N↑ on A}, A = ``lattice.sublattice == 0``."""
-    mask = jnp.asarray(lattice.sublattice == 0)
-    return jnp.pi * jnp.sum(jnp.where((jnp.asarray(samples) > 0) & mask, 1.0, 0.0), axis=-1)
+    """π N↑_A(σ): the phase of the Marshall sign (−1)^{N↑ on A}, A = ``lattice.sublattice == 0``
+    (``models.sign.up_spins_on_a``, the count the Marshall prior uses)."""
+    return jnp.pi * up_spins_on_a(samples, lattice.sublattice == 0).astype(float)
 
 
 def marshall_agreement(log_psi_fn: LogPsiFn, params, samples: jnp.ndarray, lattice: Lattice) -> jnp.ndarray:

@@ -18,6 +18,11 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from nqs_core.basis import decode
+from nqs_core.observables import compare_with_exact, log_psi_on_basis
+from nqs_core.problem import build_problem
+from nqs_core.references import NeedsDMRG, reference
+from nqs_core.references.ed import ed_problem, exact_diagonalization
 from nqs_core.settings import RunSettings
 
 
@@ -25,9 +30,6 @@ def find_reference(settings: RunSettings, compute_dmrg: bool = True) -> dict[str
     """The ground-state energy of the settings' Hamiltonian (``nqs_core.references.reference``:
     closed form > ED > DMRG > published), or None when there is none (or only a new DMRG run
     could answer and ``compute_dmrg`` is False)."""
-    from nqs_core.references import NeedsDMRG, reference
-    from nqs_core.vmc import build_problem
-
     _, ham = build_problem(settings)
     if settings.k is not None and ham.lattice.pbc:
         sector = sector_reference(settings)
@@ -57,10 +59,6 @@ def sector_reference(settings: RunSettings) -> dict[str, Any] | None:
     """The lowest energy of the momentum sector ``settings.k`` by ED (method ``"ed (k=π)"``), or None
     when ED does not reach the system.  The ED result (all sectors) is cached like any reference;
     ``ground_energy`` keeps the global ground energy."""
-    from nqs_core.references import reference
-    from nqs_core.references.ed import ed_problem, exact_diagonalization
-    from nqs_core.vmc import build_problem
-
     _, ham = build_problem(settings)
     if settings.k is None or ed_problem(ham) is not None:
         return None
@@ -168,9 +166,6 @@ class ExactObserver:
 
     @staticmethod
     def reachable(settings: RunSettings) -> bool:
-        from nqs_core.references.ed import ed_problem
-        from nqs_core.vmc import build_problem
-
         if exact_basis_dim(settings) > MAX_EXACT_DIM:
             return False
         return ed_problem(build_problem(settings)[1]) is None
@@ -191,11 +186,6 @@ class ExactObserver:
         return self._cancelled.is_set()
 
     def _work(self) -> None:
-        from nqs_core.basis import decode
-        from nqs_core.observables import log_psi_on_basis
-        from nqs_core.references.ed import exact_diagonalization
-        from nqs_core.vmc import build_problem
-
         try:
             if self.cancelled:
                 return
@@ -242,8 +232,6 @@ class ExactObserver:
 
     def measure(self, params: Any) -> tuple[float, float]:
         """(fidelity, sign agreement) of the state with ``params``; timed for the throttle."""
-        from nqs_core.observables import compare_with_exact, log_psi_on_basis
-
         t0 = time.perf_counter()
         log_psi = log_psi_on_basis(self._apply, params, self.configs, self.batch(len(self.configs)))
         out = compare_with_exact(log_psi, self.psi0)

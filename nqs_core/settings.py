@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from nqs_core.hamiltonians import HAMILTONIANS
-from nqs_core.lattice import BOUNDARIES, KINDS
+from nqs_core.lattice import BOUNDARIES, KINDS, make_lattice
 
 MODELS = ("rbm", "jastrow", "convnext")
 SIGNS = ("none", "marshall")
@@ -286,8 +286,6 @@ def _momentum_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
     """k must be one of the lattice's momenta (only 0 with open boundaries)."""
     if s.k is None or bad & {"L", "lattice", "bc"}:
         return []
-    from nqs_core.lattice import make_lattice
-
     lat = make_lattice(s.lattice, s.L, s.bc)
     try:
         lat.momentum_index(s.k)

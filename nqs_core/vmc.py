@@ -9,6 +9,7 @@ eval_samples, steps_per_call): those enter the jitted function as arrays.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import threading
 from dataclasses import dataclass
@@ -21,13 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from nqs_core.hamiltonians import Hamiltonian, make_hamiltonian
-from nqs_core.lattice import Lattice, make_lattice
+from nqs_core.hamiltonians import Hamiltonian
+from nqs_core.lattice import Lattice
 from nqs_core.local_energy import flip_ratio_fn, local_energies
 from nqs_core.models import make_model
 from nqs_core.optimizers import RealRavel, optimizer_chain, with_hyperparameters
 from nqs_core.preconditioners import Preconditioner, preconditioner_for
-from nqs_core.observables import best_half_plane, marshall_phase
+from nqs_core.problem import build_problem  # noqa: F401  (re-exported: nqs_core.vmc.build_problem)
+from nqs_core.observables import best_half_plane, marshall_phase, translation_eigenvalue
 from nqs_core.sampler import ExactSampler, Sampler, SamplerState, make_sampler
 from nqs_core.settings import RunSettings
 from nqs_core.stats import chain_statistics
@@ -47,13 +49,6 @@ class VMCState:
     opt_state: PyTree
     sampler: SamplerState
     step: jax.Array  # int32 number of completed steps
-
-
-def build_problem(settings: RunSettings) -> tuple[Lattice, Hamiltonian]:
-    """Lattice and Hamiltonian for ``settings``."""
-    lattice = make_lattice(settings.lattice, settings.L, settings.bc)
-    ham = make_hamiltonian(settings.hamiltonian, lattice, J=settings.J, J1=settings.J1, J2=settings.J2, h=settings.h)
-    return lattice, ham
 
 
 def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
@@ -123,8 +118,8 @@ class Engine:
             out["marshall_agreement"] = best_half_plane(theta).astype(jnp.float64)
         if lat.pbc:
             sub, lp = sigma[:OBSERVABLE_SAMPLES], log_psi[:OBSERVABLE_SAMPLES]
-            shifted = self.model.apply(params, sub[:, jnp.asarray(lat.unit_translations()[0])])
-            out["translation_eigenvalue"] = jnp.mean(jnp.exp((shifted - lp).astype(jnp.complex128)))
+            out["translation_eigenvalue"] = translation_eigenvalue(self.model.apply, params, sub, lp,
+                                                                   lat.unit_translations()[0])
         return out
 
     @functools.cached_property
@@ -171,8 +166,6 @@ def single_threaded_lapack() -> bool:
     685 ms vs 9 ms).  The matrices here are small, so one thread loses nothing.  Returns
     whether the OpenBLAS entry point was found.
     """
-    import ctypes
-
     found = False
     try:
         with open("/proc/self/maps") as f:
@@ -207,6 +200,7 @@ engine_for.cache_info = lambda: _engine_for.cache_info()  # type: ignore[attr-de
 
 @functools.lru_cache(maxsize=32)
 def _engine_for(static: RunSettings) -> Engine:
+    # local: importing it loads the LAPACK library that single_threaded_lapack then pins; it must happen here, in order
     import scipy.linalg.cython_lapack  # noqa: F401  (load jaxlib's LAPACK provider, then pin it)
 
     single_threaded_lapack()

@@ -13,7 +13,7 @@ from app.lab import Lab
 from app.reference_job import needs_new_dmrg, progress_text
 from nqs_core.references import reference
 from nqs_core.settings import RunSettings
-from nqs_core.vmc import build_problem
+from nqs_core.problem import build_problem
 
 CHAIN = dict(hamiltonian="j1j2", lattice="chain", L=28, J1=1.0, J2=0.3, model="rbm", sign="marshall", samples=64,
              chains=4, steps=50, dtype="float32")

@@ -252,7 +252,7 @@ def test_exact_observer_reach_and_ed_sector_vector():
     k = π and at the complex k = 0.4π) equals the directly computed one up to a phase."""
     from nqs_core.run_reference import ExactObserver
     from nqs_core.references.ed import exact_diagonalization
-    from nqs_core.vmc import build_problem
+    from nqs_core.problem import build_problem
 
     assert ExactObserver.reachable(RunSettings(lattice="chain", L=16))
     assert not ExactObserver.reachable(RunSettings(lattice="chain", L=24))  # 2.7e6 Sᶻ = 0 states

@@ -18,6 +18,7 @@ from typing import Any
 
 from nqs_core.hamiltonians import HAMILTONIANS
 from nqs_core.lattice import BOUNDARIES, KINDS
+from nqs_core.references import reference
 
 CLI_METHODS = ("auto", "exact", "ed", "dmrg")
 COUPLINGS_OF = {"heisenberg": ("J",), "j1j2": ("J", "J1", "J2"), "tfim": ("J", "h")}
@@ -74,8 +75,6 @@ def _plain(value: Any) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    from nqs_core.references import reference
-
     couplings = _check(args)
     result = _plain(reference(args.hamiltonian, args.lattice, args.method, L=args.L, bc=args.bc,
                               progress=_progress, **couplings))

@@ -18,6 +18,8 @@ import signal
 import sys
 from typing import Any
 
+from nqs_core.checkpoint import load_checkpoint
+from nqs_core.devices import initialize_distributed
 from nqs_core.presets import PRESETS, get_preset
 from nqs_core.settings import RunSettings, Setting, schema
 
@@ -90,8 +92,6 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
     if preset and resume:
         raise ValueError("--preset and --resume both choose the starting settings; give one")
     if resume:
-        from nqs_core.checkpoint import load_checkpoint
-
         base = RunSettings.from_dict(load_checkpoint(resume).settings)
     else:
         base = get_preset(preset).settings() if preset else RunSettings()
@@ -154,6 +154,8 @@ def _print_sector(s: dict[str, Any], out: Any) -> None:
 def event_printer(args: argparse.Namespace, settings: RunSettings, started: list[bool]) -> Any:
     """The run's callback: phases, the reference and step lines (JSON or readable); appends to
     ``started`` once the steps run (a ValueError after that is a bug, not a setting)."""
+    # local: the engine (flax, optax, the compiled steps) is imported only when a run starts, so that
+    # ``nqs --help`` and argument errors stay fast
     from nqs_core.driver import json_safe
     from nqs_core.run_reference import reference_detail
 
@@ -187,12 +189,10 @@ def event_printer(args: argparse.Namespace, settings: RunSettings, started: list
 
 def main(args: argparse.Namespace) -> int:
     """Run VMC with the flags in ``args``; see the module docstring for exit codes."""
-    from nqs_core.devices import initialize_distributed
-
     initialize_distributed()
     settings = settings_from_args(args)
 
-    from nqs_core.driver import RunControl, json_safe, run
+    from nqs_core.driver import RunControl, json_safe, run  # local: the engine loads only for a run, after jax.distributed
 
     started: list[bool] = []
     on_event = event_printer(args, settings, started)

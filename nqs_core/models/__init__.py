@@ -44,7 +44,7 @@ def _base_model(settings: "RunSettings", lattice: Lattice) -> nn.Module:
         return Jastrow(param_dtype=dtype)
     if settings.model == "convnext":
         try:
-            from nqs_core.models.convnext import ConvNeXt
+            from nqs_core.models.convnext import ConvNeXt  # local: optional part, a missing one is a setting error
         except ImportError as e:  # pragma: no cover - depends on the ConvNeXt part being present
             raise ValueError(f"model=convnext is not available in this build ({e})") from e
         return ConvNeXt.from_settings(settings, lattice)
@@ -62,7 +62,7 @@ def make_model(settings: "RunSettings", lattice: Lattice) -> nn.Module:
         raise ValueError(f"sign must be one of none, marshall; got {settings.sign!r}")
     if settings.k is not None:
         try:
-            from nqs_core.models.symmetry import MomentumProjection
+            from nqs_core.models.symmetry import MomentumProjection  # local: optional part (see above)
         except ImportError as e:  # pragma: no cover - depends on the symmetry part being present
             raise ValueError(f"momentum projection (setting k) is not available in this build ({e})") from e
         model = MomentumProjection.from_settings(model, settings, lattice)

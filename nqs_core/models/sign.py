@@ -12,6 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def up_spins_on_a(sigma: jax.Array, sublattice_a) -> jax.Array:
+    """N↑_A(σ) (...,) int: up spins on sublattice A (``sublattice_a``: 0/1 or bool mask per site, 1 on A).
+    The Marshall sign is (−1)^{N↑_A(σ)}, its phase π N↑_A(σ)."""
+    mask = jnp.asarray(np.asarray(sublattice_a, dtype=np.int32))
+    return jnp.sum(jnp.where(jnp.asarray(sigma) > 0, mask, 0), axis=-1)
+
+
 class MarshallSign(nn.Module):
     """Wrap ``base`` with the Marshall sign of the sublattice mask ``sublattice_a`` (tuple of 0/1)."""
 
@@ -25,8 +32,7 @@ class MarshallSign(nn.Module):
     @nn.compact
     def __call__(self, sigma: jax.Array) -> jax.Array:
         log_psi = self.base(sigma)
-        mask = jnp.asarray(np.asarray(self.sublattice_a, dtype=np.int32))
-        n_up_a = jnp.sum(jnp.where(sigma > 0, mask, 0), axis=-1)
+        n_up_a = up_spins_on_a(sigma, self.sublattice_a)
         return log_psi + 1j * jnp.pi * n_up_a.astype(log_psi.real.dtype)
 
     # ----- fast paths of the base network, passed through ------------------------------
