@@ -71,9 +71,42 @@ class Hamiltonian:
         return CONVENTIONS[self.name]
 
     @property
+    def is_ising(self) -> bool:
+        """The transverse-field Ising model H = −J Σ σᶻσᶻ − h Σ σˣ (Pauli matrices); otherwise an S·S
+        exchange model (``exchange_bonds``)."""
+        return self.name == "tfim"
+
+    @property
     def conserves_sz(self) -> bool:
         """Heisenberg and J1-J2 commute with total Sᶻ: their ground states live in Sᶻ = 0."""
-        return self.name != "tfim"
+        return not self.is_ising
+
+    @property
+    def field(self) -> float:
+        """The transverse field h of −h Σ σˣ (0 for the exchange models)."""
+        return float(self.h) if self.is_ising else 0.0
+
+    @property
+    def nn_coupling(self) -> float:
+        """The nearest-neighbour coupling: J of J Σ S·S, J1 of the J1-J2 model, J of −J Σ σᶻσᶻ."""
+        return float(self.J)
+
+    @property
+    def next_coupling(self) -> float:
+        """The next-nearest-neighbour exchange J2 (0 unless J1-J2): H ⊃ J2 Σ⟨⟨ij⟩⟩ S_i·S_j."""
+        return float(self.J2) if self.name == "j1j2" else 0.0
+
+    @property
+    def basis(self) -> str:
+        """The space the ground state is searched in: "Sᶻ = 0" (if ``conserves_sz``) or "full space"."""
+        return "Sᶻ = 0" if self.conserves_sz else "full space"
+
+    @property
+    def ising_bonds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bonds (nb, 2), couplings (nb,)) of the −J_b σᶻ_iσᶻ_j terms of the TFIM (J_b = J)."""
+        if not self.is_ising:
+            raise AttributeError(f"{self.name} has no Ising bonds")
+        return self.lattice.bonds, np.full(len(self.lattice.bonds), float(self.J))
 
     def describe(self) -> str:
         c = ", ".join(f"{k}={v:g}" for k, v in self.coupling_items())
@@ -95,7 +128,7 @@ class Hamiltonian:
     @property
     def max_conn(self) -> int:
         """Number of (padded) connected configurations per input configuration."""
-        if self.name == "tfim":
+        if self.is_ising:
             return self.lattice.n_sites if self.h != 0 else 0
         return len(self.exchange_bonds[0])
 

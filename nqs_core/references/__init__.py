@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -92,7 +93,7 @@ def _ed_dict(ham: Hamiltonian, res: EDResult) -> dict[str, Any]:
                for k, e in zip(res.momenta, res.sector_energies)]
     prov = {**ed_provenance(), "basis_dimension": int(res.dim), "largest_block": int(np.max(res.block_dims)),
             "seconds": round(res.seconds, 3),
-            "sector": "Sᶻ = 0" if ham.conserves_sz else "full space"}
+            "sector": ham.basis}
     if not ham.lattice.pbc:
         prov["symmetry"] = "none (open boundaries)"
     return _finish(ham, res.energy, "ed", prov, sector_energies=sectors,
@@ -191,46 +192,61 @@ def reference(
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     ham = resolve_hamiltonian(hamiltonian, lattice, **names)
     _validate(ham)
-    options = {"rel_tol": float(rel_tol), "chi_max": int(chi_max)}
+    how = _How({"rel_tol": float(rel_tol), "chi_max": int(chi_max)}, use_cache, use_table, compute_dmrg, progress)
+    result = _auto(ham, how) if method == "auto" else _by_method(ham, method, how)
+    result["seconds"] = round(time.perf_counter() - start, 4)
+    return result
 
-    def published() -> dict[str, Any] | None:
-        return _stored(ham, "published", None, use_cache=False, use_table=use_table)
 
-    result: dict[str, Any] | None
+@dataclass(frozen=True)
+class _How:
+    """How ``reference`` may answer: DMRG options, stores to consult, whether DMRG may run, its progress."""
+
+    options: dict[str, Any]
+    use_cache: bool
+    use_table: bool
+    compute_dmrg: bool
+    progress: Callable[[dict[str, Any]], None] | None
+
+
+def _published(ham: Hamiltonian, how: _How) -> dict[str, Any] | None:
+    return _stored(ham, "published", None, use_cache=False, use_table=how.use_table)
+
+
+def _by_method(ham: Hamiltonian, method: str, how: _How) -> dict[str, Any]:
+    """The answer of one named method; ValueError naming the limit when it cannot handle ``ham``."""
     if method == "exact":
         result = _exact(ham)
         if result is None:
             raise ValueError(f"method=exact has no closed form for {ham.describe()} (closed forms: periodic "
                              "Heisenberg chain, periodic or open TFIM chain, J1-J2 chain at J2 = J1/2 or 0)")
-        result["source"] = "computed"
-    elif method == "ed":
-        problem = ed_problem(ham)
+        return {**result, "source": "computed"}
+    if method in ("ed", "dmrg"):
+        problem = ed_problem(ham) if method == "ed" else dmrg_problem(ham)
         if problem:
             raise ValueError(problem)
-        result = _ed(ham, use_cache, use_table)
-    elif method == "dmrg":
-        problem = dmrg_problem(ham)
-        if problem:
-            raise ValueError(problem)
-        result = _dmrg(ham, options, use_cache, use_table, compute_dmrg, progress)
-    elif method == "published":
-        result = published()
-        if result is None:
-            raise ValueError(f"method=published: no published value for {ham.describe()} in the shipped table")
-    else:  # auto
-        result = _exact(ham)
-        if result is not None:
-            result["source"] = "computed"
-        elif ed_problem(ham) is None:
-            result = _ed(ham, use_cache, use_table)
-        elif dmrg_problem(ham) is None:
-            result = _dmrg(ham, options, use_cache, use_table, compute_dmrg, progress)
-        else:
-            result = published()
-            if result is None:
-                raise ValueError(f"no reference for {ham.describe()}: too large for ED ({ed_problem(ham)}), "
-                                 "DMRG handles chains only, and the shipped table has no published value")
-    result["seconds"] = round(time.perf_counter() - start, 4)
+        if method == "ed":
+            return _ed(ham, how.use_cache, how.use_table)
+        return _dmrg(ham, how.options, how.use_cache, how.use_table, how.compute_dmrg, how.progress)
+    result = _published(ham, how)
+    if result is None:
+        raise ValueError(f"method=published: no published value for {ham.describe()} in the shipped table")
+    return result
+
+
+def _auto(ham: Hamiltonian, how: _How) -> dict[str, Any]:
+    """The first method that handles ``ham``: closed form > ED > DMRG > published."""
+    result = _exact(ham)
+    if result is not None:
+        return {**result, "source": "computed"}
+    if ed_problem(ham) is None:
+        return _ed(ham, how.use_cache, how.use_table)
+    if dmrg_problem(ham) is None:
+        return _dmrg(ham, how.options, how.use_cache, how.use_table, how.compute_dmrg, how.progress)
+    result = _published(ham, how)
+    if result is None:
+        raise ValueError(f"no reference for {ham.describe()}: too large for ED ({ed_problem(ham)}), "
+                         "DMRG handles chains only, and the shipped table has no published value")
     return result
 
 

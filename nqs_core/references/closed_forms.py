@@ -114,15 +114,15 @@ def closed_form(ham: Hamiltonian) -> tuple[float, str] | None:
         return None
     L = lat.L
     scale = 0.5 if (lat.pbc and L == 2) else 1.0  # a 2-site ring counts its bond twice
-    if ham.name == "heisenberg" and lat.pbc and L % 2 == 0 and ham.J > 0:
-        return heisenberg_chain_bethe(L, ham.J * scale), "Bethe ansatz (Bethe 1931), finite-L Bethe equations"
-    if ham.name == "j1j2" and lat.pbc and L % 2 == 0:
-        if ham.J2 == 0 and ham.J > 0:
-            return heisenberg_chain_bethe(L, ham.J * scale), "Bethe ansatz (Bethe 1931), finite-L Bethe equations"
-        if L >= 6 and ham.J > 0 and ham.J2 == 0.5 * ham.J:
-            return majumdar_ghosh(L, ham.J), "Majumdar-Ghosh dimer state (Majumdar & Ghosh 1969): E = -3/8 J1 N"
-    if ham.name == "tfim":
+    J, J2 = ham.nn_coupling, ham.next_coupling
+    if ham.is_ising:
         if lat.pbc:
-            return tfim_chain_periodic(L, ham.J * scale, ham.h), "free fermions (Pfeuty 1970), both parity sectors"
-        return tfim_chain_open(L, ham.J, ham.h), "free fermions, open chain (Lieb, Schultz & Mattis 1961)"
+            return tfim_chain_periodic(L, J * scale, ham.field), "free fermions (Pfeuty 1970), both parity sectors"
+        return tfim_chain_open(L, J, ham.field), "free fermions, open chain (Lieb, Schultz & Mattis 1961)"
+    if not (lat.pbc and L % 2 == 0 and J > 0):
+        return None
+    if J2 == 0:
+        return heisenberg_chain_bethe(L, J * scale), "Bethe ansatz (Bethe 1931), finite-L Bethe equations"
+    if L >= 6 and J2 == 0.5 * J:
+        return majumdar_ghosh(L, J), "Majumdar-Ghosh dimer state (Majumdar & Ghosh 1969): E = -3/8 J1 N"
     return None

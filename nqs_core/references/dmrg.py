@@ -47,10 +47,11 @@ def dmrg_problem(ham: Hamiltonian) -> str | None:
 
 def hamiltonian_spec(ham: Hamiltonian) -> dict[str, Any]:
     """Plain-data description of ``ham`` (sites, two-site terms, field) for the worker process."""
-    spec: dict[str, Any] = {"name": ham.name, "L": ham.lattice.L, "pbc": ham.lattice.pbc}
-    if ham.name == "tfim":
-        spec["bonds"] = [(int(i), int(j), float(ham.J)) for i, j in ham.lattice.bonds]
-        spec["h"] = float(ham.h)
+    spec: dict[str, Any] = {"name": ham.name, "ising": ham.is_ising, "L": ham.lattice.L, "pbc": ham.lattice.pbc}
+    if ham.is_ising:
+        bonds, coup = ham.ising_bonds
+        spec["bonds"] = [(int(i), int(j), float(c)) for (i, j), c in zip(bonds, coup)]
+        spec["h"] = ham.field
     else:
         bonds, coup = ham.exchange_bonds
         spec["bonds"] = [(int(i), int(j), float(c)) for (i, j), c in zip(bonds, coup) if c != 0]
@@ -74,11 +75,12 @@ def tfim_parity_sector(spec: dict[str, Any]) -> str | None:
 
 def build_model(spec: dict[str, Any]):
     """A TeNPy ``CouplingMPOModel`` with exactly the terms of ``spec``."""
+    # local: TeNPy is a heavy optional dependency, imported only in the DMRG worker process
     from tenpy.models.lattice import Chain
     from tenpy.models.model import CouplingMPOModel
     from tenpy.networks.site import SpinHalfSite
 
-    tfim = spec["name"] == "tfim"
+    tfim = spec["ising"]
     conserve = ("parity" if tfim_parity_sector(spec) is not None else None) if tfim else "Sz"
 
     class BondListModel(CouplingMPOModel):
@@ -103,6 +105,65 @@ def build_model(spec: dict[str, Any]):
     return BondListModel({})
 
 
+def initial_state(spec: dict[str, Any]) -> list[str]:
+    """The product state DMRG starts from: Néel (Sᶻ = 0) for the exchange models, the TFIM's
+    parity-sector product state (``tfim_parity_sector``) otherwise."""
+    L = spec["L"]
+    if spec["ising"]:
+        return [tfim_parity_sector(spec) or "up"] * L
+    return ["up", "down"] * (L // 2)
+
+
+def stage_options(chi: int, first: bool, rel_tol: float, L: int, max_sweeps: int) -> dict[str, Any]:
+    """TeNPy options of one stage at bond dimension ``chi`` (the mixer only in the first stage)."""
+    return {
+        "trunc_params": {"chi_max": chi, "svd_min": 1e-14},
+        "mixer": first,
+        "mixer_params": {"amplitude": 1e-5, "decay": 2.0, "disable_after": 4},
+        # sweeps within a stage: settle the energy well below the stage-to-stage tolerance
+        # (TeNPy's test is |ΔE| / max(E, 1) < max_E_err, i.e. absolute for negative E)
+        "max_E_err": 0.02 * rel_tol * 0.25 * L,
+        "max_S_err": 1.0,
+        "min_sweeps": 2,
+        "max_sweeps": max_sweeps,
+        "max_trunc_err": 1.0,  # early stages truncate heavily by design; no TeNPy warning
+        "combine": True,
+    }
+
+
+def next_chi(chi: int, chi_max: int) -> int:
+    """The next stage's bond dimension: doubled up to 128, then ×1.5, capped at ``chi_max``."""
+    return min(2 * chi if chi < 128 else int(1.5 * chi), chi_max)
+
+
+def reporting_engine(progress: Callable[[dict[str, Any]], None] | None, where: dict[str, Any]):
+    """A ``TwoSiteDMRGEngine`` subclass that reports each sweep to ``progress``; ``where`` holds the
+    run's position (stage, chi, sweeps of the finished stages, start time), updated by the caller."""
+    # local: TeNPy is a heavy optional dependency, imported only in the DMRG worker process
+    from tenpy.algorithms.dmrg import TwoSiteDMRGEngine
+
+    class ReportingEngine(TwoSiteDMRGEngine):
+        def status_update(self, iteration_start_time: float) -> None:
+            if progress is not None:
+                progress({
+                    "stage": where["stage"], "chi": int(where["chi"]), "sweep": where["sweeps"] + self.sweeps,
+                    "energy": float(self.sweep_stats["E"][-1]),
+                    "truncation_error": float(self.sweep_stats["max_trunc_err"][-1]),
+                    "seconds": time.perf_counter() - where["start"],
+                })
+
+    return ReportingEngine
+
+
+def run_stage(engine_class: Any, psi: Any, model: Any, chi: int, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Sweep at bond dimension ``chi`` until the energy settles: (ψ, the stage's record)."""
+    engine = engine_class(psi, model, options)
+    energy, psi = engine.run()
+    trunc = float(engine.sweep_stats["max_trunc_err"][-1]) if engine.sweep_stats["max_trunc_err"] else 0.0
+    return psi, {"chi_max": chi, "chi_used": int(max(psi.chi)), "energy": float(energy), "sweeps": engine.sweeps,
+                 "truncation_error": trunc}
+
+
 def run_dmrg(
     spec: dict[str, Any],
     *,
@@ -112,78 +173,38 @@ def run_dmrg(
     max_sweeps_per_stage: int = 12,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Converged DMRG ground energy of ``spec`` (see ``hamiltonian_spec``) with its diagnostics."""
+    """Converged DMRG ground energy of ``spec`` (see ``hamiltonian_spec``) with its diagnostics: stages of
+    growing χ until the extrapolated error (``_error_estimate``) is below ``rel_tol`` relative."""
+    # local: TeNPy is a heavy optional dependency, imported only in the DMRG worker process
     import tenpy
-    from tenpy.algorithms.dmrg import TwoSiteDMRGEngine
     from tenpy.networks.mps import MPS
 
     logging.getLogger("tenpy").setLevel(logging.ERROR)
-    start = time.perf_counter()
+    where = {"stage": 1, "chi": chi_start, "sweeps": 0, "start": time.perf_counter()}
     model = build_model(spec)
-    L = spec["L"]
-    if spec["name"] == "tfim":
-        init = [tfim_parity_sector(spec) or "up"] * L
-    else:
-        init = ["up", "down"] * (L // 2)
-    psi = MPS.from_product_state(model.lat.mps_sites(), init, bc="finite", unit_cell_width=L)
-    total_sweeps = 0
+    psi = MPS.from_product_state(model.lat.mps_sites(), initial_state(spec), bc="finite", unit_cell_width=spec["L"])
+    engine_class = reporting_engine(progress, where)
     stages: list[dict[str, Any]] = []
-
-    class ReportingEngine(TwoSiteDMRGEngine):
-        def status_update(self, iteration_start_time: float) -> None:
-            if progress is not None:
-                progress({
-                    "stage": len(stages) + 1, "chi": int(chi), "sweep": total_sweeps + self.sweeps,
-                    "energy": float(self.sweep_stats["E"][-1]),
-                    "truncation_error": float(self.sweep_stats["max_trunc_err"][-1]),
-                    "seconds": time.perf_counter() - start,
-                })
-
-    chi, previous, converged = chi_start, None, False
-    change, extrapolated = None, None
+    converged, change, extrapolated = False, None, None
     while True:
-        options = {
-            "trunc_params": {"chi_max": chi, "svd_min": 1e-14},
-            "mixer": len(stages) == 0,
-            "mixer_params": {"amplitude": 1e-5, "decay": 2.0, "disable_after": 4},
-            # sweeps within a stage: settle the energy well below the stage-to-stage tolerance
-            # (TeNPy's test is |ΔE| / max(E, 1) < max_E_err, i.e. absolute for negative E)
-            "max_E_err": 0.02 * rel_tol * 0.25 * L,
-            "max_S_err": 1.0,
-            "min_sweeps": 2,
-            "max_sweeps": max_sweeps_per_stage,
-            "max_trunc_err": 1.0,  # early stages truncate heavily by design; no TeNPy warning
-            "combine": True,
-        }
-        engine = ReportingEngine(psi, model, options)
-        energy, psi = engine.run()
-        total_sweeps += engine.sweeps
-        trunc = float(engine.sweep_stats["max_trunc_err"][-1]) if engine.sweep_stats["max_trunc_err"] else 0.0
-        used = int(max(psi.chi))
-        stages.append({"chi_max": chi, "chi_used": used, "energy": float(energy), "sweeps": engine.sweeps,
-                       "truncation_error": trunc})
-        if previous is not None:
+        options = stage_options(where["chi"], not stages, rel_tol, spec["L"], max_sweeps_per_stage)
+        psi, stage = run_stage(engine_class, psi, model, where["chi"], options)
+        stages.append(stage)
+        where["sweeps"] += stage["sweeps"]
+        if len(stages) > 1:
             error, extrapolated = _error_estimate(stages[-2], stages[-1])
-            change = float(error / max(abs(energy), 1e-12))
+            change = float(error / max(abs(stage["energy"]), 1e-12))
             if change < rel_tol:
                 converged = True
                 break
-        if chi >= chi_max:
+        if where["chi"] >= chi_max:
             break
-        previous = energy
-        chi = min(2 * chi if chi < 128 else int(1.5 * chi), chi_max)
+        where["chi"], where["stage"] = next_chi(where["chi"], chi_max), len(stages) + 1
     return {
-        "energy": float(energy),
-        "converged": converged,
-        "estimated_relative_error": change,
-        "extrapolated_energy": extrapolated,
-        "truncation_error": stages[-1]["truncation_error"],
-        "chi": stages[-1]["chi_used"],
-        "chi_max": chi_max,
-        "sweeps": total_sweeps,
-        "stages": stages,
-        "rel_tol": rel_tol,
-        "seconds": time.perf_counter() - start,
+        "energy": stages[-1]["energy"], "converged": converged, "estimated_relative_error": change,
+        "extrapolated_energy": extrapolated, "truncation_error": stages[-1]["truncation_error"],
+        "chi": stages[-1]["chi_used"], "chi_max": chi_max, "sweeps": where["sweeps"], "stages": stages,
+        "rel_tol": rel_tol, "seconds": time.perf_counter() - where["start"],
         "library": f"physics-tenpy {tenpy.__version__}",
     }
 

@@ -124,51 +124,82 @@ def _plain_ed(ham: Hamiltonian, want_vector: bool) -> EDResult:
     )
 
 
-def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192,
-                 sector: tuple[int, ...] | None = None) -> EDResult:
-    """All momentum blocks, or with ``sector`` (n per axis, k = 2πn/L) only that block: then the
-    energy and vector are that sector's lowest and the other ``sector_energies`` are NaN."""
-    start = time.perf_counter()
-    lat = ham.lattice
-    n, n_t = lat.n_sites, len(lat.displacements)
-    codes = sector_codes(n, ham.conserves_sz)
-    # orbit representative (smallest code) and the translation t* with shift(c, r_t*) = rep
+@dataclass
+class _Orbits:
+    """The basis split into translation orbits (Sandvik 2010, §4): ``reps`` the sorted representatives
+    (smallest code of each orbit); per code, ``rep_of_code`` its representative's index and ``t_star``
+    the translation with shift(code, r_t*) = rep; per representative, ``stab`` (n_reps, |T|) its
+    stabiliser and ``orbit`` its orbit size n_r = |T|/|stab|; ``disp`` the displacements r_t."""
+
+    codes: np.ndarray
+    reps: np.ndarray
+    rep_of_code: np.ndarray
+    t_star: np.ndarray
+    stab: np.ndarray
+    orbit: np.ndarray
+    disp: np.ndarray
+
+    def allowed(self, k: np.ndarray) -> np.ndarray:
+        """(n_reps,) bool: |r, k⟩ exists iff e^{ik·a} = 1 on the stabiliser of r."""
+        return np.all(~self.stab | (np.cos(self.disp @ k)[None, :] > 1 - 1e-9), axis=1)
+
+
+def _orbits(codes: np.ndarray, lat: Lattice) -> _Orbits:
+    """Orbit representatives of ``codes`` under the lattice translations (see ``_Orbits``)."""
+    n_t = len(lat.displacements)
     rep_code, t_star = codes.copy(), np.zeros(len(codes), dtype=np.int32)
     for t in range(1, n_t):
         img = translate_codes(codes, lat, t)
         better = img < rep_code
         rep_code[better], t_star[better] = img[better], t
-    is_rep = rep_code == codes
-    reps = codes[is_rep]
+    reps = codes[rep_code == codes]
     rep_of_code = np.searchsorted(reps, rep_code).astype(np.int64)
-    del rep_code
     stab = np.stack([translate_codes(reps, lat, t) == reps for t in range(n_t)], axis=1)  # (n_reps, |T|)
-    orbit = n_t / stab.sum(axis=1)
-    disp = lat.displacements.astype(float)  # r_t
+    return _Orbits(codes, reps, rep_of_code, t_star, stab, n_t / stab.sum(axis=1), lat.displacements.astype(float))
 
-    # connected configurations of every representative, once for all momenta
-    kernel = connected_kernel(ham)
+
+def _hops(ham: Hamiltonian, orb: _Orbits, batch: int) -> tuple[np.ndarray, ...]:
+    """(rows r', cols r, t*, amplitude) of every ⟨τ|H|r⟩ ≠ 0 with τ ∈ orbit(r'), amplitude scaled by
+    √(n_r/n_r'): the k-independent part of ⟨r', k|H|r, k⟩ (connected configurations computed once)."""
+    kernel, n = connected_kernel(ham), ham.lattice.n_sites
     rows, cols, t_of, amp = [], [], [], []
-    for s in range(0, len(reps), batch):
-        chunk = reps[s : s + batch]
+    for s in range(0, len(orb.reps), batch):
+        chunk = orb.reps[s : s + batch]
         diag, sigma_p, mels = (np.asarray(a) for a in kernel(decode(chunk, n)))
         idx = np.arange(s, s + len(chunk))
         rows.append(idx), cols.append(idx), t_of.append(np.zeros(len(chunk), np.int32)), amp.append(diag)
         keep = mels != 0
         if keep.any():
-            pos = np.searchsorted(codes, encode(sigma_p[keep]))
+            pos = np.searchsorted(orb.codes, encode(sigma_p[keep]))
             # column = source rep r, row = target rep r' (H[r', r])
             cols.append(np.broadcast_to(idx[:, None], mels.shape)[keep])
-            rows.append(rep_of_code[pos])
-            t_of.append(t_star[pos])
+            rows.append(orb.rep_of_code[pos])
+            t_of.append(orb.t_star[pos])
             amp.append(mels[keep])
     rows, cols = np.concatenate(rows), np.concatenate(cols)
-    t_of, amp = np.concatenate(t_of), np.concatenate(amp)
-    amp = amp * np.sqrt(orbit[cols] / orbit[rows])
-    # τ = shift(r', −r_t*), so e^{−ik·a'(τ)} = e^{+ik·r_t*}
+    amp = np.concatenate(amp) * np.sqrt(orb.orbit[cols] / orb.orbit[rows])
+    return rows, cols, np.concatenate(t_of), amp
 
+
+def _block(orb: _Orbits, hops: tuple[np.ndarray, ...], k: np.ndarray, ok: np.ndarray) -> sp.csr_matrix:
+    """⟨r', k|H|r, k⟩ = √(n_r/n_r') Σ_τ e^{−ik·a'(τ)} ⟨τ|H|r⟩ on the allowed representatives ``ok``;
+    τ = shift(r', −r_t*), so e^{−ik·a'(τ)} = e^{+ik·r_t*}."""
+    rows, cols, t_of, amp = hops
+    dim = int(ok.sum())
+    new = -np.ones(len(orb.reps), dtype=np.int64)
+    new[ok] = np.arange(dim)
+    use = ok[rows] & ok[cols]
+    phase = np.exp(1j * (orb.disp[t_of[use]] @ k))
+    real = np.allclose(phase.imag, 0.0, atol=1e-12)
+    vals = amp[use] * (phase.real if real else phase)
+    return sp.csr_matrix((vals, (new[rows[use]], new[cols[use]])), shape=(dim, dim))
+
+
+def _solve_sectors(orb: _Orbits, hops: tuple[np.ndarray, ...], lat: Lattice, n_axis: np.ndarray,
+                   sector: tuple[int, ...] | None, want_vector: bool):
+    """(sector_energies, block_dims, vectors): the lowest state of each momentum block (only ``sector``
+    if given); E(k) = E(−k) for a real Hamiltonian, so of each pair only one is solved."""
     momenta = lat.momenta()
-    n_axis = np.rint(momenta * lat.L / (2 * np.pi)).astype(int) % lat.L
     index = {tuple(m): i for i, m in enumerate(n_axis)}
     sector_energies = np.full(len(momenta), np.nan)
     block_dims = np.zeros(len(momenta), dtype=int)
@@ -177,24 +208,21 @@ def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192,
         if sector is not None and tuple(n_axis[i]) != sector:
             continue
         partner = index[tuple((-n_axis[i]) % lat.L)]
-        if sector is None and partner < i:  # E(k) = E(−k) for a real Hamiltonian
+        if sector is None and partner < i:
             sector_energies[i], block_dims[i] = sector_energies[partner], block_dims[partner]
             continue
-        phases_on_stab = np.cos(disp @ k)  # (|T|,)
-        ok = np.all(~stab | (phases_on_stab[None, :] > 1 - 1e-9), axis=1)
+        ok = orb.allowed(k)
         block_dims[i] = int(ok.sum())
         if block_dims[i] == 0:
             continue
-        new = -np.ones(len(reps), dtype=np.int64)
-        new[ok] = np.arange(block_dims[i])
-        use = ok[rows] & ok[cols]
-        phase = np.exp(1j * (disp[t_of[use]] @ k))
-        real = np.allclose(phase.imag, 0.0, atol=1e-12)
-        vals = amp[use] * (phase.real if real else phase)
-        block = sp.csr_matrix((vals, (new[rows[use]], new[cols[use]])), shape=(block_dims[i],) * 2)
-        e, v = _eigh_lowest(block, want_vector)
-        sector_energies[i] = e
-        vectors[i] = v
+        sector_energies[i], vectors[i] = _eigh_lowest(_block(orb, hops, k, ok), want_vector)
+    return sector_energies, block_dims, vectors
+
+
+def _ground_sector(sector_energies: np.ndarray, vectors: dict[int, np.ndarray], n_axis: np.ndarray, L: int,
+                   sector: tuple[int, ...] | None) -> int:
+    """Index of the answered sector: ``sector`` if given, else the lowest (or its solved partner −k)."""
+    index = {tuple(m): i for i, m in enumerate(n_axis)}
     if sector is not None:
         best = index[sector]
         if best not in vectors:
@@ -202,23 +230,40 @@ def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192,
     else:
         best = int(np.nanargmin(sector_energies))
     if best not in vectors:  # the ground sector is the partner of a solved one
-        best = index[tuple((-n_axis[best]) % lat.L)]
+        best = index[tuple((-n_axis[best]) % L)]
+    return best
+
+
+def _lift_vector(orb: _Orbits, v: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The block eigenvector on every code: ψ(shift(r, a)) = e^{ik·a} ψ(r)/√n_r, a = −r_t*."""
+    ok = orb.allowed(k)
+    ok_idx = -np.ones(len(orb.reps), dtype=np.int64)
+    ok_idx[ok] = np.arange(ok.sum())
+    v = _fix_phase(v)
+    r = orb.rep_of_code
+    amp_rep = np.where(ok[r], v[np.maximum(ok_idx[r], 0)], 0.0) / np.sqrt(orb.orbit[r])
+    psi = amp_rep * np.exp(-1j * (orb.disp[orb.t_star] @ k))
+    return psi.real if np.allclose(psi.imag, 0.0, atol=1e-12) else psi
+
+
+def _momentum_ed(ham: Hamiltonian, want_vector: bool, batch: int = 8192,
+                 sector: tuple[int, ...] | None = None) -> EDResult:
+    """All momentum blocks, or with ``sector`` (n per axis, k = 2πn/L) only that block: then the
+    energy and vector are that sector's lowest and the other ``sector_energies`` are NaN."""
+    start = time.perf_counter()
+    lat = ham.lattice
+    orb = _orbits(sector_codes(lat.n_sites, ham.conserves_sz), lat)
+    hops = _hops(ham, orb, batch)
+    momenta = lat.momenta()
+    n_axis = np.rint(momenta * lat.L / (2 * np.pi)).astype(int) % lat.L
+    sector_energies, block_dims, vectors = _solve_sectors(orb, hops, lat, n_axis, sector, want_vector)
+    best = _ground_sector(sector_energies, vectors, n_axis, lat.L, sector)
     result = EDResult(
         energy=float(sector_energies[best]), sector_energies=sector_energies, momenta=momenta,
-        ground_momentum=momenta[best], dim=len(codes), block_dims=block_dims,
-        seconds=0.0,
+        ground_momentum=momenta[best], dim=len(orb.codes), block_dims=block_dims, seconds=0.0,
     )
     if want_vector:
-        k = momenta[best]
-        ok = np.all(~stab | (np.cos(disp @ k)[None, :] > 1 - 1e-9), axis=1)
-        ok_idx = -np.ones(len(reps), dtype=np.int64)
-        ok_idx[ok] = np.arange(ok.sum())
-        v = _fix_phase(vectors[best])
-        r = rep_of_code
-        amp_rep = np.where(ok[r], v[np.maximum(ok_idx[r], 0)], 0.0) / np.sqrt(orbit[r])
-        psi = amp_rep * np.exp(-1j * (disp[t_star] @ k))  # ψ(shift(r, a)) = e^{ik·a} ψ(r), a = −r_t*
-        result.vector = psi.real if np.allclose(psi.imag, 0.0, atol=1e-12) else psi
-        result.codes = codes
+        result.vector, result.codes = _lift_vector(orb, vectors[best], momenta[best]), orb.codes
     result.seconds = time.perf_counter() - start
     return result
 
