@@ -19,6 +19,55 @@ import numpy as np
 from nqs_core.models.log_cosh import log_cosh, sum_log_cosh  # noqa: F401  (log_cosh re-exported)
 
 
+def flip_patterns(k: int) -> np.ndarray:
+    """(P, K) float64, P = 2^(K−1): the relative signs r ∈ {±1}^K with r_0 = +1 of K flipped spins;
+    row q has r_{i+1} = −1 where bit i of q is set."""
+    n_pat = 2 ** (k - 1)
+    return np.array([[1] + [1 - 2 * ((q >> i) & 1) for i in range(k - 1)] for q in range(n_pat)], np.float64)
+
+
+def pattern_picker(x: jax.Array, sites: np.ndarray, s0: jax.Array):
+    """``pick(t)``: (P, M, ...) -> (B, M, ...), the entry of the pattern of each (σ, m) (``flip_patterns``):
+    index q with bit i set when σ_{k_{i+1}} = −σ_{k0}.  ``x`` (B, N) is σ, ``s0`` (B, M, 1) is σ_{k0}."""
+    k = sites.shape[1]
+    if k == 1:
+        return lambda t: t[0][None]
+    n_pat = 2 ** (k - 1)
+    rel = x[:, sites[:, 1:]] * s0  # (B, M, K−1)
+    q = jnp.sum(jnp.where(rel < 0, (1 << np.arange(k - 1)).astype(np.int32), 0), axis=-1)[:, :, None]
+
+    def pick(t):
+        out = t[n_pat - 1][None]
+        for i in range(n_pat - 2, -1, -1):
+            out = jnp.where(q == i, t[i][None], out)
+        return out
+
+    return pick
+
+
+def product_and_condition(fr: jax.Array, fi: jax.Array, rel2: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(Re Π_j f_j, Im Π_j f_j, Σ_j rel2_j) over the last axis for f = fr + i fi, in one variadic
+    reduction, so XLA fuses the factors into it instead of materialising (B, M, H) arrays."""
+
+    def combine(x, y):
+        (xr, xi, xc), (yr, yi, yc) = x, y
+        return xr * yr - xi * yi, xr * yi + xi * yr, xc + yc
+
+    zero = jnp.zeros((), fr.dtype)
+    return jax.lax.reduce((fr, fi, rel2), (zero + 1, zero, zero), combine, (2,))
+
+
+def within_tolerance(ratio: jax.Array, cond: jax.Array, n_hidden: int, atol: float) -> jax.Array:
+    """Whether every ratio is finite and its rounding error is ≤ atol·max(1, |ratio|).
+
+    Error of Π_j f_j ≲ 4ε|ratio| Σ_j s_j/|f_j| with s_j = |c_j| + |t s_j|; (Σ_j s_j/|f_j|)² ≤ H Σ_j s_j²/|f_j|²
+    and s_j² ≤ 2(|c_j|² + |t s_j|²), so err² ≤ 2H (4ε)² |ratio|² ``cond`` with cond = Σ_j (|c_j|² + |t s_j|²)/|f_j|².
+    """
+    abs2 = ratio.real**2 + ratio.imag**2
+    err2 = 2 * n_hidden * (4 * float(np.finfo(np.float64).eps)) ** 2 * abs2 * cond
+    return jnp.all((err2 <= atol**2 * jnp.maximum(1.0, abs2)) & (abs2 < jnp.inf))
+
+
 class RBM(nn.Module):
     """Complex RBM with hidden-unit density ``alpha`` and a visible bias."""
 
@@ -95,45 +144,21 @@ class RBM(nn.Module):
         # optimization_barrier: materialise the few transcendental values, else XLA fuses (and so
         # recomputes) them into every element of the (B, M, H) products below (measured 10× slower)
         tr, ti = jax.lax.optimization_barrier((tanh.real, tanh.imag))  # (B, 1, H)
-        # patterns r ∈ {±1}^K with r_0 = +1: (P, K), P = 2^(K−1); q = index of the pattern of (σ, m)
-        n_pat = 2 ** (k - 1)
-        pat = np.array([[1] + [1 - 2 * ((q >> i) & 1) for i in range(k - 1)] for q in range(n_pat)], np.float64)
+        pat = flip_patterns(k)  # (P, K), P = 2^(K−1)
         d = 2.0 * jnp.einsum("pk,mkh->pmh", pat, W[sites])  # (P, M, H)
         cosh_d, sinh_d = jax.lax.optimization_barrier((jnp.cosh(d), jnp.sinh(d)))
         s0 = x[:, sites[:, 0]][:, :, None]  # (B, M, 1) σ_{k0}
-        if k > 1:  # bit i of q set when σ_{k_{i+1}} = −σ_{k0}
-            rel = x[:, sites[:, 1:]] * s0  # (B, M, K−1)
-            q = jnp.sum(jnp.where(rel < 0, (1 << np.arange(k - 1)).astype(np.int32), 0), axis=-1)[:, :, None]
-
-            def pick(t):  # (P, M, H) -> (B, M, H) by the pattern of each (σ, m)
-                out = t[n_pat - 1][None]
-                for i in range(n_pat - 2, -1, -1):
-                    out = jnp.where(q == i, t[i][None], out)
-                return out
-        else:
-            pick = lambda t: t[0][None]  # noqa: E731
+        pick = pattern_picker(x, sites, s0)
         cr, ci, sr, si = pick(cosh_d.real), pick(cosh_d.imag), pick(sinh_d.real), pick(sinh_d.imag)
         tsr, tsi = tr * sr - ti * si, tr * si + ti * sr  # tanh θ · sinh D
         fr, fi = cr - s0 * tsr, ci - s0 * tsi
-        # rounding error ≲ 4ε|ratio| Σ_j s_j/|f_j| with s_j = |c_j| + |t s_j|; (Σ_j s_j/|f_j|)² ≤ H Σ_j s_j²/|f_j|²
-        # and s_j² ≤ 2(|c_j|² + |t s_j|²).  One variadic reduction gives Π_j f_j and Σ_j s_j²/|f_j|², so XLA
-        # fuses the factors into it instead of materialising (B, M, H) arrays.
-        rel2 = (cr**2 + ci**2 + tsr**2 + tsi**2) / (fr**2 + fi**2)
-
-        def combine(x, y):
-            (xr, xi, xc), (yr, yi, yc) = x, y
-            return xr * yr - xi * yi, xr * yi + xi * yr, xc + yc
-
-        zero = jnp.zeros((), fr.dtype)
-        pr, pi, cond = jax.lax.reduce((fr, fi, rel2), (zero + 1, zero, zero), combine, (2,))  # (B, M)
+        rel2 = (cr**2 + ci**2 + tsr**2 + tsi**2) / (fr**2 + fi**2)  # s_j²/|f_j|² up to the factor 2
+        pr, pi, cond = product_and_condition(fr, fi, rel2)  # (B, M)
         ratio = jax.lax.complex(pr, pi)
         if a is not None:
             av = 2.0 * jnp.einsum("pk,mk->pm", pat, a[sites])[:, :, None]  # (P, M, 1)
             ratio = ratio * jnp.exp(-s0[..., 0] * pick(av)[..., 0])
-        abs2 = ratio.real**2 + ratio.imag**2
-        err2 = 2 * fr.shape[-1] * (4 * float(np.finfo(np.float64).eps)) ** 2 * abs2 * cond
-        ok = jnp.all((err2 <= atol**2 * jnp.maximum(1.0, abs2)) & (abs2 < jnp.inf))
-        return ratio, ok
+        return ratio, within_tolerance(ratio, cond, fr.shape[-1], atol)
 
     def holomorphic_moments(self, sigma: jax.Array, weights: jax.Array,
                             v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
