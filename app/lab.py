@@ -417,7 +417,7 @@ class Lab:
         sign_note = "" if settings.hamiltonian != "tfim" else \
             "TFIM: the ground state is positive, there is no sign structure to learn"
         self.sign.reset(sign_note)
-        self.momentum.reset(lat.coords, lat.L, lat.momenta() / np.pi, settings.k)
+        self.momentum.reset(lat, settings.k)
         self.diagnostics.reset()
 
     def tick(self) -> None:

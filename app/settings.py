@@ -16,18 +16,18 @@ periodic boundaries).
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Any
 
 import param
 
-from nqs_core.lattice import make_lattice
+from nqs_core.hamiltonians import COUPLINGS
+from nqs_core.lattice import make_lattice, momentum_text
 from nqs_core.presets import DEFAULT_PRESET, PRESETS, get_preset, presets
 from nqs_core.settings import RunSettings, Setting, SettingsError, schema
 
 NO_MOMENTUM = "no projection"
 FIELDS = list(schema())
-COUPLINGS_OF = {"heisenberg": ("J",), "j1j2": ("J1", "J2"), "tfim": ("J", "h")}
+COUPLINGS_OF = COUPLINGS
 
 # Controls in the order of the sidebar, grouped by heading.
 GROUPS: dict[str, list[str]] = {
@@ -82,17 +82,8 @@ RunParameters = param.parameterized_class(
 
 
 def momentum_label(n: tuple[int, ...], L: int) -> str:
-    """Human label of k = 2πn/L per axis, e.g. ``π``, ``π/2``, ``(π, 0)``."""
-
-    def one(m: int) -> str:
-        f = Fraction(2 * m, L)
-        if f == 0:
-            return "0"
-        num = "" if f.numerator == 1 else str(f.numerator)
-        return f"{num}π" if f.denominator == 1 else f"{num}π/{f.denominator}"
-
-    parts = [one(m) for m in n]
-    return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
+    """Human label of k = 2πn/L per axis, e.g. ``π``, ``π/2``, ``(π, 0)`` (``lattice.momentum_text``)."""
+    return momentum_text(tuple(2.0 * m / L for m in n))
 
 
 def allowed_momenta(lattice: str, L: int, bc: str) -> dict[str, tuple[float, ...] | None]:

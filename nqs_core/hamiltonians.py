@@ -23,6 +23,8 @@ import numpy as np
 from nqs_core.lattice import Lattice
 
 HAMILTONIANS = ("heisenberg", "j1j2", "tfim")
+COUPLINGS = {"heisenberg": ("J",), "j1j2": ("J1", "J2"), "tfim": ("J", "h")}  # the user-facing names
+COUPLING_ALIASES = {"j1j2": ("J",)}  # J is accepted for J1
 CONVENTIONS = {
     "heisenberg": "H = J Σ⟨ij⟩ S_i·S_j (spin-1/2 operators S = σ/2)",
     "j1j2": "H = J1 Σ⟨ij⟩ S_i·S_j + J2 Σ⟨⟨ij⟩⟩ S_i·S_j (spin-1/2 operators S = σ/2)",

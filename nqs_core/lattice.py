@@ -10,6 +10,7 @@ Allowed momenta are k = 2πn/L per axis (periodic axes only).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 from itertools import product
 
@@ -143,3 +144,17 @@ def make_lattice(kind: str, L: int, bc: str = "periodic") -> Lattice:
     if bc not in BOUNDARIES:
         raise ValueError(f"bc must be one of {', '.join(BOUNDARIES)}; got {bc!r}")
     return Lattice(kind, int(L), bc == "periodic")
+
+
+def momentum_text(k_over_pi: tuple[float, ...] | list[float], separator: str = ", ") -> str:
+    """A momentum given in units of π as people write it: ``π``, ``0``, ``π/2``, ``2π/3``; ``(π, 0)``
+    on the square (components reduced to [0, 2π))."""
+    def one(x: float) -> str:
+        f = Fraction(float(x) % 2.0).limit_denominator(64)
+        if f == 0:
+            return "0"
+        num = "" if f.numerator == 1 else str(f.numerator)
+        return f"{num}π" if f.denominator == 1 else f"{num}π/{f.denominator}"
+
+    parts = [one(x) for x in k_over_pi]
+    return parts[0] if len(parts) == 1 else "(" + separator.join(parts) + ")"

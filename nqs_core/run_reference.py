@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from nqs_core.basis import decode
+from nqs_core.lattice import momentum_text
 from nqs_core.observables import compare_with_exact, log_psi_on_basis
 from nqs_core.problem import build_problem
 from nqs_core.references import NeedsDMRG, reference
@@ -46,13 +47,8 @@ def find_reference(settings: RunSettings, compute_dmrg: bool = True) -> dict[str
 
 
 def momentum_label(k_over_pi: tuple[float, ...] | list[float]) -> str:
-    """``k=π``, ``k=0``, ``k=(π,0)``, ``k=0.5π``: a momentum given in units of π."""
-    def one(x: float) -> str:
-        x = float(x) % 2.0
-        return "0" if abs(x) < 1e-12 else "π" if abs(x - 1) < 1e-12 else f"{x:g}π"
-
-    parts = [one(x) for x in k_over_pi]
-    return f"k={parts[0]}" if len(parts) == 1 else f"k=({','.join(parts)})"
+    """``k=π``, ``k=0``, ``k=(π,0)``, ``k=π/2``: a momentum given in units of π (``lattice.momentum_text``)."""
+    return "k=" + momentum_text(k_over_pi, separator=",")
 
 
 def sector_reference(settings: RunSettings) -> dict[str, Any] | None:

@@ -7,40 +7,19 @@ import pytest
 
 from app.ising import T_CRITICAL, IsingLattice
 from app.views.energy import EnergyView, reference_label
-from app.views.momentum import structure_factor
-from app.views.sign import marshall_sign, relative_phases
+from app.views.momentum import structure_factor_over_pi
+from app.views.sign import relative_phases
 from app.views.spins import strip_image, tile_image
 from nqs_core.lattice import make_lattice
-from nqs_core.observables import marshall_phase
-from nqs_core.observables import structure_factor as engine_structure_factor
-
-
-@pytest.mark.parametrize("kind, L", [("chain", 8), ("square", 4)])
-def test_structure_factor_matches_the_engine(kind, L):
-    lat = make_lattice(kind, L)
-    rng = np.random.default_rng(1)
-    samples = rng.choice([-1, 1], size=(50, lat.n_sites))
-    q_app, s_app = structure_factor(samples, lat.coords, L)
-    q_eng, s_eng = engine_structure_factor(samples, lat)
-    assert np.allclose(q_app, np.asarray(q_eng) / np.pi)
-    assert np.allclose(s_app, np.asarray(s_eng))
 
 
 def test_structure_factor_of_the_neel_state_peaks_at_pi_pi():
     lat = make_lattice("square", 4)
     neel = np.where(lat.sublattice == 0, 1, -1)[None, :]
-    q, s = structure_factor(neel, lat.coords, 4)
+    q, s = structure_factor_over_pi(neel, lat)
     peak = q[np.argmax(s)]
     assert np.allclose(peak, [1.0, 1.0]) and s.max() == pytest.approx(16 / 4)  # N/4 at Q = (π, π)
     assert np.sum(s) == pytest.approx(16 / 4)  # Σ_q S(q) = Σ_i (σ_i/2)² = N/4
-
-
-def test_marshall_sign_agrees_with_the_engine_phase():
-    lat = make_lattice("square", 4)
-    rng = np.random.default_rng(2)
-    samples = rng.choice([-1, 1], size=(40, 16))
-    engine = np.cos(np.asarray(marshall_phase(samples, lat)))
-    assert np.array_equal(marshall_sign(samples, lat.sublattice), np.round(engine).astype(int))
 
 
 def test_relative_phases_remove_the_global_phase():
@@ -151,7 +130,7 @@ def test_momentum_view_moves_the_latest_eigenvalue_and_marks_the_sector():
 
     lat = make_lattice("chain", 6)
     view = MomentumView()
-    view.reset(lat.coords, lat.L, lat.momenta() / np.pi, (1.0,))
+    view.reset(lat, (1.0,))
     chosen = [(x, c) for x, c in zip(view.bz_source.data["kx"], view.bz_source.data["color"]) if c != "#999999"]
     assert [x for x, _ in chosen] == [pytest.approx(1.0)]  # k = π highlighted on the zone
     assert view.expected_source.data == {"re": [pytest.approx(-1.0)], "im": [pytest.approx(0.0, abs=1e-12)]}
@@ -178,7 +157,7 @@ def test_brillouin_zone_shows_where_ed_puts_the_ground_state():
     sectors = [{"k_over_pi": [2 * n / 6], "energy": -2.0 - (n == 3)} for n in range(6)]
     for k, verdict in (((1.0,), "the chosen sector holds it"), ((0.0,), "NOT the chosen sector")):
         view = MomentumView()
-        view.reset(lat.coords, lat.L, lat.momenta() / np.pi, k)
+        view.reset(lat, k)
         view.show_sector_energies({"sector_energies": sectors, "ground_momentum_over_pi": [1.0]})
         assert "ground state at k/π = 1" in view.sectors_note.object and verdict in view.sectors_note.object
         assert min(view.bz_source.data["energy"]) == -3.0

@@ -16,21 +16,18 @@ import panel as pn
 from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d
 from bokeh.palettes import Viridis256
 
+from nqs_core.lattice import Lattice
+from nqs_core.observables import structure_factor
+
 from app.views.common import SMALL_TEXT, append, caption_pane, set_text, with_heading, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, make_figure
 
 TRAIL = 300
 
 
-def structure_factor(samples: np.ndarray, coords: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
-    """(q in units of π (n_q, d), S(q) (n_q,)) on the allowed momenta q = 2πn/L."""
-    s = np.asarray(samples, dtype=float) / 2.0
-    coords = np.asarray(coords)
-    d = coords.shape[1]
-    n = np.array(np.meshgrid(*[np.arange(L)] * d, indexing="ij")).reshape(d, -1).T[:, ::-1]
-    q = 2 * np.pi * n / L
-    phase = np.exp(-1j * coords @ q.T)  # (N, n_q)
-    amp = s @ phase  # (B, n_q)
-    return q / np.pi, np.mean(np.abs(amp) ** 2, axis=0) / s.shape[1]
+def structure_factor_over_pi(samples: np.ndarray, lattice: Lattice) -> tuple[np.ndarray, np.ndarray]:
+    """(q in units of π (n_q, d), S(q) (n_q,)) on the allowed momenta: ``nqs_core.observables.structure_factor``."""
+    q, s = structure_factor(np.asarray(samples), lattice)
+    return np.asarray(q) / np.pi, np.asarray(s)
 
 
 class MomentumView:
@@ -81,8 +78,7 @@ class MomentumView:
         self.sq_fig.add_layout(ColorBar(color_mapper=self.sq_mapper, width=10), "right")
         self.sq_fig.hover.tooltips = [("q/π", "(@qx, @qy)"), ("S(q)", "@s{0.000}")]
         self._recent: deque[np.ndarray] = deque(maxlen=20)
-        self.coords = np.zeros((1, 1))
-        self.L = 1
+        self.lattice: Lattice | None = None
         self._chosen: tuple[float, float] | None = None
         self.figures = [self.bz_fig, self.circle_fig, self.sq_fig]
         # a FlexBox wraps the fixed-size figures onto a second line where the main area is narrow
@@ -90,8 +86,9 @@ class MomentumView:
                                 with_heading(self.sq_fig), flex_wrap="wrap", sizing_mode="stretch_width",
                                 name=self.title)
 
-    def reset(self, coords: np.ndarray, L: int, momenta_over_pi: np.ndarray, k: tuple[float, ...] | None) -> None:
-        self.coords, self.L = np.asarray(coords), L
+    def reset(self, lattice: Lattice, k: tuple[float, ...] | None) -> None:
+        self.lattice = lattice
+        momenta_over_pi = lattice.momenta() / np.pi
         self._recent.clear()
         self.circle_source.data = empty_like(self.circle_source)
         self.latest_source.data = empty_like(self.latest_source)
@@ -174,17 +171,17 @@ class MomentumView:
 
     def _draw_sq(self) -> None:
         samples = np.concatenate(list(self._recent), axis=0)
-        if samples.shape[1] != self.coords.shape[0]:
+        if self.lattice is None or samples.shape[1] != self.lattice.n_sites:
             return
-        q, s = structure_factor(samples, self.coords, self.L)
+        q, s = structure_factor_over_pi(samples, self.lattice)
         q = np.where(q > 1 + 1e-9, q - 2, q)
         qx = q[:, 0]
         qy = q[:, 1] if q.shape[1] > 1 else np.zeros(len(q))
-        w = np.full(len(q), 2.0 / self.L)
+        w = np.full(len(q), 2.0 / self.lattice.L)
         h = w if q.shape[1] > 1 else np.ones(len(q))
         self.sq_mapper.high = float(max(np.max(s), 1e-9))
         self.sq_source.data = dict(qx=qx.tolist(), qy=qy.tolist(), s=s.tolist(), w=w.tolist(), h=h.tolist())
 
 
 
-__all__ = ["MomentumView", "structure_factor", "ROLLOVER"]
+__all__ = ["MomentumView", "structure_factor_over_pi", "ROLLOVER"]

@@ -18,12 +18,6 @@ from bokeh.models import ColumnDataSource, Label, Range1d
 from app.views.common import TEXT, append, caption_pane, set_text, with_heading, BLUE, GREEN, GREY, ORANGE, PURPLE, ROLLOVER, empty_like, finite, make_figure
 
 
-def marshall_sign(samples: np.ndarray, sublattice: np.ndarray) -> np.ndarray:
-    """(−1)^{N↑ on sublattice A} for configurations (B, N) of ±1 (DESIGN.md §2)."""
-    up_a = ((np.asarray(samples) > 0) & (np.asarray(sublattice)[None, :] == 0)).sum(axis=1)
-    return np.where(up_a % 2 == 0, 1, -1)
-
-
 def relative_phases(log_psi: np.ndarray) -> np.ndarray:
     """arg ψ/π in (−1, 1] after removing the phase of the largest-amplitude configuration."""
     log_psi = np.asarray(log_psi)
@@ -126,4 +120,4 @@ class SignView:
 
 
 
-__all__ = ["SignView", "marshall_sign", "relative_phases", "PURPLE"]
+__all__ = ["SignView", "relative_phases", "PURPLE"]

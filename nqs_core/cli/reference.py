@@ -16,12 +16,12 @@ import math
 import sys
 from typing import Any
 
-from nqs_core.hamiltonians import HAMILTONIANS
+from nqs_core.hamiltonians import COUPLING_ALIASES, COUPLINGS, HAMILTONIANS
 from nqs_core.lattice import BOUNDARIES, KINDS
 from nqs_core.references import reference
 
 CLI_METHODS = ("auto", "exact", "ed", "dmrg")
-COUPLINGS_OF = {"heisenberg": ("J",), "j1j2": ("J", "J1", "J2"), "tfim": ("J", "h")}
+COUPLINGS_OF = {h: COUPLING_ALIASES.get(h, ()) + c for h, c in COUPLINGS.items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
