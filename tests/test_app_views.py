@@ -161,3 +161,12 @@ def test_brillouin_zone_shows_where_ed_puts_the_ground_state():
         view.show_sector_energies({"sector_energies": sectors, "ground_momentum_over_pi": [1.0]})
         assert "ground state at k/π = 1" in view.sectors_note.object and verdict in view.sectors_note.object
         assert min(view.bz_source.data["energy"]) == -3.0
+
+
+def test_momentum_label_at_k_pi_does_not_flip_with_the_sign_of_rounding():
+    """⟨T⟩ = −1 ± 1e-17 i (the 18-site chain at k = π) reads k/π = +1 mid-run and at the end."""
+    from app.views.momentum import k_over_pi
+
+    assert k_over_pi(-1.0 - 2e-18j) == k_over_pi(-1.0 + 2e-17j) == 1.0
+    assert k_over_pi(1.0 - 1e-17j) == pytest.approx(0.0, abs=1e-12)
+    assert k_over_pi(1j) == pytest.approx(0.5)

@@ -30,6 +30,13 @@ def structure_factor_over_pi(samples: np.ndarray, lattice: Lattice) -> tuple[np.
     return np.asarray(q) / np.pi, np.asarray(s)
 
 
+def k_over_pi(eigenvalue: complex) -> float:
+    """k/π in (−1, 1] of a translation eigenvalue e^{ik}: at k = π a rounding-level imaginary part of
+    either sign must not turn the label from +1 into −1."""
+    k = float(np.angle(eigenvalue)) / np.pi
+    return 1.0 if k <= -1.0 + 1e-6 else k
+
+
 class MomentumView:
     title = "Momentum"
 
@@ -156,7 +163,7 @@ class MomentumView:
             im = [float(np.asarray(v).reshape(-1)[1]) if np.size(v) > 1 else 0.0 for _, v in pts]
             append(self.circle_source, dict(re=re, im=im, step=[s for s, _ in pts]), TRAIL)
             self.latest_source.data = dict(re=[re[-1]], im=[im[-1]])
-            angle = np.angle(re[-1] + 1j * im[-1]) / np.pi
+            angle = k_over_pi(re[-1] + 1j * im[-1])
             self.circle_note.object = f"step {pts[-1][0]}: |⟨T_x⟩| = {abs(re[-1] + 1j * im[-1]):.3f}, " \
                                     f"k_x/π = {angle:+.3f}"
         if frames:
@@ -167,7 +174,7 @@ class MomentumView:
         """The translation eigenvalue of the final state (from ``n_samples`` chain configurations)."""
         self.final_source.data = dict(re=[value.real], im=[value.imag])
         self.circle_note.object = (f"final ({n_samples} samples): |⟨T_x⟩| = {abs(value):.3f}, "
-                                 f"k_x/π = {np.angle(value) / np.pi:+.3f}")
+                                 f"k_x/π = {k_over_pi(value):+.3f}")
 
     def _draw_sq(self) -> None:
         samples = np.concatenate(list(self._recent), axis=0)
@@ -184,4 +191,4 @@ class MomentumView:
 
 
 
-__all__ = ["MomentumView", "structure_factor_over_pi", "ROLLOVER"]
+__all__ = ["MomentumView", "k_over_pi", "structure_factor_over_pi", "ROLLOVER"]
