@@ -47,7 +47,6 @@ sys.path.insert(0, str(HERE))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from netket_side_by_side import WORKLOADS  # noqa: E402
 from nqs_core.settings import RunSettings  # noqa: E402
