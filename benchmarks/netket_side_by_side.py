@@ -94,6 +94,15 @@ WORKLOADS: dict[str, dict] = {
 }
 
 
+def workload_names(text: str, prog: str) -> list[str]:
+    """The workloads of a ``--workload`` value ('all' or a comma-separated list); exit 2 naming the allowed ones."""
+    names = list(WORKLOADS) if text == "all" else [x.strip() for x in text.split(",") if x.strip()]
+    if not names or any(x not in WORKLOADS for x in names):
+        print(f"{prog}: --workload must be 'all' or from {', '.join(WORKLOADS)}; got {text!r}", file=sys.stderr)
+        raise SystemExit(2)
+    return names
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -319,12 +328,7 @@ def main() -> None:
         for name, w in WORKLOADS.items():
             print(f"{name}: {w['title']}; {w['steps']} steps")
         return
-    names = list(WORKLOADS) if a.workload == "all" else [x.strip() for x in a.workload.split(",") if x.strip()]
-    unknown = [x for x in names if x not in WORKLOADS]
-    if unknown or not names:
-        print(f"netket_side_by_side: --workload must be 'all' or from {', '.join(WORKLOADS)}; got {a.workload!r}",
-              file=sys.stderr)
-        raise SystemExit(2)
+    names = workload_names(a.workload, "netket_side_by_side")
     try:
         seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     except ValueError:

@@ -48,7 +48,7 @@ sys.path.insert(0, str(HERE))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from netket_side_by_side import WORKLOADS  # noqa: E402
+from netket_side_by_side import WORKLOADS, workload_names  # noqa: E402
 from nqs_core.settings import RunSettings  # noqa: E402
 from nqs_core.vmc import VMC  # noqa: E402
 
@@ -267,12 +267,7 @@ def main() -> None:
     p.add_argument("--clock-ghz", type=float, default=None, help="default: /proc/cpuinfo's cpu MHz")
     p.add_argument("--peak-gflops", type=float, default=None, help="override the computed peak (GFLOP/s)")
     a = p.parse_args()
-    names = list(WORKLOADS) if a.workload == "all" else [x.strip() for x in a.workload.split(",") if x.strip()]
-    unknown = [x for x in names if x not in WORKLOADS]
-    if unknown or not names:
-        print(f"profile_step: --workload must be 'all' or from {', '.join(WORKLOADS)}; got {a.workload!r}",
-              file=sys.stderr)
-        raise SystemExit(2)
+    names = workload_names(a.workload, "profile_step")
     clock = a.clock_ghz or clock_ghz() or 2.5
     for name in names:
         f32 = WORKLOADS[name]["settings"].get("dtype") == "float32"

@@ -6,9 +6,9 @@ connected configurations of a Heisenberg or J1-J2 sample carry nothing.  ``local
 compacts the nonzero (sample, m) pairs into one index list (``jnp.nonzero`` with a fixed size of
 B·M, so shapes never change), then evaluates the network over that list in chunks of a fixed size
 inside a ``lax.while_loop`` whose trip count is the number of nonzero terms: no term is ever
-dropped and no pass is spent on a zero element.  Chunks of ~16k sites keep every intermediate of
-a network pass in the CPU's cache (one unchunked pass over 65k configurations streamed through
-memory and ran 2–3× slower; ``nqs_core.chunking``).
+dropped and no pass is spent on a zero element.  Chunks of ~1k spins keep every intermediate of
+a network pass in the core's cache (``nqs_core.chunking``: on the 4×4 J1-J2 ConvNeXt, 0.45 s of
+CPU time in one pass, 0.11 s in chunks of 64 configurations).
 
 Models with a ``flip_ratios`` method (the RBM, also under the Marshall prior) give ψ(σ')/ψ(σ) from
 their own fast path instead of network passes.
@@ -25,6 +25,7 @@ import numpy as np
 
 from nqs_core.chunking import chunk_size
 from nqs_core.hamiltonians import Hamiltonian
+from nqs_core.models import has_fast_path
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -33,7 +34,7 @@ RatioFn = Callable[[PyTree, jax.Array, np.ndarray], jax.Array]
 
 def flip_ratio_fn(model: nn.Module) -> RatioFn | None:
     """``(params, σ, sites) -> ψ(σ')/ψ(σ)`` when the model has a fast ``flip_ratios`` path, else None."""
-    if not getattr(model, "has_flip_ratios", callable(getattr(type(model), "flip_ratios", None))):
+    if not has_fast_path(model, "flip_ratios"):
         return None
     return lambda params, sigma, sites: model.apply(params, sigma, sites, method="flip_ratios")
 

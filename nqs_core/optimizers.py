@@ -272,17 +272,14 @@ def learning_rate(schedule: str, lr: jax.Array, step: jax.Array, total_steps: ja
     raise ValueError(f"schedule must be one of constant, cosine; got {schedule!r}")
 
 
-schedule_value = learning_rate  # the function, under a name optimizer_chain's `learning_rate` argument does not hide
-
-
 def optimizer_chain(optimizer: str, schedule: str) -> Callable[..., optax.GradientTransformation]:
     """The optax chain applied to a preconditioned direction d: the optimizer's transformation
     (``transformation``), then the learning rate and its schedule (``learning_rate``), so that
-    θ ← θ + chain(d) = θ − η_t·tx(d).  Wrapped in ``optax.inject_hyperparams``: learning_rate,
+    θ ← θ + chain(d) = θ − η_t·tx(d).  Wrapped in ``optax.inject_hyperparams``: lr,
     momentum and total_steps live in the optimizer state as run-time values (``with_hyperparameters``),
     so one compiled step serves every value.  Call the result with the three to get the chain."""
-    def make(learning_rate, momentum, total_steps):
-        eta = lambda count: schedule_value(schedule, learning_rate, count, total_steps)  # noqa: E731
+    def make(lr, momentum, total_steps):
+        eta = lambda count: learning_rate(schedule, lr, count, total_steps)  # noqa: E731
         return optax.chain(transformation(optimizer, momentum), optax.scale_by_learning_rate(eta))
 
     return optax.inject_hyperparams(make, static_args=())

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nqs_core.models import has_fast_path, is_holomorphic
 from nqs_core.optimizers import (
     RealRavel,
     gradient_from_jacobian,
@@ -106,20 +107,15 @@ class MinSR:
         return gradient_from_jacobian(o, e_loc, weights), minsr(o, e_loc, weights, diag_shift)
 
 
-def _has(model: nn.Module, method: str) -> bool:
-    """Whether the model offers a fast path (a wrapper such as the Marshall prior says via has_<method>)."""
-    return bool(getattr(model, f"has_{method}", callable(getattr(type(model), method, None))))
-
-
 def preconditioner_for(optimizer: str, sr_solver: str, model: nn.Module, ravel: RealRavel) -> Preconditioner:
     """The preconditioner of an optimizer setting: sr/minsr precondition, sgd/adam/adamw do not."""
-    holo = bool(getattr(model, "holomorphic", False)) and ravel.all_complex
+    holo = is_holomorphic(model) and ravel.all_complex
     if optimizer == "minsr":
         return MinSR(holo)
     if optimizer != "sr":
         return Gradient()
     if sr_solver == "cg":
         return CGSR()
-    if holo and _has(model, "holomorphic_moments"):
+    if holo and has_fast_path(model, "holomorphic_moments"):
         return MomentsSR()
     return HolomorphicDenseSR() if holo else DenseSR()

@@ -17,9 +17,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import optax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import struct
 
 from nqs_core.hamiltonians import Hamiltonian
@@ -52,10 +52,12 @@ class VMCState:
 
 
 def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
-             weights: jax.Array, optimizer: str, sr_solver: str, diag_shift: jax.Array):
-    """E_loc, gradient g = 2Re⟨ΔO*ΔE⟩ and the direction d fed to optax (``preconditioner_for``)."""
+             weights: jax.Array, optimizer: str, sr_solver: str, diag_shift: jax.Array,
+             preconditioner: Preconditioner | None = None):
+    """E_loc, gradient g = 2Re⟨ΔO*ΔE⟩ and the direction d fed to optax (``preconditioner``, by default
+    ``preconditioner_for`` the optimizer setting)."""
     e_loc = local_energies(model.apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model))
-    pre = preconditioner_for(optimizer, sr_solver, model, RealRavel.of(params))
+    pre = preconditioner or preconditioner_for(optimizer, sr_solver, model, RealRavel.of(params))
     g, d = pre(model, params, sigma, e_loc, weights, diag_shift)
     return e_loc, g.astype(d.dtype), d
 
@@ -77,7 +79,7 @@ class Engine:
         """The optax chain (optimizer, then learning rate and schedule) with placeholder
         hyperparameters: the step injects the run-time values (``with_hyperparameters``)."""
         return optimizer_chain(self.settings.optimizer, self.settings.schedule)(
-            learning_rate=1.0, momentum=0.0, total_steps=1)
+            lr=1.0, momentum=0.0, total_steps=1)
 
     # ----- one step -------------------------------------------------------------------------
     def _step(self, state: VMCState, hyper: dict[str, jax.Array]) -> tuple[VMCState, dict[str, jax.Array]]:
@@ -86,11 +88,12 @@ class Engine:
         c, t, n = sigma.shape
         flat, lpf = sigma.reshape(c * t, n), lp.reshape(c * t)
         weights = jnp.full((c * t,), 1.0 / (c * t), dtype=jnp.float64)
-        e_loc = local_energies(self.model.apply, params, self.hamiltonian, flat, lpf, ratios=flip_ratio_fn(self.model))
-        g, d = self.preconditioner(self.model, params, flat, e_loc, weights, hyper["diag_shift"])
+        s = self.settings
+        e_loc, g, d = estimate(self.model, params, self.hamiltonian, flat, lpf, weights, s.optimizer, s.sr_solver,
+                               hyper["diag_shift"], self.preconditioner)
         stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
         theta = self.ravel.ravel(params)
-        opt_state = with_hyperparameters(state.opt_state, learning_rate=hyper["lr"], momentum=hyper["momentum"],
+        opt_state = with_hyperparameters(state.opt_state, lr=hyper["lr"], momentum=hyper["momentum"],
                                          total_steps=hyper["total_steps"])
         direction = d / self.hamiltonian.energy_scale  # lr is an imaginary-time step in units of 1/energy_scale
         updates, opt_state = self.chain.update(direction.astype(theta.dtype), opt_state, theta)

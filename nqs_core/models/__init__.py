@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 PARAM_DTYPES = {"float32": jnp.complex64, "float64": jnp.complex128}
 
-__all__ = ["RBM", "Jastrow", "MarshallSign", "make_model", "param_dtype", "is_holomorphic"]
+__all__ = ["RBM", "Jastrow", "MarshallSign", "make_model", "param_dtype", "is_holomorphic", "has_fast_path"]
 
 
 def param_dtype(settings: "RunSettings"):
@@ -29,6 +29,13 @@ def param_dtype(settings: "RunSettings"):
     if settings.dtype not in PARAM_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(PARAM_DTYPES)}; got {settings.dtype!r}")
     return PARAM_DTYPES[settings.dtype]
+
+
+def has_fast_path(model: nn.Module, method: str) -> bool:
+    """Whether ``model`` offers the fast path ``method`` (``flip_ratios``, ``holomorphic_moments``); a
+    wrapper such as the Marshall prior answers through ``has_<method>``, since it defines the method
+    whether or not its base network supports it."""
+    return bool(getattr(model, f"has_{method}", callable(getattr(type(model), method, None))))
 
 
 def is_holomorphic(model: nn.Module) -> bool:

@@ -23,9 +23,8 @@ def _sum_log_cosh_parts(z: jax.Array) -> tuple[jax.Array, jax.Array]:
     x, y = s.real, s.imag
     u = jnp.exp(-2 * x)
     c, sn = jnp.cos(2 * y), jnp.sin(2 * y)
-    w = jax.lax.complex(1 + u * c, -u * sn)  # 1 + e^{−2s}, |w| ≤ 2
-    total = jnp.sum(s, axis=-1) - z.shape[-1] * LOG2 + jnp.log(jnp.prod(w, axis=-1))
-    q = jax.lax.complex(u * c, -u * sn)  # e^{−2s}
+    q = jax.lax.complex(u * c, -u * sn)  # e^{−2s}; |1 + q| ≤ 2
+    total = jnp.sum(s, axis=-1) - z.shape[-1] * LOG2 + jnp.log(jnp.prod(1 + q, axis=-1))
     tanh_s = (1 - q) / (1 + q)
     return total, jnp.where(flip, -tanh_s, tanh_s)
 
