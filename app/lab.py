@@ -295,6 +295,7 @@ class Lab:
         self._runs += 1
         self.checkpoint = self.workdir / f"checkpoint-{self._runs}.npz"
         self.runner.total = self.settings.steps
+        self.history, self.reference, self.summary = [], None, None  # Reset forgets the run (or the loaded one)
         self._idle_key = None
         self._show_idle(self._settings_or_default())
         self._say("")

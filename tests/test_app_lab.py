@@ -104,6 +104,12 @@ def test_run_export_and_load_again(tmp_path):
     loaded = load_run_file("checkpoint.npz", ckpt, pictures=False)
     assert loaded.kind == "checkpoint" and loaded.phase == "done" and loaded.samples is None
 
+    # Reset after a finished run and after a loaded one: the views and the step count go back to idle
+    for session in (lab, other):
+        session._on_reset()
+        assert session.history == [] and session.energy.n_points == 0, session.energy.n_points
+        assert "step 0 /" in session.status.object and "press Run" in session._stage_text()
+
     bad = Lab()
     bad.load_bytes("run.json", b"{not json", background=False)
     assert "Could not load run.json" in bad.message.object
