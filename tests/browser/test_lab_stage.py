@@ -49,8 +49,14 @@ def series_steps(page, column: str) -> list[list[float]]:
 
 
 def short_run(page, steps: int) -> None:
-    set_field(page, "Steps", str(steps))
-    wait_for(lambda: f"/ {steps}" in status(page), 30, "the edited step count")
+    # a preset chosen just before may still be applying its own step count, which would overwrite
+    # the typed one: type it again until the status shows it
+    def typed() -> bool:
+        if f"/ {steps}" not in status(page):
+            set_field(page, "Steps", str(steps))
+        return f"/ {steps}" in status(page)
+
+    wait_for(typed, 30, "the edited step count", poll=1.0)
     button(page, "Run").click()
     wait_for(lambda: "done" in status(page), 180, "the short run to finish")
     wait_for(lambda: not button(page, "Run").is_disabled(), 15, "Run to be usable again")
