@@ -183,7 +183,7 @@ class Reference(Callback):
 
 class Exact(Callback):
     """Fidelity and sign agreement against the ED state (:class:`ExactObserver`, throttled), written
-    into the record of a call's last step; at the end the values of the final state."""
+    into the record of a call's last step; at the end the values and the exact energy of the final state."""
 
     def __init__(self, observer: ExactObserver, timeout: float):
         self.observer, self.timeout = observer, timeout
@@ -202,8 +202,10 @@ class Exact(Callback):
         elif obs.wait(self.timeout if ctx.phase == "done" else 0.0) and ctx.history:
             values = obs.measure(ctx.state.params)
             ctx.history[-1].fidelity, ctx.history[-1].sign_agreement = values
+        energy = obs.energy(ctx.state.params) if values is not None else None
         obs.cancel()  # a stopped run leaves no ED behind
-        ctx.exact = {"values": values, "label": obs.label, "note": obs.error, "seconds": obs.total}
+        ctx.exact = {"values": values, "energy": energy, "label": obs.label, "note": obs.error,
+                     "seconds": obs.total}
 
 
 class LiveView(Callback):

@@ -16,7 +16,8 @@ parameters, configurations and the lattice (docs/ARCHITECTURE.md conventions):
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -122,14 +123,19 @@ def log_psi_on_basis(apply: Callable[..., jnp.ndarray], params, configs: np.ndar
     return np.concatenate(out)[:m].astype(np.complex128)
 
 
+def amplitudes(log_psi: np.ndarray) -> np.ndarray:
+    """ψ = exp(log ψ − max Re log ψ) as complex128 (unnormalised; ψ = 0 where log ψ is not finite)."""
+    log_psi = np.asarray(log_psi, dtype=np.complex128)
+    re = log_psi.real
+    finite = np.isfinite(re)
+    return np.nan_to_num(np.exp(log_psi - (np.max(re[finite]) if finite.any() else 0.0)))
+
+
 def compare_with_exact(log_psi: np.ndarray, psi0: np.ndarray) -> tuple[float, float]:
     """(fidelity, sign agreement) of ψ = exp(log ψ) on a whole basis against the exact ψ₀ on it:
     F = |⟨ψ₀|ψ⟩|²/(⟨ψ₀|ψ₀⟩⟨ψ|ψ⟩) and S = max_φ Σ_σ |ψ₀(σ)|² [Re(e^{−iφ}ψ(σ)ψ₀*(σ)) > 0] / Σ|ψ₀|²."""
-    log_psi = np.asarray(log_psi, dtype=np.complex128)
     psi0 = np.asarray(psi0).astype(np.complex128)
-    re = log_psi.real
-    finite = np.isfinite(re)
-    psi = np.nan_to_num(np.exp(log_psi - (np.max(re[finite]) if finite.any() else 0.0)))
+    psi = amplitudes(log_psi)
     norm = np.vdot(psi0, psi0).real * np.vdot(psi, psi).real
     fid = float(abs(np.vdot(psi0, psi)) ** 2 / norm) if norm > 0 else 0.0
     weight = np.abs(psi0) ** 2
@@ -139,6 +145,14 @@ def compare_with_exact(log_psi: np.ndarray, psi0: np.ndarray) -> tuple[float, fl
     theta = np.angle(psi[keep] * np.conj(psi0[keep]))
     sign = best_half_plane(theta, weight[keep]) * float(weight[keep].sum() / weight.sum())
     return fid, float(sign)
+
+
+def variational_energy(log_psi: np.ndarray, hamiltonian: Any) -> float:
+    """⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ of ψ = exp(log ψ) given on a whole basis, H its (sparse) matrix on that basis
+    (``basis.sparse_matrix``): the energy of the state itself, free of Monte Carlo noise."""
+    psi = amplitudes(log_psi)
+    norm = np.vdot(psi, psi).real
+    return float(np.vdot(psi, hamiltonian @ psi).real / norm) if norm > 0 else math.nan
 
 
 def _log_psi_on_basis(log_psi_fn: LogPsiFn, params, psi0: np.ndarray, lattice: Lattice,

@@ -5,7 +5,8 @@
   sector by ED (``sector_reference``) where ED reaches;
 * ``ReferenceLookup``: that lookup in a background thread, so a run never waits for it;
 * ``ExactObserver``: fidelity |⟨ψ₀|ψ⟩|² and sign agreement against the ED ground state of the run's
-  sector, on the whole basis, throttled to a small share of the run time.
+  sector, on the whole basis, throttled to a small share of the run time; at the end the energy
+  ⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ of the final state on that basis, free of Monte Carlo noise.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from nqs_core.basis import decode
+from nqs_core.basis import decode, sparse_matrix
 from nqs_core.lattice import momentum_text
-from nqs_core.observables import compare_with_exact, log_psi_on_basis
+from nqs_core.observables import compare_with_exact, log_psi_on_basis, variational_energy
 from nqs_core.problem import build_problem
 from nqs_core.references import NeedsDMRG, reference
 from nqs_core.references.ed import ed_problem, exact_diagonalization
@@ -146,6 +147,7 @@ class ExactObserver:
         self.settings = settings
         self.psi0: np.ndarray | None = None
         self.configs: np.ndarray | None = None
+        self.matrix: Any = None  # H on the basis of ``configs`` (scipy.sparse)
         self.label: str | None = None
         self.error: str | None = None
         self.cost = 0.0  # seconds of the last measurement
@@ -193,6 +195,7 @@ class ExactObserver:
             if self.cancelled:
                 return
             log_psi_on_basis(self._apply, self._warm_params, configs[: self.batch(len(configs))])  # compile
+            self.matrix = sparse_matrix(ham, res.codes)
             self.configs, self.psi0 = configs, res.vector
             self.label = (f"ed ({momentum_label(self.settings.k)})" if k is not None else "ed") + \
                 f", {len(configs)} basis states"
@@ -235,3 +238,9 @@ class ExactObserver:
         self.cost = self._last - t0
         self.total += self.cost
         return out
+
+    def energy(self, params: Any) -> float:
+        """⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ of the state with ``params`` on the whole basis (the Sᶻ = 0 sector for
+        Sᶻ-conserving models: the state the sampler explores), a full pass of the network."""
+        log_psi = log_psi_on_basis(self._apply, params, self.configs, self.batch(len(self.configs)))
+        return variational_energy(log_psi, self.matrix)

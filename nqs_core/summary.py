@@ -57,6 +57,9 @@ class RunSummary:
     fidelity: float | None = None
     sign_agreement: float | None = None
     exact_state: str | None = None
+    # ⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ of the final state summed over the exact state's basis (no Monte Carlo noise)
+    exact_energy: float | None = None
+    exact_relative_error: float | None = None  # of exact_energy against the reference
     exact_note: str | None = None
     exact_seconds: float = 0.0
     # "steps", "stopped", "diverged", "time_budget", "target_error", "target_v_score" (or a user callback's)
@@ -107,7 +110,11 @@ def _exact_fields(ctx: RunContext) -> dict[str, Any]:
         dim = exact_basis_dim(s)
         note = ex.get("note") or (f"ED reaches at most {MAX_EXACT_DIM} basis states; this system has {dim}"
                                   if dim > MAX_EXACT_DIM else "no exact state")
-    return {"fidelity": values[0] if values is not None else None,
+    energy = ex.get("energy")
+    ref = ctx.reference.get("energy") if ctx.reference is not None else None
+    return {"exact_energy": energy,
+            "exact_relative_error": abs(energy - _real(ref)) / abs(_real(ref)) if _finite(energy) and ref else None,
+            "fidelity": values[0] if values is not None else None,
             "sign_agreement": values[1] if values is not None else None,
             "exact_state": ex.get("label") if values is not None else None,
             "exact_note": note, "exact_seconds": ex.get("seconds", 0.0)}

@@ -25,7 +25,7 @@ SUMMARY_KEYS = (
     "compile_seconds", "step_compile_seconds", "evaluation_seconds", "wall_seconds", "steps", "parameters",
     "real_parameters", "devices", "device_kind", "convention", "system", "n_sites", "phase", "message", "checkpoint",
     "momentum", "translation_eigenvalue", "translation_eigenvalues", "measured_momentum", "marshall_agreement",
-    "fidelity", "sign_agreement", "exact_state", "exact_note", "exact_seconds")
+    "fidelity", "sign_agreement", "exact_state", "exact_note", "exact_seconds", "exact_energy", "exact_relative_error")
 
 TINY = RunSettings(hamiltonian="heisenberg", lattice="chain", L=6, samples=64, chains=4, optimizer="sr",
                    lr=0.05, eval_samples=256, seed=1)
@@ -239,6 +239,16 @@ def test_exact_observer_and_sector_summary_match_a_direct_computation():
     assert s["fidelity"] == pytest.approx(f, abs=1e-10) and s["sign_agreement"] == pytest.approx(sa, abs=1e-10)
     assert 0.0 <= s["fidelity"] <= 1.0 and 0.0 <= s["sign_agreement"] <= 1.0
     assert s["exact_state"].startswith("ed (k=π), 70 basis states")
+    # the exact energy of the final state: ψ†Hψ/ψ†ψ with the dense H on the Sᶻ = 0 basis, above the
+    # sector's ground energy, and the Monte Carlo estimate of the final evaluation agrees with it
+    from nqs_core.basis import basis_codes, decode, sparse_matrix
+    codes = basis_codes(8, True)
+    psi = np.exp(obs.log_psi_on_basis(vmc.model.apply, result.state.params, decode(codes, 8)))
+    dense = sparse_matrix(vmc.hamiltonian, codes).toarray()
+    e_state = float(np.vdot(psi, dense @ psi).real / np.vdot(psi, psi).real)
+    assert s["exact_energy"] == pytest.approx(e_state, abs=1e-10) and e_state > e_k - 1e-10
+    assert s["exact_relative_error"] == pytest.approx(abs(e_state - e_k) / abs(e_k), rel=1e-9)
+    assert abs(s["final_energy"] - e_state) < 5 * s["final_error"] + 1e-9
     # the measurement lands in the StepRecord of a call's last step, and always on the last step
     measured = [r.step for r in result.history if r.fidelity is not None]
     assert measured and measured[-1] == 8 and all(step % 3 == 2 for step in measured)

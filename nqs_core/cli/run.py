@@ -116,6 +116,9 @@ def print_summary(s: dict[str, Any], out: Any = None) -> None:
               f"relative error {_fmt(s['relative_error'], '.2e')}", file=out)
     else:
         print(f"reference: none ({s.get('reference_note')})", file=out)
+    if s.get("exact_energy") is not None:
+        print(f"exact energy of the final state ⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ = {s['exact_energy']:.8f} (summed over the basis);  "
+              f"relative error {_fmt(s.get('exact_relative_error'), '.2e')}", file=out)
     _print_sector(s, out)
     print(f"V-score {_fmt(s['v_score'], '.3e')};  {s['steps']} steps at {_fmt(s['iterations_per_second'], '.1f')} it/s "
           f"(compilation excluded; setup and compilation {s['compile_seconds']:.1f} s);  wall {s['wall_seconds']:.1f} s",
