@@ -1,12 +1,21 @@
 # The two commands of the README.  Both set up .venv first (fast when nothing changed).
-.PHONY: lab test test-fast setup constraints
+.PHONY: lab class test test-fast setup constraints
 
 PORT ?= 5006
 
+# this machine only: the page and its websocket answer on localhost
 lab:
 	@scripts/bootstrap.sh
-	.venv/bin/panel serve app --port $(PORT) --address 0.0.0.0 --allow-websocket-origin='*' \
+	.venv/bin/panel serve app --port $(PORT) --address 127.0.0.1 \
+	  --allow-websocket-origin=localhost:$(PORT) --allow-websocket-origin=127.0.0.1:$(PORT) \
 	  --unused-session-lifetime 2000 --check-unused-sessions 1000
+
+# a class on the network: make class ORIGIN=host:port [AUTH=users.json or password] [MAX_RUNS=n]
+# (scripts/serve_class.sh; ORIGIN, AUTH, PORT, ADDRESS, MAX_UPLOAD_MB reach it as environment
+# variables, so a password is never echoed here)
+class:
+	@scripts/bootstrap.sh
+	@NQS_MAX_RUNS="$${MAX_RUNS:-$${NQS_MAX_RUNS:-}}" scripts/serve_class.sh
 
 test:
 	@scripts/bootstrap.sh --test

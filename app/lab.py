@@ -11,9 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import queue
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +22,7 @@ from app.export import HISTORY_FIELDS, LoadedRun, history_csv, load_run_file, pa
 from app.pictures import final_pictures
 from app.reference_job import ReferenceJob, hamiltonian_key
 from app.runner import FINAL_PHASES, Runner, live_workers, stopping_workers
+from app.upload import SessionFolder, display_name, upload_input
 from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
 from app.views.diagnostics import DiagnosticsView
 from app.views.energy import EnergyView, method_name
@@ -85,7 +84,8 @@ class Lab:
         self.reference: dict | None = None
         self.summary: dict | None = None
         self.run_settings: RunSettings | None = None
-        self.workdir = Path(tempfile.mkdtemp(prefix="nqs-lab-"))
+        self.folder = SessionFolder()  # removed when the session ends (app/upload.py)
+        self.workdir = self.folder.path
         self._runs = 0
         self.checkpoint = self.workdir / "checkpoint-0.npz"  # one file per run (an abandoned one may still write)
         self._callback = None
@@ -173,8 +173,8 @@ class Lab:
         self.download_ckpt = pn.ui.FileDownload(callback=self._checkpoint_bytes, filename="checkpoint.npz",
                                                 label="Checkpoint (.npz)", sizing_mode="stretch_width",
                                                 disabled=True)
-        self.upload = pn.ui.FileInput(accept=".json,.npz", multiple=False, sizing_mode="stretch_width",
-                                      label="Load a run (.json or .npz)")
+        self.upload = upload_input(on_refused=lambda text: self._say(text, error=True),  # size-limited
+                                   sizing_mode="stretch_width", label="Load a run (.json or .npz)")
         self.upload.param.watch(self._on_upload, "value")
 
     def _build_page(self) -> Any:
@@ -256,6 +256,7 @@ class Lab:
             self._say(f"Not started: {err} (fix the setting marked in red).", error=True, cause="settings")
             self._refresh_controls()
             return
+        self._forget_loading()
         self._reset_views(settings)
         self.run_settings = settings
         self._start_reference(settings)
@@ -292,6 +293,7 @@ class Lab:
         """Back to idle at once, even while compiling (the worker is abandoned, see Runner.abandon)."""
         self.runner.abandon()
         self._cancel_reference()
+        self._forget_loading()
         self._runs += 1
         self.checkpoint = self.workdir / f"checkpoint-{self._runs}.npz"
         self.runner.total = self.settings.steps
@@ -512,7 +514,7 @@ class Lab:
 
     def _on_upload(self, event: Any) -> None:
         if event.new:
-            self.load_bytes(self.upload.filename or "", event.new)
+            self.load_bytes(display_name(self.upload.filename), event.new)  # the name is only shown
 
     def load_bytes(self, filename: str, data: bytes, background: bool = True) -> None:
         """Load an exported run (JSON) or a checkpoint (.npz) and redraw every view.
@@ -522,13 +524,16 @@ class Lab:
         loads and draws at once (tests, no server).
         """
         if self.runner.alive:
-            self.runner.stop()
+            self.runner.abandon()  # its late records, phase and pictures must not reach the loaded views
+            self._was_alive = False  # nor its end the status line ("loaded", not "idle")
+
+        inbox = self._inbox  # Run or Reset before the file is read replace it: this load is then dropped
 
         def work() -> None:
             try:
-                self._inbox.put((filename, load_run_file(filename, data), None))
+                inbox.put((filename, load_run_file(filename, data, folder=self.folder), None))
             except Exception as err:
-                self._inbox.put((filename, None, err))
+                inbox.put((filename, None, err))
 
         self.loading = True
         self._say(f"Loading {filename or 'the file'}…")
@@ -537,6 +542,11 @@ class Lab:
         else:
             work()
             self._apply_loaded()
+
+    def _forget_loading(self) -> None:
+        """A file still being read is not drawn any more (Run or Reset came after it)."""
+        self._inbox = queue.Queue()
+        self.loading = False
 
     def _apply_loaded(self) -> None:
         """Draw a run the loading thread finished (called from the periodic callback)."""
@@ -651,6 +661,7 @@ class Lab:
         self._closed = True
         self.runner.stop()
         self._cancel_reference()
+        self.folder.remove(after=self.runner.threads())  # once its workers can no longer write there
         if self._callback is not None:
             try:
                 self._callback.stop()

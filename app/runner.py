@@ -113,6 +113,7 @@ class Runner:
         self._t_compile = None
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=64)
         self._generation = 0
+        self._started: list[threading.Thread] = []  # every worker and live-picture thread, abandoned ones too
 
     # ----- control ----------------------------------------------------------------------
     @property
@@ -169,6 +170,9 @@ class Runner:
         with _live_lock:
             _live_workers.add(thread)
         self._thread = thread
+        self._started = [t for t in self._started if t.is_alive()] + [thread]
+        if live is not None:
+            self._started.append(live.thread)
         thread.start()
         log.info("worker of %s started: %s", self.name, settings)
 
@@ -217,6 +221,11 @@ class Runner:
         self.phase, self.message, self.step = "idle", "", 0
         self.compile_seconds = None
         self._rate_window.clear()
+
+    def threads(self) -> list[threading.Thread]:
+        """The threads this runner started that still run (abandoned workers included): what may
+        still write into the session's folder."""
+        return [t for t in self._started if t.is_alive()]
 
     def seconds(self) -> float:
         """Seconds since the current run was started (0 when none was)."""
