@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,19 +61,22 @@ def state_pictures(vmc: Any, params: Any, samples: np.ndarray, with_translation:
     return out
 
 
-_APPLY: dict[int, Callable] = {}
+# one jitted ``model.apply`` per engine, held no longer than the engine: keyed by the engine object
+# itself (an id could be recycled by a new engine after the engine cache evicted the old one, and
+# hand one model's function to another), weakly, so this cache never keeps an evicted engine alive
+_APPLY: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
+_APPLY_LOCK = threading.Lock()  # the worker and the live-picture thread of every session use it
 
 
 def _apply(vmc: Any) -> Callable:
     """``jax.jit(model.apply)``, one per engine (compiled once per configuration count)."""
     import jax
 
-    key = id(vmc.engine)
-    if key not in _APPLY:
-        if len(_APPLY) > 16:
-            _APPLY.clear()
-        _APPLY[key] = jax.jit(vmc.model.apply)
-    return _APPLY[key]
+    with _APPLY_LOCK:
+        fn = _APPLY.get(vmc.engine)
+        if fn is None:
+            fn = _APPLY[vmc.engine] = jax.jit(vmc.model.apply)
+        return fn
 
 
 def final_pictures(result: Any, n_max: int = N_CONFIGURATIONS) -> dict[str, Any]:
@@ -126,6 +130,11 @@ class LivePictures:
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The thread that reads the checkpoint (the session's folder outlives it)."""
+        return self._thread
 
     def _loop(self) -> None:
         vmc = template = None
