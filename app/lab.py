@@ -21,7 +21,7 @@ import param
 from app.export import HISTORY_FIELDS, LoadedRun, history_csv, load_run_file, parse_run_json, run_json
 from app.pictures import final_pictures
 from app.reference_job import ReferenceJob, hamiltonian_key
-from app.runner import FINAL_PHASES, Runner, live_workers, stopping_workers
+from app.runner import FINAL_PHASES, Runner, live_workers, queued_workers, stopping_workers
 from app.upload import SessionFolder, display_name, upload_input
 from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
 from app.views.diagnostics import DiagnosticsView
@@ -282,7 +282,7 @@ class Lab:
         self._set_status(self.runner.status_text(reason=False))
 
     def _on_stop(self, *_: Any) -> None:
-        if self.runner.phase in ("starting", "compiling") and not self.history:
+        if self.runner.phase in ("queued", "starting", "compiling") and not self.history:
             self._on_reset()  # nothing to keep yet: do not wait for the compilation to end
             self._say("Stopped before the first step.")
             return
@@ -393,6 +393,8 @@ class Lab:
     def _stage_text(self) -> str:
         """The line above the views: what the page is doing when the plots cannot show it yet."""
         phase = self.runner.phase
+        if phase == "queued":  # the server's run queue (app/run_queue.py): its place in line, Stop leaves it
+            return f"Waiting for a free place on this server: {self.runner.message} (Stop cancels)."
         if phase in ("starting", "compiling"):
             return (f"Compiling the VMC step for these settings… {self.runner.seconds():.0f} s "
                     "(once per lattice, model and precision; the first energy point follows)")
@@ -482,8 +484,8 @@ class Lab:
 
     @staticmethod
     def _server_text() -> str:
-        stopping = stopping_workers()
-        extra = f", {stopping} stopping" if stopping else ""
+        stopping, queued = stopping_workers(), queued_workers()
+        extra = (f", {queued} waiting" if queued else "") + (f", {stopping} stopping" if stopping else "")
         return (f"<span class='nqs-server' style='font-size:0.85rem;opacity:0.8'>"
                 f"this server: {live_workers()} run(s) active{extra}</span>")
 

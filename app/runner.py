@@ -22,23 +22,31 @@ from typing import Any, Callable
 
 import numpy as np
 
+from app.run_queue import RunQueue, Ticket
 from nqs_core.settings import RunSettings
 
 log = logging.getLogger("nqs_lab.runner")
 
-PHASES = ("idle", "starting", "compiling", "running", "pausing", "paused", "resuming", "stopped", "diverged", "done",
-          "error")
+PHASES = ("idle", "queued", "starting", "compiling", "running", "pausing", "paused", "resuming", "stopped", "diverged",
+          "done", "error")
 FINAL_PHASES = ("idle", "stopped", "diverged", "done", "error")
 
 _live_lock = threading.Lock()
 _live_workers: set[threading.Thread] = set()
 _stopping_workers: set[threading.Thread] = set()  # abandoned: asked to stop, still inside a jitted call
+_queued_workers: set[threading.Thread] = set()  # waiting for a place in the run queue (app/run_queue.py)
 
 
 def live_workers() -> int:
-    """Number of runs active in this server process (all sessions; abandoned workers excluded)."""
+    """Number of runs active in this server process (all sessions; abandoned and queued workers excluded)."""
     with _live_lock:
-        return sum(1 for t in _live_workers if t.is_alive())
+        return sum(1 for t in _live_workers if t.is_alive() and t not in _queued_workers)
+
+
+def queued_workers() -> int:
+    """Runs of this server process waiting for a place in the run queue."""
+    with _live_lock:
+        return sum(1 for t in _queued_workers if t.is_alive())
 
 
 def stopping_workers() -> int:
@@ -93,8 +101,11 @@ class Runner:
 
     def __init__(self, run_fn: Callable[..., Any] | None = None, name: str = "session",
                  max_frames: int = 512, after: Callable[[Any], dict[str, Any]] | None = None,
-                 run_kwargs: dict[str, Any] | None = None, live_pictures: bool = False):
+                 run_kwargs: dict[str, Any] | None = None, live_pictures: bool = False,
+                 run_queue: RunQueue | None = None):
         self._run_fn = run_fn
+        self.run_queue = run_queue  # the server's queue (app/main.py); None: a run starts at once
+        self._ticket: Ticket | None = None
         self._after = after  # run in the worker on the RunResult; returns extra payloads by name
         self._run_kwargs = dict(run_kwargs or {})  # e.g. n_show, checkpoint_every for the driver
         self._live_pictures = live_pictures  # per-configuration sign picture from the checkpoint while running
@@ -147,9 +158,12 @@ class Runner:
         self.live = live
 
         callback = _queueing_callback(q, live)
+        ticket = self._ticket = self.run_queue.join(self.name) if self.run_queue is not None else None
 
         def target() -> None:
             try:
+                if ticket is not None and not self._wait_turn(ticket, q):
+                    return
                 kwargs: dict[str, Any] = {"callback": callback, "control": control, **self._run_kwargs}
                 if checkpoint is not None:
                     kwargs["checkpoint"] = checkpoint
@@ -159,6 +173,8 @@ class Runner:
                 log.warning("run failed in %s: %s", self.name, traceback.format_exc())
                 q.put(("phase", "error", f"{type(exc).__name__}: {exc}", time.monotonic()))
             finally:
+                if ticket is not None:
+                    ticket.release()  # the next run in line may start
                 if live is not None:
                     live.stop()
                 with _live_lock:
@@ -175,6 +191,27 @@ class Runner:
             self._started.append(live.thread)
         thread.start()
         log.info("worker of %s started: %s", self.name, settings)
+
+    def _wait_turn(self, ticket: Ticket, q: queue.Queue) -> bool:
+        """In the worker, before anything is built: wait for a place in the server's run queue,
+        reporting the position in line; False when the run was stopped while it waited."""
+        me = threading.current_thread()
+
+        def report(position: int) -> None:
+            ahead = "next in line" if position == 0 else f"{position} run{'s' if position > 1 else ''} ahead"
+            q.put(("phase", "queued", f"{ahead}; this server computes {ticket.queue.slots} at once",
+                   time.monotonic()))
+
+        with _live_lock:
+            _queued_workers.add(me)
+        try:
+            granted = ticket.wait_for_turn(report)
+        finally:
+            with _live_lock:
+                _queued_workers.discard(me)
+        if not granted:
+            q.put(("phase", "stopped", "cancelled while waiting for a free place", time.monotonic()))
+        return granted
 
     def _finish(self, result: Any, q: queue.Queue, live: Any) -> None:
         """In the worker, after the run: the final pictures (after the last live one), then the result."""
@@ -200,9 +237,12 @@ class Runner:
             self.phase = "resuming"
 
     def stop(self) -> None:
-        """Ask the worker to stop (returns at once; the thread ends at its next check)."""
+        """Ask the worker to stop (returns at once; the thread ends at its next check); a run still
+        waiting in the queue leaves it."""
         if self._control is not None:
             self._control.stop()
+        if self._ticket is not None:
+            self._ticket.cancel()
 
     def abandon(self) -> None:
         """Stop the worker and let go of it at once: the runner is idle now, whatever the thread does.
@@ -216,7 +256,7 @@ class Runner:
             with _live_lock:
                 _live_workers.discard(thread)
                 _stopping_workers.add(thread)
-        self._thread, self._control, self.live = None, None, None
+        self._thread, self._control, self.live, self._ticket = None, None, None, None
         self._queue = queue.Queue()
         self.phase, self.message, self.step = "idle", "", 0
         self.compile_seconds = None
@@ -260,6 +300,8 @@ class Runner:
                     batch.phase = "running"
             elif kind == "phase":
                 if a == "compiling":
+                    if self.phase == "queued":
+                        self._t_start = t  # the run begins when its turn comes (Lab's "Compiling… N s")
                     self._t_compile = t
                 elif a == "running" and self._t_compile is not None and self.compile_seconds is None:
                     self.compile_seconds = t - self._t_compile
@@ -289,6 +331,9 @@ class Runner:
         """``phase · step N / M · x it/s`` as shown under the buttons (``reason``: the end's reason too)."""
         label = {"compiling": "compiling…", "starting": "starting…", "pausing": "pausing…",
                  "resuming": "resuming…"}.get(self.phase, self.phase)
+        if self.phase == "queued" and self._ticket is not None and self._ticket.position >= 0:
+            position = self._ticket.position
+            label = "queued · next" if position == 0 else f"queued · {position} ahead"
         parts = [label, f"step {self.step} / {self.total}"]
         rate = self.iterations_per_second()
         if self.phase == "running" and rate > 0:

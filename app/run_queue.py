@@ -1,0 +1,176 @@
+"""The server-wide run queue (issue 11, item 2): at most N runs compute at once, first come first served.
+
+Every session's worker asks for a place (:meth:`RunQueue.join`, at the moment Run is pressed) and,
+before it builds or compiles anything, waits for its turn (:meth:`Ticket.wait_for_turn`), hearing its
+position in line whenever it changes; a finished, failed or stopped run gives its place back
+(:meth:`Ticket.release`); a session that stops, resets or closes its tab while waiting leaves the
+line (:meth:`Ticket.cancel`) and the ones behind it move up.
+
+N comes from ``NQS_MAX_RUNS`` (``make class MAX_RUNS=4``), default: the cores this process may use.
+Only the served lab (``app/main.py``) uses the queue; a Runner without one starts at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+log = logging.getLogger("nqs_lab.queue")
+
+WAITING, RUNNING, DONE, CANCELLED = "waiting", "running", "done", "cancelled"
+
+
+def default_slots() -> int:
+    """``NQS_MAX_RUNS`` when set to a whole number ≥ 1, else the number of cores this process may use."""
+    raw = os.environ.get("NQS_MAX_RUNS", "").strip()
+    if raw:
+        try:
+            if int(raw) >= 1:
+                return int(raw)
+        except ValueError:
+            pass
+        log.warning("NQS_MAX_RUNS=%r is not a whole number >= 1: using the number of cores", raw)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Ticket:
+    """One run's place: waiting in line, running, or done/cancelled (both final)."""
+
+    def __init__(self, queue: "RunQueue", name: str) -> None:
+        self.queue, self.name = queue, name
+        self.state = WAITING
+
+    @property
+    def position(self) -> int:
+        """Runs ahead of this one in the waiting line (0: next); -1 once it is no longer waiting."""
+        return self.queue._position(self)
+
+    def wait_for_turn(self, on_position: Callable[[int], None] | None = None,
+                      timeout: float | None = None) -> bool:
+        """Block until this run may start (True) or was cancelled (False).
+
+        ``on_position(n)`` hears the position in line once at first and again whenever it changes
+        (called without the queue's lock held).  ``timeout`` only guards tests: False when it passes.
+        """
+        return self.queue._wait(self, on_position, timeout)
+
+    def cancel(self) -> None:
+        """Leave the line (a waiting run: Stop, Reset or a closed tab); no effect once running."""
+        self.queue._cancel(self)
+
+    def release(self) -> None:
+        """Give the place back: the run ended, or it never started (idempotent)."""
+        self.queue._release(self)
+
+
+class RunQueue:
+    """At most ``slots`` tickets running at once; the others wait in the order they joined."""
+
+    def __init__(self, slots: int | None = None) -> None:
+        self.slots = default_slots() if slots is None else int(slots)
+        if self.slots < 1:
+            raise ValueError(f"a run queue needs at least one place, not {self.slots}")
+        self._cond = threading.Condition()
+        self._waiting: deque[Ticket] = deque()
+        self._running: set[Ticket] = set()
+
+    def join(self, name: str = "") -> Ticket:
+        """A new ticket at the end of the line (granted at once while a place is free)."""
+        ticket = Ticket(self, name)
+        with self._cond:
+            self._waiting.append(ticket)
+            self._grant()
+        return ticket
+
+    @property
+    def running(self) -> int:
+        with self._cond:
+            return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def describe(self) -> str:
+        """``2 of 2 places computing, 3 waiting`` (the page's server line)."""
+        with self._cond:
+            running, waiting = len(self._running), len(self._waiting)
+        return f"{running} of {self.slots} places computing" + (f", {waiting} waiting" if waiting else "")
+
+    # ----- under the lock ----------------------------------------------------------------------------
+    def _grant(self) -> None:
+        """First come, first served: the head of the line runs while places are free (lock held)."""
+        changed = False
+        while self._waiting and len(self._running) < self.slots:
+            ticket = self._waiting.popleft()
+            ticket.state = RUNNING
+            self._running.add(ticket)
+            changed = True
+        if changed:
+            self._cond.notify_all()
+
+    def _position(self, ticket: Ticket) -> int:
+        with self._cond:
+            return self._waiting.index(ticket) if ticket.state == WAITING else -1
+
+    def _wait(self, ticket: Ticket, on_position: Callable[[int], None] | None, timeout: float | None) -> bool:
+        reported = None
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while ticket.state == WAITING:
+                position = self._waiting.index(ticket)
+                if position != reported and on_position is not None:
+                    reported = position
+                    self._cond.release()  # not under the lock: the callback is the session's business
+                    try:
+                        on_position(position)
+                    finally:
+                        self._cond.acquire()
+                    continue  # the line may have moved meanwhile: look again before sleeping
+                remaining = None if end is None else end - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return ticket.state == RUNNING
+
+    def _cancel(self, ticket: Ticket) -> None:
+        with self._cond:
+            if ticket.state == WAITING:
+                self._waiting.remove(ticket)
+                ticket.state = CANCELLED
+                self._cond.notify_all()  # the cancelled waiter and everyone behind it
+
+    def _release(self, ticket: Ticket) -> None:
+        with self._cond:
+            if ticket.state == WAITING:
+                self._waiting.remove(ticket)
+            self._running.discard(ticket)
+            if ticket.state in (WAITING, RUNNING):
+                ticket.state = DONE if ticket.state == RUNNING else CANCELLED
+            self._grant()
+            self._cond.notify_all()
+
+
+_SERVER_QUEUE: RunQueue | None = None
+_SERVER_LOCK = threading.Lock()
+
+
+def server_queue() -> RunQueue:
+    """The queue every session of this server process shares (created on first use)."""
+    global _SERVER_QUEUE
+    with _SERVER_LOCK:
+        if _SERVER_QUEUE is None:
+            _SERVER_QUEUE = RunQueue()
+            log.info("run queue: at most %d runs at once", _SERVER_QUEUE.slots)
+        return _SERVER_QUEUE
+
+
+__all__ = ["RunQueue", "Ticket", "default_slots", "server_queue"]

@@ -1,0 +1,163 @@
+"""The server-wide run queue (app/run_queue.py): at most N runs at once, first come first served,
+positions heard while waiting, cancellation, and a closed tab freeing its place.
+
+Real threads and events throughout; nothing waits for something not to happen: a run that must
+not have started is seen as a ticket still in the "waiting" state, which only the queue changes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+from conftest import tick_until
+
+from app.run_queue import RUNNING, WAITING, RunQueue, Ticket, default_slots
+
+TINY = dict(hamiltonian="heisenberg", lattice="chain", L=6, model="rbm", samples=64, chains=4, dtype="float32")
+
+
+def test_first_come_first_served_within_the_places() -> None:
+    q = RunQueue(2)
+    t = [q.join(f"s{i}") for i in range(5)]
+    assert [x.state for x in t] == [RUNNING, RUNNING, WAITING, WAITING, WAITING]
+    assert [x.position for x in t] == [-1, -1, 0, 1, 2] and q.running == 2 and q.waiting == 3
+    t[0].release()
+    assert t[2].state == RUNNING and [t[3].position, t[4].position] == [0, 1]
+    t[3].cancel()  # a session left the line: the one behind moves up
+    assert t[3].state == "cancelled" and t[4].position == 0
+    t[3].release()  # releasing a cancelled ticket changes nothing
+    assert q.running == 2 and t[4].state == WAITING
+    t[1].release()
+    assert t[4].state == RUNNING and q.describe() == "2 of 2 places computing"
+    t[1].release()  # twice: still one place
+    assert q.running == 2
+    t[2].cancel()  # no effect on a running ticket
+    assert t[2].state == RUNNING
+
+
+class Worker:
+    """A run in a thread: waits for its turn, says it started, computes until told to finish."""
+
+    def __init__(self, q: RunQueue, name: str, log: list[str], lock: threading.Lock, peak: list[int]) -> None:
+        self.ticket: Ticket = q.join(name)
+        self.started, self.finish, self.positions = threading.Event(), threading.Event(), []
+        self.granted: bool | None = None
+        self._log, self._lock, self._peak, self._q = log, lock, peak, q
+        self.thread = threading.Thread(target=self._run, name=f"queue-test-{name}")
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.granted = self.ticket.wait_for_turn(self.positions.append, timeout=120)
+        try:
+            if self.granted:
+                with self._lock:
+                    self._log.append(self.ticket.name)
+                    self._peak[0] = max(self._peak[0], self._q.running)
+                self.started.set()
+                assert self.finish.wait(120)
+        finally:
+            self.ticket.release()
+
+
+def test_threads_run_at_most_n_at_once_in_the_order_they_asked() -> None:
+    q, log, lock, peak = RunQueue(2), [], threading.Lock(), [0]
+    workers = [Worker(q, f"w{i}", log, lock, peak) for i in range(6)]
+    for w in workers[:2]:
+        assert w.started.wait(60)
+    assert all(w.ticket.state == WAITING for w in workers[2:])
+    for i in range(2, 6):  # each finish lets exactly the next one in line start
+        workers[i - 2].finish.set()
+        assert workers[i].started.wait(60), f"w{i} never started"
+        assert all(w.ticket.state == WAITING for w in workers[i + 1:])
+    for w in workers:
+        w.finish.set()
+        w.thread.join(60)
+    assert log == [f"w{i}" for i in range(6)] and peak[0] <= 2 and q.running == 0
+    assert workers[5].positions == [3, 2, 1, 0]  # heard its place each time the line moved
+
+
+def test_a_waiting_run_can_cancel_and_leaves_at_once() -> None:
+    q, log, lock, peak = RunQueue(1), [], threading.Lock(), [0]
+    first, second, third = (Worker(q, name, log, lock, peak) for name in ("a", "b", "c"))
+    assert first.started.wait(60)
+    second.ticket.cancel()
+    second.thread.join(60)
+    assert not second.thread.is_alive() and second.granted is False and third.ticket.position == 0
+    first.finish.set()
+    assert third.started.wait(60)
+    third.finish.set()
+    third.thread.join(60)
+    assert log == ["a", "c"]
+
+
+def test_the_number_of_places_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("NQS_MAX_RUNS", "3")
+    assert default_slots() == 3 and RunQueue().slots == 3
+    for bad in ("", "0", "-2", "many"):
+        monkeypatch.setenv("NQS_MAX_RUNS", bad)
+        assert default_slots() == cores
+    with pytest.raises(ValueError, match="at least one place"):
+        RunQueue(0)
+
+
+# ----- the lab: sessions sharing one queue ------------------------------------------------------
+def lab_on(q: RunQueue, steps: int) -> Any:
+    from app.lab import Lab
+
+    lab = Lab()
+    lab.runner.run_queue = q  # what app/main.py does for every served session
+    lab.settings.param.update(preset="custom", **TINY, steps=steps)
+    return lab
+
+
+@pytest.mark.slow
+def test_sessions_wait_for_their_turn_and_a_closed_tab_frees_its_place() -> None:
+    q = RunQueue(1)
+    a, b, c = lab_on(q, 100_000), lab_on(q, 100_000), lab_on(q, 3)
+    try:
+        a._on_run()
+        tick_until(a, lambda: len(a.history) >= 1, 180, "the first session's steps")
+        b._on_run()
+        c._on_run()
+        tick_until(b, lambda: b.runner.phase == "queued", 60, "the second session to queue")
+        tick_until(c, lambda: c.runner.phase == "queued", 60, "the third session to queue")
+        assert "queued · next" in b.status.object and "queued · 1 ahead" in c.status.object
+        assert "Waiting for a free place" in b._stage_text() and "next in line" in b._stage_text()
+        assert "1 run ahead" in c._stage_text() and not b.stop_button.disabled
+
+        b.shutdown()  # the second tab closes while it waits: its place goes
+        b.runner.join(60)
+        assert not b.runner.alive and q.waiting == 1
+        tick_until(c, lambda: "queued · next" in c.status.object, 60, "the third session to move up")
+
+        a._on_stop()  # the first run ends: the third, now next, starts and finishes
+        tick_until(c, lambda: c.runner.phase == "done", 180, "the third session's run")
+        assert len(c.history) == 3 and b.history == []
+        tick_until(a, lambda: a.runner.phase == "stopped", 60, "the first session to show its stop")
+        c.runner.join(60)
+        assert q.running == 0 and q.waiting == 0
+    finally:
+        for lab in (a, b, c):
+            lab.shutdown()
+            lab.runner.join(120)
+
+
+def test_stop_while_queued_cancels_the_run() -> None:
+    q = RunQueue(1)
+    holder = q.join("another session")  # the only place is taken
+    lab = lab_on(q, 3)
+    try:
+        lab._on_run()
+        tick_until(lab, lambda: lab.runner.phase == "queued", 60, "the run to queue")
+        lab._on_stop()
+        assert lab.runner.phase == "idle" and "Stopped before the first step" in lab.message.object
+        assert q.waiting == 0 and q.running == 1
+        holder.release()
+        assert q.running == 0
+    finally:
+        lab.shutdown()
+        lab.runner.join(60)
