@@ -88,6 +88,22 @@ def sigma_x(log_psi_fn: LogPsiFn, params: PyTree, samples: jax.Array, log_psi: j
     return _mean(ratios, normalised_weights(ratios.shape[0], weights)).real
 
 
+def state_log_psi(codes: np.ndarray, psi: np.ndarray) -> LogPsiFn:
+    """A state vector ψ on sorted basis ``codes`` (``nqs_core.basis``) as ``log_psi_fn(params, σ)``:
+    log ψ(σ) by binary search of code(σ) = Σ_i [σ_i = +1] 2^i (−inf outside the basis or where ψ = 0),
+    so the estimators above evaluate the exact state (ED) exactly as they evaluate a network.  Jittable."""
+    table = jnp.log(jnp.asarray(psi, dtype=jnp.complex128))
+    sorted_codes = jnp.asarray(codes, dtype=jnp.int64)
+
+    def log_psi_fn(params: PyTree, sigma: jax.Array) -> jax.Array:
+        bits = (jnp.asarray(sigma) > 0).astype(jnp.int64)
+        code = jnp.sum(bits << jnp.arange(bits.shape[-1], dtype=jnp.int64), axis=-1)
+        idx = jnp.clip(jnp.searchsorted(sorted_codes, code), 0, len(codes) - 1)
+        return jnp.where(sorted_codes[idx] == code, table[idx], -jnp.inf + 0j)
+
+    return log_psi_fn
+
+
 def all_pairs(n_sites: int) -> np.ndarray:
     """(N(N−1)/2, 2) int32 pairs i < j."""
     i, j = np.triu_indices(n_sites, k=1)

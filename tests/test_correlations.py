@@ -23,6 +23,7 @@ from nqs_core.correlations import (
     sigma_x,
     spin_correlation_pairs,
     spin_correlations,
+    state_log_psi,
     zz_correlations,
 )
 from nqs_core.hamiltonians import make_hamiltonian
@@ -68,19 +69,6 @@ def on_full_space(codes: np.ndarray, psi: np.ndarray) -> np.ndarray:
     return full
 
 
-def lookup_log_psi(codes: np.ndarray, psi: np.ndarray):
-    """log ψ(σ) of a state vector on ``codes`` as a jittable function of σ (a "network" that is ψ₀)."""
-    table = jnp.log(jnp.asarray(psi, dtype=jnp.complex128))
-    codes_j = jnp.asarray(codes)
-
-    def fn(params, sigma):
-        c = jnp.sum((sigma > 0).astype(jnp.int64) << jnp.arange(sigma.shape[-1], dtype=jnp.int64), axis=-1)
-        idx = jnp.clip(jnp.searchsorted(codes_j, c), 0, len(codes) - 1)
-        return jnp.where(codes_j[idx] == c, table[idx], -jnp.inf + 0j)
-
-    return fn
-
-
 def chain(name: str, **couplings):
     lat = make_lattice("chain", N)
     return lat, make_hamiltonian(name, lat, **couplings)
@@ -94,7 +82,7 @@ def test_tfim_estimators_equal_dense_expectations_of_the_ed_ground_state():
     w = np.abs(psi0) ** 2
     configs = decode(codes, N)
     full = on_full_space(codes, psi0)
-    sx = np.asarray(sigma_x(lookup_log_psi(codes, psi0), None, configs, weights=w))
+    sx = np.asarray(sigma_x(state_log_psi(codes, psi0), None, configs, weights=w))
     zz = np.asarray(zz_correlations(configs, w))
     for i in range(N):
         assert sx[i] == pytest.approx(expect(op_x(i), full), abs=1e-10)
@@ -114,7 +102,7 @@ def test_heisenberg_correlations_equal_dense_expectations_and_sum_rules():
     res = exact_diagonalization(ham, want_vector=True)
     codes, psi0 = res.codes, res.vector
     configs = decode(codes, N)
-    c = np.asarray(spin_correlations(lookup_log_psi(codes, psi0), None, configs, weights=np.abs(psi0) ** 2))
+    c = np.asarray(spin_correlations(state_log_psi(codes, psi0), None, configs, weights=np.abs(psi0) ** 2))
     full = on_full_space(codes, psi0)
     for i, j in all_pairs(N):
         assert c[i, j] == pytest.approx(expect(op_ss(i, j), full), abs=1e-10)
@@ -169,7 +157,7 @@ def draw(codes: np.ndarray, psi: np.ndarray, n: int, seed: int) -> np.ndarray:
 def test_sample_estimators_agree_with_exact_values_within_errors():
     _, tfim = chain("tfim", J=1.0, h=1.0)
     res = exact_diagonalization(tfim, want_vector=True)
-    fn, w, configs = lookup_log_psi(res.codes, res.vector), np.abs(res.vector) ** 2, decode(res.codes, N)
+    fn, w, configs = state_log_psi(res.codes, res.vector), np.abs(res.vector) ** 2, decode(res.codes, N)
 
     def tfim_estimates(s, w=None):
         return jnp.stack([magnetisation(s, w), sigma_x(fn, None, s, weights=w).mean(), zz_correlations(s, w)[0, N // 2]])
@@ -181,7 +169,7 @@ def test_sample_estimators_agree_with_exact_values_within_errors():
 
     _, heis = chain("heisenberg")
     res = exact_diagonalization(heis, want_vector=True)
-    fn, w = lookup_log_psi(res.codes, res.vector), np.abs(res.vector) ** 2
+    fn, w = state_log_psi(res.codes, res.vector), np.abs(res.vector) ** 2
     pairs = np.array([[0, 1], [0, 2], [0, 4]])
     exact = np.asarray(spin_correlation_pairs(fn, None, decode(res.codes, N), pairs, weights=w))
     batches = jax.jit(jax.vmap(lambda s: spin_correlation_pairs(fn, None, s, pairs)))(

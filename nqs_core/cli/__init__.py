@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "reference": ("nqs_core.cli.reference", "exact, ED, DMRG or published ground-state energies"),
     "run": ("nqs_core.cli.run", "a variational Monte Carlo run"),
     "presets": ("nqs_core.cli.presets", "the named recipes (talk and research) that nqs run --preset runs"),
+    "sweep": ("nqs_core.cli.sweep", "one VMC run per value of one coupling, with a final table"),
 }
 
 
