@@ -149,13 +149,7 @@ class Runner:
         self._t_compile = None
         self._rate_window.clear()
         q, control = self._queue, self._control
-        live = None
-        if self._live_pictures and checkpoint is not None:
-            from app.pictures import LivePictures
-
-            live = LivePictures(settings, checkpoint, lambda name, payload: q.put(("extra", name, payload,
-                                                                                  time.monotonic())))
-        self.live = live
+        live = self.live = self._live_view(settings, checkpoint, q)
 
         callback = _queueing_callback(q, live)
         ticket = self._ticket = self.run_queue.join(self.name) if self.run_queue is not None else None
@@ -191,6 +185,15 @@ class Runner:
             self._started.append(live.thread)
         thread.start()
         log.info("worker of %s started: %s", self.name, settings)
+
+    def _live_view(self, settings: RunSettings, checkpoint: str | Path | None, q: queue.Queue) -> Any:
+        """The live per-configuration sign picture of this run (None without a checkpoint)."""
+        if not (self._live_pictures and checkpoint is not None):
+            return None
+        from app.pictures import LivePictures
+
+        return LivePictures(settings, checkpoint, lambda name, payload: q.put(("extra", name, payload,
+                                                                               time.monotonic())))
 
     def _wait_turn(self, ticket: Ticket, q: queue.Queue) -> bool:
         """In the worker, before anything is built: wait for a place in the server's run queue,
