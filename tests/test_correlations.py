@@ -82,14 +82,15 @@ def test_tfim_estimators_equal_dense_expectations_of_the_ed_ground_state():
     w = np.abs(psi0) ** 2
     configs = decode(codes, N)
     full = on_full_space(codes, psi0)
-    sx = np.asarray(sigma_x(state_log_psi(codes, psi0), None, configs, weights=w))
-    zz = np.asarray(zz_correlations(configs, w))
+    fn = state_log_psi(codes, psi0)
+    sx, zz, m = (np.asarray(x) for x in jax.jit(lambda c, w: (sigma_x(fn, None, c, weights=w), zz_correlations(c, w),
+                                                              magnetisation(c, w)))(configs, w))
     for i in range(N):
         assert sx[i] == pytest.approx(expect(op_x(i), full), abs=1e-10)
         for j in range(N):
             assert zz[i, j] == pytest.approx(expect(op_zz(i, j), full), abs=1e-10)
     m_abs = np.abs(sum(2.0 * bit(i) - 1.0 for i in range(N))) / N
-    assert float(magnetisation(configs, w)) == pytest.approx(expect(lambda v: m_abs * v, full), abs=1e-10)
+    assert float(m) == pytest.approx(expect(lambda v: m_abs * v, full), abs=1e-10)
     # the energy from the two estimators is the ED energy; ⟨σˣ⟩ is uniform by translation symmetry
     b = lat.bonds
     energy = -1.0 * zz[b[:, 0], b[:, 1]].sum() - 0.8 * sx.sum()
@@ -102,7 +103,8 @@ def test_heisenberg_correlations_equal_dense_expectations_and_sum_rules():
     res = exact_diagonalization(ham, want_vector=True)
     codes, psi0 = res.codes, res.vector
     configs = decode(codes, N)
-    c = np.asarray(spin_correlations(state_log_psi(codes, psi0), None, configs, weights=np.abs(psi0) ** 2))
+    fn = state_log_psi(codes, psi0)
+    c = np.asarray(jax.jit(lambda c, w: spin_correlations(fn, None, c, weights=w))(configs, np.abs(psi0) ** 2))
     full = on_full_space(codes, psi0)
     for i, j in all_pairs(N):
         assert c[i, j] == pytest.approx(expect(op_ss(i, j), full), abs=1e-10)
@@ -118,8 +120,8 @@ def random_rbm(settings: RunSettings, scale: float = 8.0):
     """A random complex RBM with large enough parameters that ψ is far from uniform (complex ratios)."""
     lat = make_lattice(settings.lattice, settings.L, settings.bc)
     model = make_model(settings, lat)
-    params = model.init(jax.random.PRNGKey(3), jnp.ones((1, lat.n_sites), jnp.int8))
-    params = jax.tree_util.tree_map(lambda p: p * scale, params)
+    init = jax.jit(lambda k: jax.tree_util.tree_map(lambda p: p * scale, model.init(k, jnp.ones((1, lat.n_sites), jnp.int8))))
+    params = init(jax.random.PRNGKey(3))
     return model, params
 
 
@@ -128,17 +130,18 @@ def test_network_estimators_equal_dense_expectations(hamiltonian):
     model, params = random_rbm(RunSettings(hamiltonian=hamiltonian, lattice="chain", L=N))
     codes = basis_codes(N, sz_zero=hamiltonian == "heisenberg")
     configs = decode(codes, N)
-    lp = np.asarray(model.apply(params, configs))
+    lp = np.asarray(jax.jit(model.apply)(params, configs))
     psi = np.exp(lp - lp.real.max())
     full = on_full_space(codes, psi)
     assert np.std(np.abs(psi)) > 0.1 * np.mean(np.abs(psi)) and np.std(np.angle(psi)) > 0.1
     w = np.abs(psi) ** 2
     if hamiltonian == "tfim":
-        sx = np.asarray(sigma_x(model.apply, params, configs, log_psi=lp, weights=w))
+        sx = np.asarray(jax.jit(lambda p, c, l, w: sigma_x(model.apply, p, c, log_psi=l, weights=w))(params, configs, lp, w))
         assert sx == pytest.approx([expect(op_x(i), full) for i in range(N)], abs=1e-10)
     else:
         pairs = np.array([[0, 1], [0, 3], [2, 7], [4, 5]])
-        got = np.asarray(spin_correlation_pairs(model.apply, params, configs, pairs, log_psi=lp, weights=w))
+        got = np.asarray(jax.jit(lambda p, c, l, w: spin_correlation_pairs(model.apply, p, c, pairs, log_psi=l, weights=w))(
+            params, configs, lp, w))
         assert got == pytest.approx([expect(op_ss(i, j), full) for i, j in pairs], abs=1e-10)
 
 
@@ -162,7 +165,7 @@ def test_sample_estimators_agree_with_exact_values_within_errors():
     def tfim_estimates(s, w=None):
         return jnp.stack([magnetisation(s, w), sigma_x(fn, None, s, weights=w).mean(), zz_correlations(s, w)[0, N // 2]])
 
-    exact = np.asarray(tfim_estimates(configs, w))
+    exact = np.asarray(jax.jit(tfim_estimates)(configs, w))
     batches = jax.jit(jax.vmap(tfim_estimates))(np.stack([draw(res.codes, res.vector, 200, b) for b in range(20)]))
     mean, err = batch_mean(list(np.asarray(batches)))
     assert np.all(err > 0) and np.all(np.abs(mean - exact) < 5 * err), (mean, exact, err)
@@ -171,7 +174,7 @@ def test_sample_estimators_agree_with_exact_values_within_errors():
     res = exact_diagonalization(heis, want_vector=True)
     fn, w = state_log_psi(res.codes, res.vector), np.abs(res.vector) ** 2
     pairs = np.array([[0, 1], [0, 2], [0, 4]])
-    exact = np.asarray(spin_correlation_pairs(fn, None, decode(res.codes, N), pairs, weights=w))
+    exact = np.asarray(jax.jit(lambda c, w: spin_correlation_pairs(fn, None, c, pairs, weights=w))(decode(res.codes, N), w))
     batches = jax.jit(jax.vmap(lambda s: spin_correlation_pairs(fn, None, s, pairs)))(
         np.stack([draw(res.codes, res.vector, 200, b) for b in range(20)]))
     mean, err = batch_mean(list(np.asarray(batches)))
