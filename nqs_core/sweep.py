@@ -102,9 +102,8 @@ def make_sweep(settings: RunSettings, coupling: str, values: str | tuple[float, 
     """A validated sweep: the coupling belongs to the model, the values are in range, and the settings
     are valid at every point (SettingsError naming the setting otherwise)."""
     name = coupling_name(settings.hamiltonian, coupling)
-    vals = parse_values(name, values) if isinstance(values, str) else tuple(float(v) for v in values)
-    if isinstance(values, str) is False:
-        parse_values(name, ",".join(repr(v) for v in vals))  # same checks for a list given in Python
+    text = values if isinstance(values, str) else ",".join(repr(float(v)) for v in values)
+    vals = parse_values(name, text)  # a list given in Python passes the same checks as a typed one
     for setting in UNSUPPORTED:
         if getattr(settings, setting) is not None:
             raise SettingsError(setting, f"{setting} is not supported by a sweep (every point runs its "

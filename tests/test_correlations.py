@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nqs_core.basis import basis_codes, decode, encode
+from nqs_core.basis import basis_codes, decode
 from nqs_core.correlations import (
     all_pairs,
     by_displacement,
