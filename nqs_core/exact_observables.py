@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import jax
 import numpy as np
 
 from nqs_core.basis import decode
@@ -118,8 +117,9 @@ def exact_observables(state: ExactState) -> dict[str, Any]:
 
 
 def network_vs_exact(apply: Callable[..., Any], params: Any, state: ExactState) -> dict[str, float]:
-    """Fidelity |⟨ψ₀|ψ⟩|²/(⟨ψ₀|ψ₀⟩⟨ψ|ψ⟩) and sign agreement of the network on the exact state's basis."""
-    log_psi = log_psi_on_basis(jax.jit(apply), params, state.configs, min(len(state.configs), 4096))
+    """Fidelity |⟨ψ₀|ψ⟩|²/(⟨ψ₀|ψ₀⟩⟨ψ|ψ⟩) and sign agreement of the network on the exact state's basis;
+    ``apply`` jitted (e.g. ``jax.jit(model.apply)``, kept by the caller so it compiles once)."""
+    log_psi = log_psi_on_basis(apply, params, state.configs, min(len(state.configs), 4096))
     fid, sign = compare_with_exact(log_psi, state.result.vector)
     return {"fidelity": fid, "sign_agreement": sign}
 

@@ -22,11 +22,13 @@ Stopping rules (time budget, targets) are not applied per point: ``make_sweep`` 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from nqs_core.compile_cache import enable_compile_cache
@@ -282,7 +284,13 @@ def _exact(runner: Any, s: RunSettings, params: Any, enabled: bool) -> tuple[dic
     if problem is not None:
         return None, problem
     state = exact_state(s)
-    return {**exact_observables(state), **network_vs_exact(runner.engine.model.apply, params, state)}, None
+    return {**exact_observables(state), **network_vs_exact(_jitted_apply(runner), params, state)}, None
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_apply(runner: Any) -> Callable[..., Any]:
+    """``jax.jit(model.apply)`` of a runtime engine, kept so that every point reuses its compilation."""
+    return jax.jit(runner.engine.model.apply)
 
 
 @dataclass(frozen=True)
