@@ -8,6 +8,8 @@ on a periodic lattice, else the global ground state; scipy Lanczos, ``nqs_core.r
 * ``energy_per_site`` E₀/N;
 * TFIM: ``magnetisation`` ⟨|Σσᶻ|⟩/N and ``sigma_x`` ⟨σˣ⟩ (site average; ψ₀ on the full basis, where
   σ^i has code(σ) XOR 2^i);
+* ``correlation_map``: ⟨σᶻ_0σᶻ_r⟩ (TFIM) or ⟨S_0·S_r⟩ (S·S models) on the lattice
+  (``correlations.by_displacement``: translation-averaged when periodic);
 * S·S models: ``structure_factor`` S(q) = ⟨|Σ_i e^{iq·r_i}σ_i|²⟩/(4N) on every allowed q with its peak,
   ``marshall_agreement`` Σ|ψ₀|²[sign ψ₀ = (−1)^{N↑_A}] (best global phase; 1 where Marshall's rule holds,
   bipartite lattices only) and ``ground_momentum`` k/π of the lowest sector (without ``settings.k``).
@@ -24,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nqs_core.basis import decode
+from nqs_core.correlations import by_displacement
 from nqs_core.lattice import Lattice
 from nqs_core.observables import best_half_plane, compare_with_exact, log_psi_on_basis, marshall_phase, structure_factor
 from nqs_core.problem import build_problem
@@ -99,6 +102,25 @@ def sigma_x_exact(state: ExactState) -> np.ndarray:
     return np.asarray(out)
 
 
+def correlation_matrix_exact(state: ExactState) -> np.ndarray:
+    """(N, N) ⟨σᶻ_iσᶻ_j⟩ (TFIM) or ⟨S_i·S_j⟩ = ¼⟨σ_iσ_j⟩ + ½ Re Σ_σ [σ_i ≠ σ_j] ψ₀*(σ^{ij})ψ₀(σ)/Σ|ψ₀|²
+    (S·S models; σ^{ij}: spins i, j exchanged, code(σ) XOR 2^i XOR 2^j) of the exact state."""
+    s, w = state.configs.astype(float), state.weights
+    zz = (s * w[:, None]).T @ s
+    if state.is_ising:
+        return zz
+    codes, psi = state.result.codes, np.asarray(state.result.vector, dtype=np.complex128)
+    psi = psi / np.sqrt(np.vdot(psi, psi).real)
+    out = 0.25 * zz
+    for i in range(s.shape[1]):
+        for j in range(i + 1, s.shape[1]):
+            differ = state.configs[:, i] != state.configs[:, j]
+            idx = np.searchsorted(codes, codes[differ] ^ ((1 << i) | (1 << j)))
+            out[i, j] = out[j, i] = out[i, j] + 0.5 * np.vdot(psi[idx], psi[differ]).real
+    np.fill_diagonal(out, 0.75)
+    return out
+
+
 def exact_observables(state: ExactState) -> dict[str, Any]:
     """The observables of the module docstring for one exact state (JSON-ready)."""
     res, n = state.result, state.lattice.n_sites
@@ -111,6 +133,7 @@ def exact_observables(state: ExactState) -> dict[str, Any]:
     else:
         out["structure_factor"] = structure_factor_dict(state.configs, state.lattice, state.weights)
         out["marshall_agreement"] = marshall_agreement_exact(state)
+    out["correlation_map"] = by_displacement(correlation_matrix_exact(state), state.lattice).tolist()
     if state.sector is None and state.lattice.pbc:
         out["ground_momentum"] = [round(float(x) / np.pi, 12) for x in res.ground_momentum]
     return out

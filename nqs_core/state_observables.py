@@ -6,6 +6,8 @@ each per chain and then averaged, with the error of the mean std/√C over the C
 
 * TFIM: ``magnetisation`` ⟨|Σσᶻ|⟩/N and ``sigma_x`` ⟨σˣ⟩ (site average, ψ(σ^i)/ψ(σ) ratios), from
   ``nqs_core.correlations``;
+* ``correlation_map``: ⟨σᶻ_0σᶻ_r⟩ (TFIM, all samples) or ⟨S_0·S_r⟩ (S·S models, from ``CORRELATION_SAMPLES``
+  of them) on the lattice (``correlations.by_displacement``), with ``correlation_map_error``;
 * S·S models: ``structure_factor`` S(q) on every allowed q and its peak (``observables.structure_factor``),
   and the ``marshall_agreement`` of the samples' signs on bipartite lattices;
 * periodic lattices: ``translation_eigenvalues`` ⟨ψ(T_aσ)/ψ(σ)⟩ per axis and the ``measured_momentum`` k/π.
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nqs_core.correlations import magnetisation, sigma_x
+from nqs_core.correlations import by_displacement, magnetisation, sigma_x, spin_correlations, zz_correlations
 from nqs_core.observables import (
     best_half_plane,
     marshall_phase,
@@ -32,6 +34,8 @@ from nqs_core.observables import (
 )
 from nqs_core.settings import RunSettings
 from nqs_core.vmc import Engine
+
+CORRELATION_SAMPLES = 1024  # samples (over all chains) for ⟨S_i·S_j⟩: one network pass per pair and sample
 
 
 @functools.lru_cache(maxsize=16)
@@ -48,7 +52,10 @@ def measure_fn(engine: Engine, per_chain: int):
         if ising:
             out["magnetisation"] = jax.vmap(magnetisation)(sigma)
             out["sigma_x"] = jax.vmap(lambda s, l: sigma_x(model.apply, params, s, l).mean())(sigma, lp)
+            out["correlations"] = jax.vmap(zz_correlations)(sigma)
         else:
+            k = max(1, min(per_chain, CORRELATION_SAMPLES // sigma.shape[0]))  # N(N−1)/2 network passes each
+            out["correlations"] = jax.vmap(lambda s, l: spin_correlations(model.apply, params, s, l))(sigma[:, :k], lp[:, :k])
             out["structure_factor"] = jax.vmap(lambda s: structure_factor(s, lattice)[1])(sigma)
             if lattice.is_bipartite:
                 theta = jnp.imag(lp.reshape(-1)) - marshall_phase(sigma.reshape(-1, n), lattice)
@@ -84,6 +91,10 @@ def state_observables(engine: Engine, settings: RunSettings, state: Any) -> dict
         out["structure_factor"] = {"q_over_pi": q_over_pi, "values": [m for m, _ in stats],
                                    "errors": [e for _, e in stats],
                                    "peak": {"q_over_pi": q_over_pi[peak], "value": stats[peak][0], "error": stats[peak][1]}}
+    maps = np.array([by_displacement(c, engine.lattice) for c in raw["correlations"]])  # (C, …lattice shape)
+    stats = [_mean_error(maps[(slice(None),) + idx]) for idx in np.ndindex(*maps.shape[1:])]
+    out["correlation_map"] = np.array([m for m, _ in stats]).reshape(maps.shape[1:]).tolist()
+    out["correlation_map_error"] = np.array([np.nan if e is None else e for _, e in stats]).reshape(maps.shape[1:]).tolist()
     if "marshall_agreement" in raw:
         out["marshall_agreement"] = float(raw["marshall_agreement"])
     if "translation_eigenvalues" in raw:

@@ -4,7 +4,8 @@
   the couplings baked in, and the same matrix elements for every model.
 * A TFIM sweep through the critical point h = J on a 6-site chain: each point within 5e-3 of the exact
   (closed-form) energy, fidelity with the ED state > 0.99, the magnetisation ⟨|Σσᶻ|⟩/N falling and
-  ⟨σˣ⟩ rising with h as the exact curve does, all points from one compiled step.
+  ⟨σˣ⟩ rising with h as the exact curve does, the map ⟨σᶻ_0σᶻ_r⟩ near the exact one, all points from
+  one compiled step.
 * The exact curve itself: Marshall's sign rule is exact for the J1-J2 chain at J2 = 0 and fails at
   J2 = 0.8; the exact ⟨σˣ⟩ obeys E₀ = −J Σ⟨σᶻσᶻ⟩ − h N⟨σˣ⟩.
 * ``nqs sweep``: one JSON summary per point and a final table; invalid ranges exit 2 with one line.
@@ -70,6 +71,10 @@ def test_tfim_sweep_through_the_critical_point_follows_the_exact_curve():
         assert row["exact_energy_per_site"] == pytest.approx(row["reference_energy_per_site"], rel=1e-10)
         for key in ("magnetisation", "sigma_x"):  # the network's value is near the exact one (error bars + bias)
             assert abs(row[key] - row[f"{key}_exact"]) < max(5 * row[f"{key}_error"], 0.05), (key, row)
+        c, c_err, c_exact = (np.array(x) for x in (p.observables["correlation_map"], p.observables["correlation_map_error"],
+                                                   p.exact["correlation_map"]))
+        assert c[0] == 1.0 and c_exact[0] == pytest.approx(1.0)  # ⟨σᶻ_iσᶻ_i⟩ = 1
+        assert np.all(np.abs(c - c_exact)[1:] < np.maximum(5 * c_err[1:], 0.05)), (c, c_exact)
     for key, sign in (("magnetisation", -1), ("sigma_x", 1)):  # order melts, the field polarises
         assert np.all(sign * np.diff([r[key] for r in rows]) > 0) and np.all(sign * np.diff([r[f"{key}_exact"] for r in rows]) > 0)
     runner = runtime_engine_for(TFIM)
@@ -82,6 +87,10 @@ def test_exact_curve_shows_where_marshalls_rule_breaks_and_obeys_the_energy_iden
     low, high = exact_curve(chain, "J2", [0.0, 0.8])
     assert low["marshall_agreement"] == pytest.approx(1.0) and high["marshall_agreement"] < 0.9
     assert low["structure_factor"]["peak"]["q_over_pi"] == [1.0]  # antiferromagnetic peak at q = π
+    c = np.array(low["correlation_map"])  # ⟨S_0·S_r⟩ of the Heisenberg chain: 3/4, then alternating signs
+    assert c[0] == pytest.approx(0.75) and np.all(np.sign(c[1:]) == [(-1) ** r for r in range(1, 8)])
+    assert np.sum(c) == pytest.approx(0.0, abs=1e-9)  # a singlet: Σ_r ⟨S_0·S_r⟩ = ⟨S_tot²⟩/N = 0
+    assert 8 * c[1] == pytest.approx(low["energy"], abs=1e-9)  # J2 = 0: E₀ = J Σ_⟨ij⟩ ⟨S_i·S_j⟩ = N⟨S_0·S_1⟩
     s = RunSettings(hamiltonian="tfim", lattice="chain", L=8, J=1.0, h=0.6)
     st = exact_state(s)
     w, c = st.weights, st.configs.astype(float)
