@@ -108,8 +108,9 @@ def make_sweep(settings: RunSettings, coupling: str, values: str | tuple[float, 
     vals = parse_values(name, text)  # a list given in Python passes the same checks as a typed one
     for setting in UNSUPPORTED:
         if getattr(settings, setting) is not None:
+            flag = "--" + setting.replace("_", "-")
             raise SettingsError(setting, f"{setting} is not supported by a sweep (every point runs its "
-                                         f"{settings.steps} steps); leave it unset")
+                                         f"{settings.steps} steps); unset it ({flag} none)")
     if settings.hamiltonian == "j1j2" and settings.J is not None:
         settings = settings.replace(J=None, J1=settings.J if settings.J1 is None else settings.J1)
     sweep = Sweep(settings, name, vals)
