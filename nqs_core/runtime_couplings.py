@@ -154,12 +154,6 @@ class RuntimeEngine:
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
 
 
-def hyperparameters(settings: RunSettings) -> dict[str, jax.Array]:
-    """The run-time step values of ``settings``: ``VMC.hyper``'s, which reads nothing but ``settings``
-    (so a value the engine adds to its step is passed here too)."""
-    return VMC.hyper.fget(SimpleNamespace(settings=settings))
-
-
 _LOCK = threading.Lock()
 
 

@@ -37,7 +37,8 @@ from nqs_core.hamiltonians import COUPLINGS
 from nqs_core.run_reference import find_reference, reference_detail
 from nqs_core.settings import RunSettings, SettingsError, schema
 from nqs_core.exact_observables import exact_observables, exact_problem, exact_state, network_vs_exact
-from nqs_core.runtime_couplings import coupling_values, hyperparameters, runtime_engine_for
+from nqs_core.runtime_couplings import coupling_values, runtime_engine_for
+from nqs_core.vmc import hyperparameters
 from nqs_core.state_observables import state_observables
 from nqs_core.verdict import Estimate, assess
 

@@ -62,6 +62,13 @@ def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Arra
     return e_loc, g.astype(d.dtype), d
 
 
+def hyperparameters(settings: RunSettings) -> dict[str, jax.Array]:
+    """The run-time values the compiled step takes (``RUNTIME_FIELDS`` that change the step)."""
+    s = settings
+    return {"lr": jnp.asarray(s.lr, jnp.float64), "diag_shift": jnp.asarray(s.diag_shift, jnp.float64),
+            "momentum": jnp.asarray(s.momentum, jnp.float64), "total_steps": jnp.asarray(s.steps, jnp.int32)}
+
+
 @dataclass(frozen=True, eq=False)
 class Engine:
     """The compiled pieces for one static configuration (shared through ``engine_for``)."""
@@ -234,9 +241,7 @@ class VMC:
 
     @property
     def hyper(self) -> dict[str, jax.Array]:
-        s = self.settings
-        return {"lr": jnp.asarray(s.lr, jnp.float64), "diag_shift": jnp.asarray(s.diag_shift, jnp.float64),
-                "momentum": jnp.asarray(s.momentum, jnp.float64), "total_steps": jnp.asarray(s.steps, jnp.int32)}
+        return hyperparameters(self.settings)
 
     def init(self) -> VMCState:
         """Parameters, optimizer state and sampler chains from ``settings.seed``."""

@@ -23,10 +23,10 @@ from conftest import nqs_main
 from nqs_core.exact_observables import exact_curve, exact_state
 from nqs_core.hamiltonians import make_hamiltonian
 from nqs_core.lattice import make_lattice
-from nqs_core.runtime_couplings import CouplingHamiltonian, coupling_values, hyperparameters, runtime_engine_for
+from nqs_core.runtime_couplings import CouplingHamiltonian, coupling_values, runtime_engine_for
 from nqs_core.settings import RunSettings
 from nqs_core.sweep import make_sweep, run_sweep
-from nqs_core.vmc import VMC
+from nqs_core.vmc import VMC, hyperparameters
 
 # one static configuration for the library test and the CLI test: the compiled step is shared
 TFIM = RunSettings(hamiltonian="tfim", lattice="chain", L=6, samples=128, chains=8, steps=40, eval_samples=512)
