@@ -7,8 +7,8 @@ one's own after the built-in ones):
 * ``before_call(ctx)``: between calls (pause / stop, the reference event);
 * ``check_call(ctx, call)``: on a call's raw outcome, before its steps join the history (it may keep
   only a prefix of the steps and the state before them: divergence);
-* ``after_steps(ctx, records)``: once the steps joined the history (stopping rules, the exact
-  observer, the live view, the periodic checkpoint);
+* ``after_steps(ctx, records)``: once the steps joined the history (a restart after a frozen start,
+  stopping rules, the exact observer, the live view, the periodic checkpoint);
 * ``on_pause(ctx)``: when the run is about to block on Pause (the checkpoint);
 * ``on_end(ctx)``: after the loop and the final evaluation (wait for the reference / exact state);
 * ``on_finish(ctx)``: after the summary was built (the final checkpoint).
@@ -31,6 +31,7 @@ from nqs_core.checkpoint import save_checkpoint
 from nqs_core.events import POLL_SECONDS, RunControl, RunEvent, StepRecord
 from nqs_core.run_reference import ExactObserver, ReferenceLookup
 from nqs_core.settings import RunSettings
+from nqs_core.verdict import FAR_ABOVE, FROZEN_ACCEPTANCE, SIGMAS, WINDOW
 from nqs_core.vmc import VMC, VMCState
 
 
@@ -65,6 +66,7 @@ class RunContext:
     reference_note: str | None = None
     evaluation: dict[str, Any] | None = None
     exact: dict[str, Any] = field(default_factory=dict)  # fidelity, sign_agreement, label, note, seconds
+    restarts: list[str] = field(default_factory=list)  # FrozenStart's notes, one per restart
     # timing (perf_counter seconds)
     t_start: float = 0.0
     setup_seconds: float = 0.0  # start to the first call, compilation included
@@ -157,6 +159,44 @@ class Divergence(Callback):
                  f"optimizer={s.optimizer}); kept the last finite state (after {kept} steps); "
                  f"try a smaller learning rate (e.g. lr={s.lr / 10:g})"
                  + ("" if s.optimizer in ("sr", "minsr") else " or optimizer=sr"), "diverged")
+
+
+class FrozenStart(Callback):
+    """Start again from fresh parameters when the chains froze early, far above the reference.
+
+    From a nearly flat state with the wrong sign, the first SR steps can concentrate |ψ|² on a few
+    configurations (the Néel states of J1-J2 4×4, E = −4 against E₀ = −8.46; docs/results/research_recipes.md):
+    every sample is then the same configuration, the variance and the gradient vanish and Metropolis
+    accepts nothing, so the run cannot leave.  When the last ``WINDOW`` steps all accepted less than
+    ``FROZEN_ACCEPTANCE`` while the energy sits above the reference by more than max(``SIGMAS``·δE,
+    ``FAR_ABOVE``·|E_ref|) (the verdict's thresholds), in the first half of the run, the state is replaced by
+    ``fresh(k)`` (new parameters, optimizer state and chains; k = 1, 2, …, at most ``MAX_RESTARTS``).  The
+    frozen steps stay in the history; the summary lists each restart (``restarts``)."""
+
+    MAX_RESTARTS = 3
+
+    def __init__(self, fresh: Callable[[int], VMCState]):
+        self.fresh = fresh
+
+    def frozen(self, ctx: RunContext) -> bool:
+        last = ctx.history[-WINDOW:]
+        ref = ctx.reference.get("energy") if ctx.reference is not None else None
+        if ctx.settings.sampler == "exact" or len(last) < WINDOW or ref is None:
+            return False
+        if any(r.acceptance >= FROZEN_ACCEPTANCE for r in last):
+            return False
+        e_ref, e = float(getattr(ref, "real", ref)), last[-1]
+        return e.energy - e_ref > max(SIGMAS * e.error, FAR_ABOVE * abs(e_ref))
+
+    def after_steps(self, ctx: RunContext, records: list[StepRecord]) -> None:
+        if len(ctx.restarts) >= self.MAX_RESTARTS or len(ctx.history) > ctx.settings.steps // 2 or ctx.stopping:
+            return
+        if self.frozen(ctx):
+            last = ctx.history[-1]
+            ctx.restarts.append(f"restarted after step {last.step} from fresh parameters: the chains froze "
+                                f"(acceptance < {FROZEN_ACCEPTANCE:g} for {WINDOW} steps) at E = {last.energy:.6g}, "
+                                "far above the reference")
+            ctx.state = self.fresh(len(ctx.restarts)).replace(step=ctx.state.step)
 
 
 class Reference(Callback):

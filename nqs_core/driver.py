@@ -50,6 +50,7 @@ from nqs_core.callbacks import (
     Checkpoint,
     Control,
     Divergence,
+    FrozenStart,
     Exact,
     LiveView,
     Reference,
@@ -312,6 +313,10 @@ class _Steps:
         ctx.compile_seconds += seconds
         return fn
 
+    def fresh(self, restart: int) -> VMCState:
+        """New parameters, optimizer state and chains (``VMC.init(restart)``), placed like the run's state."""
+        return place_state(self.vmc.init(restart), self.shardings)
+
     def call(self, ctx: RunContext, n: int) -> Call:
         """Run ``n`` steps from ``ctx.state``; the outcome as a :class:`Call` (not yet in the history)."""
         fn = self.compiled(ctx, n)
@@ -439,7 +444,8 @@ def run(
     try:
         ctx, steps = _build(settings, resume, control, emit, observer)
         ctx.t_start = t_start
-        ctx.callbacks = [Control(), Divergence(), Reference(lookup, reference_timeout), StoppingRules(),
+        ctx.callbacks = [Control(), Divergence(), FrozenStart(steps.fresh), Reference(lookup, reference_timeout),
+                         StoppingRules(),
                          Exact(observer, reference_timeout), LiveView(n_show, current_samples)]
         if checkpoint is not None:
             ctx.callbacks.append(Checkpoint(checkpoint, checkpoint_every))

@@ -63,6 +63,7 @@ class RunSummary:
     exact_note: str | None = None
     exact_seconds: float = 0.0
     # "steps", "stopped", "diverged", "time_budget", "target_error", "target_v_score" (or a user callback's)
+    restarts: list[str] = field(default_factory=list)  # callbacks.FrozenStart: one note per restart
     stop_reason: str = "steps"
     verdict: str = "ok"  # "ok" | "warning" | "failed" (nqs_core.verdict)
     warnings: list[str] = field(default_factory=list)
@@ -146,7 +147,7 @@ def build_summary(ctx: RunContext, momentum: dict[str, Any] | None, wall_seconds
         device_kind=jax.devices()[0].platform, convention=vmc.hamiltonian.convention,
         system=vmc.hamiltonian.describe(), n_sites=s.n_sites, phase=ctx.phase, message=ctx.message,
         checkpoint=checkpoint, momentum=[float(x) for x in s.k] if s.k is not None else None,
-        marshall_agreement=_marshall(ctx), stop_reason=ctx.stop_reason or "steps",
+        marshall_agreement=_marshall(ctx), stop_reason=ctx.stop_reason or "steps", restarts=list(ctx.restarts),
         **_reference_fields(ctx, energy), **_timing_fields(ctx, wall_seconds), **_exact_fields(ctx),
         **(momentum or {}))
     verdict = assess(s, Estimate.of(ctx.evaluation, ctx.history), ctx.reference, ctx.phase, ctx.message,

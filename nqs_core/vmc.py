@@ -243,9 +243,11 @@ class VMC:
     def hyper(self) -> dict[str, jax.Array]:
         return hyperparameters(self.settings)
 
-    def init(self) -> VMCState:
-        """Parameters, optimizer state and sampler chains from ``settings.seed``."""
-        k_params, k_sampler = jax.random.split(jax.random.PRNGKey(self.settings.seed))  # raw uint32 keys: plain arrays in checkpoints
+    def init(self, restart: int = 0) -> VMCState:
+        """Parameters, optimizer state and sampler chains from ``settings.seed``; ``restart`` k > 0 draws
+        fresh ones from the same seed (the run loop's ``callbacks.FrozenStart``)."""
+        key = jax.random.PRNGKey(self.settings.seed)  # raw uint32 keys: plain arrays in checkpoints
+        k_params, k_sampler = jax.random.split(jax.random.fold_in(key, restart) if restart else key)
         params = self.engine.init_params(k_params)
         return VMCState(params, self.engine.init_opt_state(params), self.sampler.init(k_sampler),
                         jnp.zeros((), jnp.int32))

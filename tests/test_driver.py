@@ -458,3 +458,54 @@ def test_a_cancelled_exact_observer_ends_without_measuring():
     observer.cancel()
     observer._thread.join(timeout=60)
     assert not observer.working and not observer.ready and observer.error.startswith("cancelled")
+
+
+def _frozen_context(acceptances, energy, reference):
+    from nqs_core.callbacks import RunContext
+    from nqs_core.vmc import VMCState
+
+    history = [StepRecord(step=i, energy=energy, error=1e-6, variance=0.0, acceptance=a, r_hat=1.0, tau=0.0,
+                          grad_norm=0.0, v_score=0.0, seconds=0.1) for i, a in enumerate(acceptances)]
+    state = VMCState(params={"w": 1.0}, opt_state=(), sampler=None, step=len(history))
+    return RunContext(RunSettings(steps=100), vmc=None, state=state, control=RunControl(), emit=lambda e: None,
+                      history=history, reference=None if reference is None else {"energy": reference})
+
+
+def test_frozen_start_restarts_only_frozen_chains_far_above_the_reference():
+    """callbacks.FrozenStart: 10 steps accepting nothing at E = −4 against E₀ = −8.46 → fresh state (the
+    step count kept, a note in ctx.restarts); not when one step moved, without a reference, at the
+    reference (a frozen ground state, e.g. the TFIM at h = 0), nor in the second half of the run."""
+    from nqs_core.callbacks import FrozenStart
+    from nqs_core.vmc import VMCState
+
+    asked = []
+
+    def fresh(k):
+        asked.append(k)
+        return VMCState(params={"w": 2.0}, opt_state=(), sampler=None, step=0)
+
+    cb = FrozenStart(fresh)
+    ctx = _frozen_context([0.0] * 10, -4.01, -8.4579)
+    cb.after_steps(ctx, ctx.history)
+    assert asked == [1] and ctx.state.params == {"w": 2.0} and ctx.state.step == 10
+    assert len(ctx.restarts) == 1 and "froze" in ctx.restarts[0] and "step 9" in ctx.restarts[0]
+    for acc, energy, ref, n in [([0.0] * 9 + [0.01], -4.01, -8.4579, 10), ([0.0] * 10, -4.01, None, 10),
+                                ([0.0] * 10, -8.4579, -8.4579, 10), ([0.0] * 60, -4.01, -8.4579, 60)]:
+        ctx = _frozen_context(acc[-n:] if n <= len(acc) else acc, energy, ref)
+        cb.after_steps(ctx, ctx.history)
+        assert ctx.restarts == [] and ctx.state.params == {"w": 1.0}, (acc[-1], energy, ref, n)
+    assert asked == [1]
+
+
+@pytest.mark.accuracy
+def test_a_frozen_start_of_the_default_convnext_run_is_restarted():
+    """The default ConvNeXt J1-J2 4×4 run with seed 1 collapses onto the Néel states within 20 steps
+    (acceptance 0, E = −4.01 against E₀ = −8.458); the loop restarts it once and the chains move again."""
+    settings = RunSettings(hamiltonian="j1j2", model="convnext", seed=1, steps=60, steps_per_call=10, eval_samples=0)
+    result = run(settings)
+    s = result.summary
+    assert len(s["restarts"]) == 1 and "froze" in s["restarts"][0], s["restarts"]
+    frozen = [r for r in result.history if r.acceptance < 1e-3]
+    assert frozen and all(r.energy > -4.1 for r in frozen)  # the Néel collapse, recorded
+    assert min(r.acceptance for r in result.history[-10:]) > 0.01
+    assert [r.step for r in result.history] == list(range(60))

@@ -125,6 +125,8 @@ def print_summary(s: dict[str, Any], out: Any = None) -> None:
           file=out)
     print(f"{s['parameters']} parameters;  {s['devices']} {s['device_kind']} device{'s' if s['devices'] != 1 else ''};"
           f"  {s['message']}" + (f";  checkpoint {s['checkpoint']}" if s.get("checkpoint") else ""), file=out)
+    for note in s.get("restarts") or []:
+        print(f"note: {note}", file=out)
     if s.get("verdict"):
         print(f"verdict: {s['verdict']}" + "".join(f"\n  - {w}" for w in s.get("warnings") or []), file=out)
 
