@@ -74,8 +74,32 @@ TALK: tuple[Preset, ...] = (
                 sign="none", lr=0.05, samples=1024, chains=16, steps=200, **_SR)),
 )
 
-# Recipes that reach published precision (issue 9); each names its source and its docs/results/ page.
-RESEARCH: tuple[Preset, ...] = ()
+# Recipes toward published precision (issue 9): each cites its source and its docs/results/ page
+# (docs/results/research_recipes.md: the command, the wall time on 2 cores, E ± error, V-score and errors).
+_CONVNEXT = dict(model="convnext", depth=2, features=8, patch=2, sign="none", optimizer="sr", samples=1024,
+                 chains=16, steps=100_000, steps_per_call=10, eval_samples=16384, seed=0, dtype="float64")
+RESEARCH: tuple[Preset, ...] = (
+    # Nutakki, Shokry & Vicentini, arXiv:2505.03466 (ConvNeXt NQS); SR: Sorella, PRL 80, 4558 (1998)
+    Preset("heisenberg-4x4-precise", "research", "Heisenberg 4×4 to 1e-4 in 3 minutes",
+           "The translationally-symmetric ConvNeXt projected to k = (0,0), no sign prior (it learns Marshall's "
+           "sign), SR with a small diagonal shift: about 350 steps in a 140 s budget; the exact energy of the "
+           "final state is within 1e-4 of ED for seed 0 (docs/results/research_recipes.md, with the seeds "
+           "that miss it).",
+           dict(hamiltonian="heisenberg", lattice="square", L=4, bc="periodic", kernel=2, k=(0.0, 0.0), lr=0.04,
+                diag_shift=0.005, time_budget=140.0, **_CONVNEXT)),
+    Preset("j1j2-6x6", "research", "J1-J2 6×6 at J2 = 0.5 in 15 minutes",
+           "The frustrated 36-site square at its hardest point, ConvNeXt at k = (0,0) without a sign prior, "
+           "840 s of optimisation against the published ED energy E/N = −0.50380965 (Schulz, Ziman & "
+           "Poilblanc 1996); see docs/results/research_recipes.md for where it ends.",
+           dict(hamiltonian="j1j2", lattice="square", L=6, bc="periodic", J1=1.0, J2=0.5, kernel=3,
+                k=(0.0, 0.0), lr=0.03, diag_shift=0.01, time_budget=840.0, **_CONVNEXT)),
+    Preset("heisenberg-10x10", "research", "Heisenberg 10×10 against QMC in 30 minutes",
+           "The 100-site square antiferromagnet against the QMC energy E/N = −0.67155264(3) (Sandvik 1997), "
+           "ConvNeXt with Marshall's sign (exact for this bipartite model) and SR, 1740 s of optimisation; "
+           "see docs/results/research_recipes.md for where 30 minutes get.",
+           dict(hamiltonian="heisenberg", lattice="square", L=10, bc="periodic", kernel=3, k=(0.0, 0.0),
+                lr=0.03, diag_shift=0.01, time_budget=1740.0, **{**_CONVNEXT, "sign": "marshall"})),
+)
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (*TALK, *RESEARCH)}
 DEFAULT_PRESET = "heisenberg-4x4"
