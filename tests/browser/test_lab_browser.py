@@ -92,7 +92,7 @@ def test_run_on_the_default_shows_progress_within_30_s(open_lab, lab_server, scr
     # Pause: the sign and momentum views hold the data of the steps so far (engine observables per
     # step), and the checkpoint written on Pause gives the per-configuration sign picture
     button(page, "Pause").click()
-    wait_for(lambda: "paused" in status(page), 30, "the paused phase")
+    wait_for(lambda: "paused" in status(page), 120, "the paused phase")  # a hang guard, not a bound
     during = step_of(page)[0]
     show_tab(page, "Sign", settle=0.3)
     assert finite_count(page, "marshall") == during > 0, "Marshall agreement per step while running"
@@ -153,21 +153,6 @@ def test_pause_resume_and_stop_drive_the_run(open_lab):
     wait_for(lambda: not button(page, "Run").is_disabled(), 15, "Run to be usable again after Stop")
     assert console.errors == [], console.errors
     print(f"paused at {held}, stopped at {n_stop}")
-
-
-def test_invalid_setting_shows_its_message_and_run_stays_usable(open_lab, screenshots):
-    page, console = open_lab()
-    field = page.get_by_label("L", exact=True)
-    field.fill("5")
-    field.press("Tab")
-    msg = page.get_by_text("L must give an even number of sites", exact=False)
-    msg.first.wait_for(timeout=10_000)
-    button(page, "Run").click()
-    page.get_by_text("Not started", exact=False).first.wait_for(timeout=10_000)
-    assert "idle" in status(page)
-    assert not button(page, "Run").is_disabled()
-    page.screenshot(path=str(screenshots / "10-invalid-setting.png"))
-    assert console.errors == [], console.errors
 
 
 def test_closing_the_page_stops_its_worker(open_lab, lab_server):
@@ -294,7 +279,8 @@ def test_chain_preset_space_time_strip_and_momentum(open_lab, screenshots):
 
 def test_dmrg_reference_computed_in_the_background(open_lab, screenshots):
     """Chain L = 28, J1-J2 at J2 = 0.3: beyond ED, no closed form, not stored (fresh cache), so the
-    session runs DMRG in a background process and shows its progress, then the labelled line."""
+    session runs DMRG in a background process and shows its progress next to the running run, then
+    (the run paused meanwhile) the labelled line."""
     page, console = open_lab()
     choose(page, "Hamiltonian", "J1-J2")
     choose(page, "Lattice", "chain")
@@ -307,8 +293,12 @@ def test_dmrg_reference_computed_in_the_background(open_lab, screenshots):
     show_tab(page, "Energy", settle=0.2)
     # the progress and the label are captions under the energy figure's title
     page.get_by_text("DMRG (TeNPy) running in the background: stage").first.wait_for(timeout=90_000)
-    time.sleep(1.0)
+    wait_for(lambda: step_of(page)[0] >= 1, 180, "the run's first step next to the DMRG process")
     page.screenshot(path=str(screenshots / "17-dmrg-progress.png"))
+    # Pause parks the run (its worker waits at the pause gate) but not the session's reference job: the
+    # DMRG process goes on alone, so it is not slowed down by the run's steps on a small machine
+    button(page, "Pause").click()
+    wait_for(lambda: "paused" in status(page), 120, "the paused phase")
     page.get_by_text(re.compile(r"reference \(dashed\): DMRG \(TeNPy [0-9.]+, χ=\d+\)")).first.wait_for(
         timeout=DMRG_TIMEOUT_S * 1000)
     time.sleep(1.0)

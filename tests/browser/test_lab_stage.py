@@ -102,35 +102,40 @@ def assert_log_axes_readable(page, expected: int) -> None:
         assert len(set(axis["ticks"])) >= 3, axis
 
 
-@pytest.mark.parametrize("what", ["json", "npz"])
-def test_1_a_loaded_run_draws_each_step_once(open_lab, tmp_path, what):
-    """Item 1: load the exported JSON (or the checkpoint) of a run: every plot holds each step once,
-    in order (no line from the last step back to step 0)."""
+def test_1_a_loaded_run_draws_each_step_once(open_lab, tmp_path):
+    """Item 1: load the exported JSON, and the checkpoint, of a run, each into a fresh session: every plot
+    holds each step once, in order (no line from the last step back to step 0)."""
     page, console = open_lab()
     short_run(page, 12)
-    if what == "json":  # item 7 on the finished run: log axes with >= 3 ticks, E/N with its convention
-        show_tab(page, "Energy", settle=0.2)
-        wait_for(lambda: finite_count(page, "rel") == 12, 30, "the relative error")
-        assert_log_axes_readable(page, 2)
-        assert "E / N  (J units, S = σ/2)" in page.evaluate(AXIS_LABELS)
-        show_tab(page, "Diagnostics", settle=0.2)
-        assert_log_axes_readable(page, 2)
-    path = tmp_path / ("run.json" if what == "json" else "checkpoint.npz")
-    download(page, "Run (JSON)" if what == "json" else "Checkpoint (.npz)", path)
+    # item 7 on the finished run: log axes with >= 3 ticks, E/N with its convention
+    show_tab(page, "Energy", settle=0.2)
+    wait_for(lambda: finite_count(page, "rel") == 12, 30, "the relative error")
+    assert_log_axes_readable(page, 2)
+    assert "E / N  (J units, S = σ/2)" in page.evaluate(AXIS_LABELS)
+    show_tab(page, "Diagnostics", settle=0.2)
+    assert_log_axes_readable(page, 2)
+    files = {"json": tmp_path / "run.json", "npz": tmp_path / "checkpoint.npz"}
+    download(page, "Run (JSON)", files["json"])
+    download(page, "Checkpoint (.npz)", files["npz"])
 
-    other, console2 = open_lab()
-    load(other, path)
-    other.get_by_text(re.compile(r"Loaded a (run|checkpoint) of 12 steps")).first.wait_for(timeout=120_000)
-    for column in ("energy", "variance", "marshall", "acceptance"):
-        runs = [s for s in series_steps(other, column) if len(s) > 2]
-        assert runs, f"no {column} series in the page"
-        for steps in runs:
-            assert steps == list(range(12)), f"{column}: {steps}"
-    assert step_of(other) == (12, 12)
-    if what == "json":  # item 9: a JSON holds no state, and the sign view says so instead of "waiting"
-        show_tab(other, "Sign", settle=0.5)
-        assert "JSON export holds no wavefunction" in other.evaluate(LABELS)
-    assert console.errors == [] and console2.errors == [], console.errors + console2.errors
+    consoles = [console]
+    for what, path in files.items():
+        other, other_console = open_lab()
+        consoles.append(other_console)
+        load(other, path)
+        other.get_by_text(re.compile(r"Loaded a (run|checkpoint) of 12 steps")).first.wait_for(timeout=120_000)
+        for column in ("energy", "variance", "marshall", "acceptance"):
+            runs = [s for s in series_steps(other, column) if len(s) > 2]
+            assert runs, f"{what}: no {column} series in the page"
+            for steps in runs:
+                assert steps == list(range(12)), f"{what}, {column}: {steps}"
+        assert step_of(other) == (12, 12), what
+        if what == "json":  # item 9: a JSON holds no state, and the sign view says so instead of "waiting"
+            show_tab(other, "Sign", settle=0.5)
+            assert "JSON export holds no wavefunction" in other.evaluate(LABELS)
+        other.context.close()  # its session ends (as a closed tab): the next page is the only other one
+    errors = [e for c in consoles for e in c.errors]
+    assert errors == [], errors
 
 
 BAD_INPUTS = [  # (field, typed text, the range its message must name)
@@ -172,11 +177,14 @@ def test_4_every_bad_input_is_refused_next_to_its_field(open_lab, lab_server, sc
         set_field(page, label, GOOD[label])
         msg.wait_for(state="detached", timeout=10_000)
         page.get_by_text("Not started").first.wait_for(state="detached", timeout=10_000)
-    # a rule across settings: shown while it holds, gone once L is fixed
+    # a rule across settings: shown while it holds (Run says why it did not start and stays usable),
+    # gone once L is fixed
     set_field(page, "L", "5")
-    message_below(page, "L", "even number of sites")
+    assert "L must give an even number of sites" in message_below(page, "L", "even number of sites").inner_text()
     button(page, "Run").click()
     page.get_by_text("Not started").first.wait_for(timeout=10_000)
+    assert "idle" in status(page) and not button(page, "Run").is_disabled()
+    page.screenshot(path=str(screenshots / "10-invalid-setting.png"))
     set_field(page, "L", "4")
     page.get_by_text("Not started").first.wait_for(state="detached", timeout=10_000)
     page.get_by_text("even number of sites").first.wait_for(state="detached", timeout=10_000)
