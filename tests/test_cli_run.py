@@ -126,9 +126,10 @@ def test_sector_summary_on_a_square():
     assert objs[-2]["fidelity"] == s["fidelity"]  # the last step carries the final measurement
     for o in objs[:-1]:
         assert o["translation_eigenvalue"] == pytest.approx([-1.0, 0.0], abs=1e-9)
+    # the same compiled step and evaluation as above (found in the persistent compilation cache), read as text
     readable = nqs("--lattice", "square", "--L", "4", "--model", "convnext", "--depth", "1", "--features", "4",
                    "--patch", "2", "--kernel", "2", "--k", "1,0", "--samples", "128", "--chains", "8", "--steps", "2",
-                   "--eval-samples", "128")
+                   "--steps-per-call", "2", "--eval-samples", "256")
     assert readable.returncode == 0, readable.stderr
     assert "momentum k = 1,0 (units of π)" in readable.stdout and "measured k = 1,0" in readable.stdout
     assert "fidelity |⟨ψ₀|ψ⟩|²" in readable.stdout and "ed (k=(π,0))" in readable.stdout
