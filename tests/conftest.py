@@ -4,6 +4,10 @@ test expects a stored answer.
 
 Import the plain helpers with ``from conftest import poll_until`` (pytest puts tests/ on sys.path,
 as for ``_table_state``); the fixtures need no import.
+
+The suite runs on two pytest-xdist workers (``-n 2`` in pyproject.toml; ``-n 0`` runs it in one
+process): every test is its own unit of work, except the browser tests, which stay together on one
+worker (one served lab and one Chromium for all of them, see tests/browser/conftest.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,29 @@ from typing import Any, Callable
 import pytest
 
 POLL_INTERVAL = 0.1  # the lab's periodic callback runs about 10 times a second
+
+
+BROWSER_TESTS = "tests/browser/"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist load`` (the default of ``-n``) with the browser tests as one unit of work.
+
+    Each test goes to whichever worker is free (the CPU-bound engine tests balance across both cores),
+    but the browser tests share a session-scoped lab server and Chromium, so they run in order on one
+    worker while the other takes the rest.  (``--dist loadgroup`` would do this with an
+    ``xdist_group`` mark, but pytest-xdist 3.8 cannot rename node ids under pytest 9.)
+    """
+    if config.getoption("dist") != "load":
+        return None  # an explicit --dist keeps its own scheduler
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BrowserTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return BROWSER_TESTS if nodeid.startswith(BROWSER_TESTS) else nodeid
+
+    return BrowserTestsTogether(config, log)
 
 
 def run_nqs(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
