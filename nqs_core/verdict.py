@@ -13,7 +13,8 @@ the sampler diagnostics and the reference, and returns a :class:`Verdict`:
   - E lies below an *exact* reference (closed form or ED) by more than max(``SIGMAS``·δE, 1e-9|E_ref|):
     impossible for a variational energy, so the estimate is biased (non-ergodic or unequilibrated
     chains) or the reference belongs to another sector or convention;
-* ``warning`` for acceptance < ``LOW_ACCEPTANCE``, R̂ > ``R_HAT_WARN`` and targets not reached;
+* ``warning`` for acceptance < ``LOW_ACCEPTANCE``, R̂ > ``R_HAT_WARN``, targets not reached, a fidelity with
+  the exact ground state below ``LOW_FIDELITY`` (where ED reaches) and restarts after a frozen start;
 * ``ok`` otherwise.
 """
 
@@ -35,6 +36,7 @@ R_HAT_FAIL = 1.5
 COLLAPSED_VARIANCE = 1e-8
 FAR_ABOVE = 1e-2
 SIGMAS = 4.0
+LOW_FIDELITY = 0.9
 WINDOW = 10  # steps whose median acceptance / R̂ stand in for the evaluation's
 
 
@@ -137,12 +139,23 @@ def _target_checks(settings: RunSettings, summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def _state_checks(summary: dict[str, Any]) -> list[str]:
+    """Warnings about the state itself, where the exact state is known: a low fidelity (a local minimum
+    whose small error bar alone would look converged) and the restarts after a frozen start."""
+    out = list(summary.get("restarts") or [])
+    f = summary.get("fidelity")
+    if f is not None and f < LOW_FIDELITY:
+        out.append(f"the final state overlaps the exact ground state only |⟨ψ₀|ψ⟩|² = {f:.3f} (< {LOW_FIDELITY:g}): "
+                   "a local minimum, not the ground state (try another seed or a sign prior)")
+    return out
+
+
 def assess(settings: RunSettings, est: Estimate, ref: dict[str, Any] | None, phase: str, message: str,
            summary: dict[str, Any] | None = None) -> Verdict:
     """The verdict of a finished run (see the module docstring for the rules)."""
     failures = [message] if phase == "diverged" else []
     sampler_failures, warnings = _sampler_checks(settings, est)
     failures += sampler_failures + _reference_checks(est, ref)
-    warnings += _target_checks(settings, summary or {})
+    warnings += _target_checks(settings, summary or {}) + _state_checks(summary or {})
     verdict = "failed" if failures else "warning" if warnings else "ok"
     return Verdict(verdict, tuple(failures + warnings), tuple(failures))

@@ -107,6 +107,16 @@ def test_collapsed_variance_needs_a_reference_far_below():
     assert assess(SETTINGS, estimate(energy=-1.5, variance=0.0, error=0.0), None, "done", "done").verdict == "ok"
 
 
+def test_a_low_fidelity_or_a_restart_is_a_warning():
+    """A local minimum with a small error bar (default ConvNeXt J1-J2 4×4, seed 2: F = 0.48, E 4.7 % above E₀)
+    is not "ok"; nor is a run that had to restart after a frozen start."""
+    low = assess(SETTINGS, estimate(), EXACT, "done", "done", {"fidelity": 0.48})
+    assert low.verdict == "warning" and "0.480" in low.reason and "local minimum" in low.reason
+    assert assess(SETTINGS, estimate(), EXACT, "done", "done", {"fidelity": 0.95}).verdict == "ok"
+    restarted = assess(SETTINGS, estimate(), EXACT, "done", "done", {"restarts": ["restarted after step 29 ..."]})
+    assert restarted.verdict == "warning" and restarted.reason.startswith("restarted after step 29")
+
+
 def test_diverged_runs_fail_with_their_message_and_estimates_come_from_the_last_steps():
     v = assess(SETTINGS, estimate(), None, "diverged", "diverged: NaN at step 3")
     assert v.verdict == "failed" and v.reason == "diverged: NaN at step 3"
