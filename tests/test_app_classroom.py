@@ -158,7 +158,9 @@ def test_make_lab_serves_this_machine_only(tmp_path: Path) -> None:
     """The command ``make lab`` runs (read from ``make -n``, without its setup step) listens on the
     loopback address and accepts the websocket only from pages served by localhost."""
     port = free_port()
-    dry = subprocess.run(["make", "-n", "lab", f"PORT={port}"], cwd=ROOT, capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # under `make test`
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "lab", f"PORT={port}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True)
     command = " ".join(line.rstrip("\\").strip() for line in dry.stdout.splitlines() if "bootstrap" not in line)
     assert "panel serve app" in command
     with serving(["bash", "-c", f"exec {command}"], port, {}, tmp_path / "server.log"):
