@@ -263,9 +263,14 @@ def test_large_fonts_dark_theme_and_a_diverged_run(open_lab, screenshots):
 def test_chain_preset_space_time_strip_and_momentum(open_lab, screenshots):
     page, console = open_lab()
     choose(page, "Preset for talks", "An 18-site chain lives at k = π")
-    wait_for(lambda: "/ 80" in status(page), 10, "the preset's step count")
-    set_field(page, "Steps", "6")
-    wait_for(lambda: "/ 6" in status(page), 10, "the edited step count")
+    wait_for(lambda: "/ 80" in status(page), 30, "the preset's step count")
+
+    def typed() -> bool:  # the preset may still be applying its 80 steps over the typed 6: type again
+        if "/ 6" not in status(page):
+            set_field(page, "Steps", "6")
+        return "/ 6" in status(page)
+
+    wait_for(typed, 30, "the edited step count", poll=1.0)
     button(page, "Run").click()
     wait_for(lambda: "done" in status(page) or "stopped" in status(page), 240, "the short chain run to end")
     assert step_of(page) == (6, 6)
