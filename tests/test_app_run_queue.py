@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import tick_until
+from conftest import poll_until, tick_until
 
 from app.run_queue import RUNNING, WAITING, RunQueue, Ticket, default_slots
 
@@ -68,7 +68,11 @@ def test_threads_run_at_most_n_at_once_in_the_order_they_asked() -> None:
     for w in workers[:2]:
         assert w.started.wait(60)
     assert all(w.ticket.state == WAITING for w in workers[2:])
+    last = workers[5]
     for i in range(2, 6):  # each finish lets exactly the next one in line start
+        # the last in line heard its current place before the line moves again (its thread may not have
+        # run between two moves on a loaded machine, and then it hears only the newer place)
+        poll_until(lambda: None, lambda: last.positions[-1:] == [5 - i], 60, f"w5 to hear place {5 - i}")
         workers[i - 2].finish.set()
         assert workers[i].started.wait(60), f"w{i} never started"
         assert all(w.ticket.state == WAITING for w in workers[i + 1:])
