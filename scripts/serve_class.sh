@@ -47,7 +47,8 @@ args=(serve app --port "$port" --address "${ADDRESS:-0.0.0.0}" --allow-websocket
       --websocket-max-message-size "$ws_max" --unused-session-lifetime 2000 --check-unused-sessions 1000)
 if [ -n "${AUTH:-}" ]; then
   secret="${COOKIE_SECRET:-$("$py" -c 'import secrets; print(secrets.token_urlsafe(32))')}"
-  args+=(--basic-auth "$AUTH" --cookie-secret "$secret")
+  # the --name=value form: a secret (token_urlsafe) may begin with "-", which argparse would take for a flag
+  args+=("--basic-auth=$AUTH" "--cookie-secret=$secret")
   case "$AUTH" in
     *.json) [ -f "$AUTH" ] || refuse "AUTH=$AUTH: no such file (a JSON file of {\"user\": \"password\"})" ;;
   esac
