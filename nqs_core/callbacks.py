@@ -242,7 +242,7 @@ class Exact(Callback):
         elif obs.wait(self.timeout if ctx.phase == "done" else 0.0) and ctx.history:
             values = obs.measure(ctx.state.params)
             ctx.history[-1].fidelity, ctx.history[-1].sign_agreement = values
-        energy = obs.energy(ctx.state.params) if values is not None else None
+        energy = obs.energy() if values is not None else None  # of the state just measured: the final one
         obs.cancel()  # a stopped run leaves no ED behind
         ctx.exact = {"values": values, "energy": energy, "label": obs.label, "note": obs.error,
                      "seconds": obs.total}

@@ -147,7 +147,9 @@ class ExactObserver:
         self.settings = settings
         self.psi0: np.ndarray | None = None
         self.configs: np.ndarray | None = None
-        self.matrix: Any = None  # H on the basis of ``configs`` (scipy.sparse)
+        self.codes: np.ndarray | None = None  # of ``configs``
+        self.matrix: Any = None  # H on the basis of ``configs`` (scipy.sparse), built by ``energy``
+        self.log_psi: np.ndarray | None = None  # of the last ``measure``
         self.label: str | None = None
         self.error: str | None = None
         self.cost = 0.0  # seconds of the last measurement
@@ -195,8 +197,7 @@ class ExactObserver:
             if self.cancelled:
                 return
             log_psi_on_basis(self._apply, self._warm_params, configs[: self.batch(len(configs))])  # compile
-            self.matrix = sparse_matrix(ham, res.codes)
-            self.configs, self.psi0 = configs, res.vector
+            self.configs, self.codes, self.psi0 = configs, res.codes, res.vector
             self.label = (f"ed ({momentum_label(self.settings.k)})" if k is not None else "ed") + \
                 f", {len(configs)} basis states"
         except Exception as err:  # the observer must never stop a run
@@ -232,15 +233,16 @@ class ExactObserver:
     def measure(self, params: Any) -> tuple[float, float]:
         """(fidelity, sign agreement) of the state with ``params``; timed for the throttle."""
         t0 = time.perf_counter()
-        log_psi = log_psi_on_basis(self._apply, params, self.configs, self.batch(len(self.configs)))
-        out = compare_with_exact(log_psi, self.psi0)
+        self.log_psi = log_psi_on_basis(self._apply, params, self.configs, self.batch(len(self.configs)))
+        out = compare_with_exact(self.log_psi, self.psi0)
         self._last = time.perf_counter()
         self.cost = self._last - t0
         self.total += self.cost
         return out
 
-    def energy(self, params: Any) -> float:
-        """⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ of the state with ``params`` on the whole basis (the Sᶻ = 0 sector for
-        Sᶻ-conserving models: the state the sampler explores), a full pass of the network."""
-        log_psi = log_psi_on_basis(self._apply, params, self.configs, self.batch(len(self.configs)))
-        return variational_energy(log_psi, self.matrix)
+    def energy(self) -> float:
+        """⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ of the last measured state on the whole basis (the Sᶻ = 0 sector for
+        Sᶻ-conserving models: the state the sampler explores); H is built here, once, at the run's end."""
+        if self.matrix is None:
+            self.matrix = sparse_matrix(build_problem(self.settings)[1], self.codes)
+        return variational_energy(self.log_psi, self.matrix)

@@ -100,7 +100,11 @@ def _reference_fields(ctx: RunContext, energy: float) -> dict[str, Any]:
             "reference_method": ref.get("method") if ref is not None else None,
             "reference_detail": reference_detail(ref) if ref is not None else None,
             "reference_note": None if ref is not None else ctx.reference_note,
-            "relative_error": abs(energy - e_ref) / abs(e_ref) if e_ref and _finite(energy) else None}
+            "relative_error": _relative_error(energy, e_ref)}
+
+
+def _relative_error(energy: float | None, e_ref: float | None) -> float | None:
+    return abs(energy - e_ref) / abs(e_ref) if e_ref and _finite(energy) else None
 
 
 def _exact_fields(ctx: RunContext) -> dict[str, Any]:
@@ -111,10 +115,8 @@ def _exact_fields(ctx: RunContext) -> dict[str, Any]:
         dim = exact_basis_dim(s)
         note = ex.get("note") or (f"ED reaches at most {MAX_EXACT_DIM} basis states; this system has {dim}"
                                   if dim > MAX_EXACT_DIM else "no exact state")
-    energy = ex.get("energy")
-    ref = ctx.reference.get("energy") if ctx.reference is not None else None
-    return {"exact_energy": energy,
-            "exact_relative_error": abs(energy - _real(ref)) / abs(_real(ref)) if _finite(energy) and ref else None,
+    energy, ref = ex.get("energy"), (ctx.reference or {}).get("energy")
+    return {"exact_energy": energy, "exact_relative_error": _relative_error(energy, _real(ref) if ref else None),
             "fidelity": values[0] if values is not None else None,
             "sign_agreement": values[1] if values is not None else None,
             "exact_state": ex.get("label") if values is not None else None,
