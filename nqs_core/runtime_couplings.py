@@ -147,11 +147,7 @@ class RuntimeEngine:
     def init(self, seed: int) -> VMCState:
         """The state ``VMC(settings).init()`` makes from ``seed`` (same keys, same split), with no weakly
         typed leaf (optax's injected step count is one), so the steps after the first reuse its compilation."""
-        k_params, k_sampler = jax.random.split(jax.random.PRNGKey(seed))
-        params = self.engine.init_params(k_params)
-        state = VMCState(params, self.engine.init_opt_state(params), self.engine.sampler.init(k_sampler),
-                         jnp.zeros((), jnp.int32))
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), self.engine.init_state(seed))
 
 
 _LOCK = threading.Lock()

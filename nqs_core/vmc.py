@@ -159,6 +159,14 @@ class Engine:
     def init_params(self, key: jax.Array) -> PyTree:
         return self.model.init(key, jnp.ones((1, self.lattice.n_sites), jnp.int8))
 
+    def init_state(self, seed: int, restart: int = 0) -> VMCState:
+        """Parameters, optimizer state and sampler chains from ``seed``; ``restart`` k > 0 draws fresh ones
+        from the same seed (the run loop's ``callbacks.FrozenStart``)."""
+        key = jax.random.PRNGKey(seed)  # raw uint32 keys: plain arrays in checkpoints
+        k_params, k_sampler = jax.random.split(jax.random.fold_in(key, restart) if restart else key)
+        params = self.init_params(k_params)
+        return VMCState(params, self.init_opt_state(params), self.sampler.init(k_sampler), jnp.zeros((), jnp.int32))
+
     def init_opt_state(self, params: PyTree) -> PyTree:
         return self.chain.init(self.ravel.ravel(params))
 
@@ -244,13 +252,8 @@ class VMC:
         return hyperparameters(self.settings)
 
     def init(self, restart: int = 0) -> VMCState:
-        """Parameters, optimizer state and sampler chains from ``settings.seed``; ``restart`` k > 0 draws
-        fresh ones from the same seed (the run loop's ``callbacks.FrozenStart``)."""
-        key = jax.random.PRNGKey(self.settings.seed)  # raw uint32 keys: plain arrays in checkpoints
-        k_params, k_sampler = jax.random.split(jax.random.fold_in(key, restart) if restart else key)
-        params = self.engine.init_params(k_params)
-        return VMCState(params, self.engine.init_opt_state(params), self.sampler.init(k_sampler),
-                        jnp.zeros((), jnp.int32))
+        """Parameters, optimizer state and sampler chains from ``settings.seed`` (``Engine.init_state``)."""
+        return self.engine.init_state(self.settings.seed, restart)
 
     def step(self, state: VMCState, n: int = 1) -> tuple[VMCState, dict[str, jax.Array]]:
         """``n`` fused VMC steps in one jitted call; stats are arrays of shape (n,) (see STAT_KEYS).
