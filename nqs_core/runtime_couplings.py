@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import threading
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -35,7 +34,7 @@ import numpy as np
 from nqs_core.hamiltonians import COUPLINGS, Hamiltonian
 from nqs_core.lattice import Lattice
 from nqs_core.settings import RunSettings, schema
-from nqs_core.vmc import VMC, Engine, VMCState, engine_for, static_settings
+from nqs_core.vmc import Engine, VMCState, engine_for, static_settings
 
 PLACEHOLDER = 1.0  # template value of every coupling: nonzero, so no bond or flip is left out
 PyTree = Any
