@@ -132,7 +132,7 @@ class Lab:
         # a long preset name wraps onto a second line instead of being cut (the two sign-problem presets
         # differ only at the end); the chosen preset's story is the caption under the menu (changing the
         # menu's own tooltip re-rendered it open while another menu was being used)
-        self.preset = pn.ui.Select.from_param(self.settings.param.preset, label="Preset for talks",
+        self.preset = pn.ui.Select.from_param(self.settings.param.preset, label="Preset (talk or research)",
                                               sizing_mode="stretch_width",
                                               sx={"& .MuiSelect-select.MuiSelect-select": {
                                                   "whiteSpace": "normal", "height": "auto", "lineHeight": 1.3}})
@@ -322,7 +322,7 @@ class Lab:
         live = " data-connected='1'" if self._connected else ""  # set once the page's websocket is up
         # one line that never wraps (the sidebar does not jump); the reasons go to the message below
         self.status.object = (f"<div class='nqs-status' role='status'{live} style='font-family:monospace;"
-                              f"font-size:1.05em;font-weight:600;white-space:nowrap;overflow:hidden;"
+                              f"font-size:0.92em;font-weight:600;white-space:nowrap;overflow:hidden;"
                               f"text-overflow:ellipsis' title='{html.escape(text)}'>{html.escape(text)}</div>")
 
     @staticmethod
@@ -416,6 +416,8 @@ class Lab:
 
     def _reset_views(self, settings: RunSettings) -> None:
         self.history, self.reference, self.summary = [], None, None
+        if pn.state.notifications is not None:  # the last run's outcome must not sit over the fresh views
+            pn.state.notifications.clear()
         lat = make_lattice(settings.lattice, settings.L, settings.bc)
         self.spins.reset(settings.lattice, settings.L)
         self.energy.reset(settings.steps, lat.n_sites, settings.hamiltonian, CONVENTIONS.get(settings.hamiltonian, ""))

@@ -340,7 +340,7 @@ class Runner:
         parts = [label, f"step {self.step} / {self.total}"]
         rate = self.iterations_per_second()
         if self.phase == "running" and rate > 0:
-            parts.append(f"{rate:.1f} it/s")
+            parts.append(f"{rate:.0f} it/s" if rate >= 10 else f"{rate:.1f} it/s")  # short: the line never wraps
         text = " · ".join(parts)
         if reason and self.message and self.phase in ("diverged", "error", "stopped"):
             text += f" — {self.message}"

@@ -34,7 +34,7 @@ GROUPS: dict[str, list[str]] = {
     "Hamiltonian": ["hamiltonian", "lattice", "L", "bc", "J", "J1", "J2", "h"],
     "Wavefunction": ["model", "alpha", "depth", "features", "patch", "kernel", "sign", "k", "dtype"],
     "Optimizer": ["optimizer", "lr", "diag_shift"],
-    "Sampling and run": ["samples", "chains", "steps", "seed"],
+    "Sampling and run": ["samples", "chains", "steps", "time_budget", "seed"],
 }
 CONTROLS = [name for names in GROUPS.values() for name in names]
 
@@ -55,6 +55,7 @@ UI: dict[str, dict[str, Any]] = {
     "lr": dict(label="Learning rate", step=0.005), "diag_shift": dict(label="Diagonal shift", step=0.001),
     "samples": dict(label="Samples per step"), "chains": dict(label="Markov chains"),
     "steps": dict(label="Steps"), "seed": dict(label="Seed"),
+    "time_budget": dict(label="Time budget (s; empty: none)", step=10),
 }
 
 

@@ -226,7 +226,7 @@ def test_large_fonts_dark_theme_and_a_diverged_run(open_lab, screenshots):
     page.get_by_text("Export and load").first.scroll_into_view_if_needed()
     time.sleep(1.0)
     page.screenshot(path=str(screenshots / "12-large-fonts-light.png"))
-    page.get_by_text("Preset for talks").first.scroll_into_view_if_needed()
+    page.get_by_text("Preset (talk or research)").first.scroll_into_view_if_needed()
 
     page.get_by_role("button", name=re.compile("dark|theme", re.I)).first.click()
     wait_for(lambda: page.evaluate("document.documentElement.dataset.theme || ''") == "dark"
@@ -262,7 +262,7 @@ def test_large_fonts_dark_theme_and_a_diverged_run(open_lab, screenshots):
 
 def test_chain_preset_space_time_strip_and_momentum(open_lab, screenshots):
     page, console = open_lab()
-    choose(page, "Preset for talks", "An 18-site chain lives at k = π")
+    choose(page, "Preset (talk or research)", "An 18-site chain lives at k = π")
     wait_for(lambda: "/ 80" in status(page), 30, "the preset's step count")
 
     def typed() -> bool:  # the preset may still be applying its 80 steps over the typed 6: type again

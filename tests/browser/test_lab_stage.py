@@ -322,7 +322,7 @@ def test_3_every_view_fits_with_the_sidebar_open(open_lab, size, screenshots):
     off on the right, and the preset menu shows the whole preset name."""
     page, console = open_lab(viewport=size)
     for name in ("The sign problem: J1-J2 without a sign prior", "Heisenberg 4×4 in 30 s"):
-        choose(page, "Preset for talks", name)
+        choose(page, "Preset (talk or research)", name)
         select = page.locator(".MuiSelect-select").first
         expect(select).to_have_text(name)
         assert select.evaluate_all(CLIPPED) == [], f"the preset name is cut: {name}"
