@@ -1,9 +1,10 @@
 """``nqs export`` on a real finished run (a 6-site TFIM chain at h = J, 12 steps, with its checkpoint):
 the figures are 1920×1080 PNGs that show the VMC curve and the reference line, and SVGs that parse as
 XML on a 16:9 canvas; the report holds the energy figure, the final energy ± error, the V-score and the
-reference with its provenance; the GIF has one frame per Metropolis sub-step, and the configurations
-decoded from its frames are the chain's, each differing from the previous by exactly the accepted move
-(one flipped spin or none for the TFIM's local moves).
+reference with its provenance; the GIF and the MP4 have one frame per Metropolis sub-step (the MP4 at
+the even size below an odd request, as H.264 needs), and the configurations decoded from their frames are
+the chain's, each differing from the previous by exactly the accepted move (one flipped spin or none for
+the TFIM's local moves).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from conftest import nqs_main
@@ -79,32 +81,52 @@ def test_report_holds_the_energy_figure_and_the_numbers(saved_run, capsys):
         assert needle in text, needle
 
 
-def decode_frames(gif: Path, traj_lattice, size: tuple[int, int]) -> np.ndarray:
-    """The newest configuration of every frame, read from the pixel colour at each site's centre."""
+def decode_frames(frames: list[np.ndarray], lattice) -> np.ndarray:
+    """The newest configuration of every (H, W, 3) frame, read from the pixel colour at each site's
+    centre (the nearer of the two spin colours: MP4 compression shifts colours a little)."""
     up, down = np.array(PALETTE[UP]), np.array(PALETTE[DOWN])
     out = []
-    with Image.open(gif) as img:
+    for t, rgb in enumerate(frames):
+        size = (rgb.shape[1], rgb.shape[0])
+        px = np.array([rgb[y, x] for x, y in site_centres(lattice, size, t + 1)]).astype(int)
+        is_up = np.abs(px - up).sum(axis=1) < np.abs(px - down).sum(axis=1)
+        out.append(np.where(is_up, 1, -1))
+    return np.array(out, dtype=np.int8)
+
+
+def gif_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a GIF as (H, W, 3) RGB."""
+    out = []
+    with Image.open(path) as img:
         for t in range(img.n_frames):
             img.seek(t)
-            rgb = np.asarray(img.convert("RGB")).astype(int)
-            px = np.array([rgb[y, x] for x, y in site_centres(traj_lattice, size, t + 1)])
-            is_up = np.abs(px - up).sum(axis=1) < np.abs(px - down).sum(axis=1)
-            out.append(np.where(is_up, 1, -1))
-    return np.array(out, dtype=np.int8)
+            out.append(np.asarray(img.convert("RGB")))
+    return out
 
 
 def test_gif_frames_follow_one_chain_move_by_move(saved_run, capsys):
     code, files, err = export(capsys, str(saved_run["npz"]), "--gif", "--frames", "25", "--size", "640x360",
                               "--out", str(saved_run["dir"] / "movie"))
     assert code == 0 and [p.name for p in files] == ["metropolis.gif"], err
-    with Image.open(files[0]) as img:
-        assert img.n_frames == 25 and img.size == (640, 360)
+    frames = gif_frames(files[0])
+    assert len(frames) == 25 and {f.shape for f in frames} == {(360, 640, 3)}
     record = load_record(saved_run["npz"])
     traj = chain_trajectory(record.settings, record.checkpoint, 25)  # the same chain, key and parameters
-    decoded = decode_frames(files[0], traj.lattice, (640, 360))
-    assert np.array_equal(decoded, traj.configs[1:])
+    assert np.array_equal(decode_frames(frames, traj.lattice), traj.configs[1:])
     flips = np.sum(np.diff(traj.configs.astype(int), axis=0) != 0, axis=1)
     assert set(flips) <= {0, 1} and flips.sum() > 0  # local moves: one spin per accepted step
+
+
+def test_mp4_frames_follow_the_same_chain_at_an_even_size(saved_run, capsys):
+    code, files, err = export(capsys, str(saved_run["npz"]), "--mp4", "--frames", "25", "--size", "641x361",
+                              "--out", str(saved_run["dir"] / "mp4"))
+    assert code == 0 and [p.name for p in files] == ["metropolis.mp4"], err
+    assert files[0].read_bytes()[4:8] == b"ftyp"  # an MP4 container
+    frames = list(iio.imiter(files[0]))  # decoded by imageio's ffmpeg plugin
+    assert len(frames) == 25 and {f.shape for f in frames} == {(360, 640, 3)}  # 641x361 rounded down to even
+    record = load_record(saved_run["npz"])
+    traj = chain_trajectory(record.settings, record.checkpoint, 25)
+    assert np.array_equal(decode_frames(frames, traj.lattice), traj.configs[1:])
 
 
 def test_json_lines_record_and_refusals(saved_run, capsys, tmp_path):
@@ -115,6 +137,7 @@ def test_json_lines_record_and_refusals(saved_run, capsys, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("not json at all {")
     for args, needle in (([str(saved_run["lines"]), "--gif"], "--gif needs the run's state"),
+                         ([str(saved_run["lines"]), "--mp4"], "--mp4 needs the run's state"),
                          ([str(bad)], "neither JSON nor JSON lines"), ([str(tmp_path / "none.json")], "no run file")):
         code, _, err = export(capsys, *args, "--out", str(tmp_path / "x"))
         assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err

@@ -1,10 +1,10 @@
 """``nqs export``: figures, a Metropolis movie and a one-page report of a finished run.
 
-``nqs export RUN [--checkpoint RUN.npz] [--png] [--svg] [--gif] [--report] [--out DIR]``.  RUN is the
+``nqs export RUN [--checkpoint RUN.npz] [--png] [--svg] [--gif] [--mp4] [--report] [--out DIR]``.  RUN is the
 lab's exported JSON, the output of ``nqs run --json`` saved to a file, or a checkpoint (.npz); the movie
-needs the run's state, i.e. a checkpoint (as RUN or ``--checkpoint``).  Without a format flag every
+(GIF and MP4) needs the run's state, i.e. a checkpoint (as RUN or ``--checkpoint``).  Without a format flag every
 format the record allows is written.  Files: ``energy.png/.svg``, ``relative_error.png/.svg`` (with a
-reference), ``metropolis.gif``, ``report.html``.  A record without a reference (a checkpoint) gets one
+reference), ``metropolis.gif``, ``metropolis.mp4`` (H.264, at the even size nearest below ``--size``), ``report.html``.  A record without a reference (a checkpoint) gets one
 from ``run_reference.find_reference`` (closed form, ED, stored DMRG or published values; no new DMRG).
 Exit codes: 0 written, 2 unreadable record or impossible request (one line).
 """
@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("png", "svg", "gif", "report")
+FORMATS = ("png", "svg", "gif", "mp4", "report")
+MOVIES = ("gif", "mp4")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", metavar="DIR", default=None, help="output folder (default: RUN's name + '-export')")
     for fmt, text in zip(FORMATS, ("figures as PNG (1920×1080)", "figures as SVG (16:9)",
                                    "one chain's Metropolis movie as an animated GIF (needs a checkpoint)",
+                                   "the same movie as an H.264 MP4 (needs a checkpoint)",
                                    "a one-page HTML report with the figures")):
         parser.add_argument(f"--{fmt}", action="store_true", help=text)
     parser.add_argument("--frames", type=_positive, default=120, help="Metropolis sub-steps in the movie (default 120)")
@@ -70,10 +72,11 @@ def main(args: argparse.Namespace) -> int:
     from nqs_core.exports.record import load_record
 
     record = load_record(args.run, args.checkpoint)
-    wanted = [f for f in FORMATS if getattr(args, f)] or [f for f in FORMATS if f != "gif" or record.checkpoint]
-    if "gif" in wanted and record.checkpoint is None:
-        raise ValueError("--gif needs the run's state: give its checkpoint (.npz, from nqs run --checkpoint or the "
-                         "lab's download) as RUN or with --checkpoint")
+    wanted = [f for f in FORMATS if getattr(args, f)] or [f for f in FORMATS if f not in MOVIES or record.checkpoint]
+    movies = [f for f in MOVIES if f in wanted]
+    if movies and record.checkpoint is None:
+        raise ValueError(f"--{movies[0]} needs the run's state: give its checkpoint (.npz, from nqs run --checkpoint or "
+                         "the lab's download) as RUN or with --checkpoint")
     _with_reference(record, not args.no_reference)
     out = Path(args.out) if args.out else Path(args.run).with_name(Path(args.run).stem + "-export")
     files: list[Path] = []
@@ -83,9 +86,10 @@ def main(args: argparse.Namespace) -> int:
         rel = figures.relative_error_figure(record)
         if rel is not None:
             files += figures.save_figure(rel, out, "relative_error", image_formats)
-    if "gif" in wanted:
+    if movies:
         traj = movie.chain_trajectory(record.settings, record.checkpoint, args.frames, args.chain)
-        files.append(movie.write_gif(traj, out / "metropolis.gif", args.size, args.frame_ms))
+        writers = {"gif": movie.write_gif, "mp4": movie.write_mp4}
+        files += [writers[f](traj, out / f"metropolis.{f}", args.size, args.frame_ms) for f in movies]
     if "report" in wanted:
         files.append(report.write_report(record, out / "report.html"))
     print(json.dumps({"files": [str(p) for p in files]}) if args.json else "\n".join(str(p) for p in files))

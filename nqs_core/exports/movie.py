@@ -1,4 +1,5 @@
-"""The Metropolis movie: one chain's successive configurations, as an animated GIF (Pillow).
+"""The Metropolis movie: one chain's successive configurations, as an animated GIF (Pillow) or an
+H.264 MP4 (imageio with the ffmpeg binary that the imageio-ffmpeg wheel ships; nothing is downloaded).
 
 ``chain_trajectory`` follows one chain of a run's sampler from its checkpointed configuration: the
 engine's own sampler (``nqs_core.sampler.MetropolisSampler.sample``) with one chain, no thermalisation
@@ -6,16 +7,19 @@ and one Metropolis sub-step between recorded configurations, so consecutive conf
 exactly the accepted move: nothing (rejected, or an exchange of equal spins), one flipped spin (local
 moves, TFIM) or two exchanged opposite spins (Sᶻ-conserving moves).
 
-``write_gif`` draws one frame per sub-step: on the square the L×L lattice (up ●, down ○ as two colours)
+``write_gif`` / ``write_mp4`` draw one frame per sub-step: on the square the L×L lattice (up ●, down ○ as two colours)
 with the spins the move changed outlined; on a chain a space–time strip (sites downwards, time to the
 right, the newest configuration in the last column, scrolling when the strip is full) with the changed
 spins outlined in the newest column; a caption names the step and the move.  ``site_centres`` gives where each site of the newest
-configuration is drawn (the tests decode the frames there).
+configuration is drawn (the tests decode the frames there).  H.264 in yuv420p needs even frame
+sizes: ``write_mp4`` rounds an odd width or height down by one pixel (``even_size``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +117,8 @@ def _draw_config(draw: ImageDraw.ImageDraw, centres: np.ndarray, config: np.ndar
                        width=max(2, cell // 8))
 
 
-def _caption(traj: Trajectory, t: int) -> str:
+def caption(traj: Trajectory, t: int) -> str:
+    """``Metropolis step t/T: <the move>   ·   accepted so far a/t`` (t = 0: the start)."""
     sites = traj.changed(t) if t > 0 else np.array([], int)
     move = {0: "no change (rejected)" if t else "start", 1: f"flip of spin {sites[0] if len(sites) else ''}",
             2: f"exchange of spins {', '.join(str(s) for s in sites)}"}.get(len(sites), f"{len(sites)} spins changed")
@@ -126,7 +131,7 @@ def frame(traj: Trajectory, t: int, size: tuple[int, int], fonts: tuple[Any, Any
     img = Image.new("P", size, BG)
     img.putpalette([c for rgb in PALETTE for c in rgb])
     draw = ImageDraw.Draw(img)
-    draw.text((size[0] // 2, int(0.06 * size[1])), _caption(traj, t), fill=TEXT, font=fonts[0], anchor="mm")
+    draw.text((size[0] // 2, int(0.06 * size[1])), caption(traj, t), fill=TEXT, font=fonts[0], anchor="mm")
     legend = ("blue: up, yellow: down, red frame: changed by the accepted move"
               + ("; sites downwards, sub-steps to the right" if traj.lattice.dim == 1 else ""))
     draw.text((size[0] // 2, int(0.94 * size[1])), legend, fill=TEXT, font=fonts[1], anchor="mm")
@@ -142,11 +147,41 @@ def frame(traj: Trajectory, t: int, size: tuple[int, int], fonts: tuple[Any, Any
     return img
 
 
+def frames(traj: Trajectory, size: tuple[int, int]) -> Iterator[Image.Image]:
+    """The movie's frames, one per Metropolis sub-step (steps 1…T), drawn one at a time."""
+    fonts = (ImageFont.load_default(size=max(10, size[1] // 30)), ImageFont.load_default(size=max(8, size[1] // 45)))
+    return (frame(traj, t, size, fonts) for t in range(1, traj.steps + 1))
+
+
 def write_gif(traj: Trajectory, path: str | Path, size: tuple[int, int] = (1920, 1080), ms_per_frame: int = 150) -> Path:
     """One frame per Metropolis sub-step (``traj.steps`` frames: steps 1…T), looping."""
-    fonts = (ImageFont.load_default(size=max(10, size[1] // 30)), ImageFont.load_default(size=max(8, size[1] // 45)))
-    frames = [frame(traj, t, size, fonts) for t in range(1, traj.steps + 1)]
+    images = list(frames(traj, size))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0, disposal=1)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0, disposal=1)
+    return path
+
+
+def even_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The frame size H.264 in yuv420p can hold: width and height rounded down to even numbers."""
+    return size[0] - size[0] % 2, size[1] - size[1] % 2
+
+
+def write_mp4(traj: Trajectory, path: str | Path, size: tuple[int, int] = (1920, 1080), ms_per_frame: int = 150) -> Path:
+    """The same frames as :func:`write_gif` as an H.264 (yuv420p) MP4 at ``even_size(size)``, one frame
+    per ``ms_per_frame`` ms, encoded by imageio-ffmpeg's shipped binary."""
+    import imageio.v2 as imageio
+
+    # imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp unless told not to: Python code between
+    # fork and exec, which can deadlock a multi-threaded process (JAX, a server); ffmpeg then only
+    # shares the terminal's Ctrl-C
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+    size = even_size(size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with imageio.get_writer(path, format="FFMPEG", mode="I", fps=1000 / ms_per_frame, codec="libx264",
+                            pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
+                            output_params=["-movflags", "+faststart"]) as writer:
+        for img in frames(traj, size):
+            writer.append_data(np.asarray(img.convert("RGB")))
     return path
