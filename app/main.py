@@ -1,7 +1,7 @@
 """Entry of ``panel serve app`` (Bokeh directory-app format): one Lab page per browser session.
 
 Module-level state of imported modules (the engine's compiled-code cache, ``nqs_core.vmc.engine_for``,
-JAX's persistent compilation cache, the run queue ``app.run_queue.server_queue``) is shared by all
+JAX's persistent compilation cache, the run queue ``app.run_queue.server_queue`` and its executor) is shared by all
 sessions of the server process; this script itself runs once per session.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import panel as pn
 
 from app.lab import Lab
-from app.run_queue import server_queue
+from app.run_queue import server_executor, server_queue
 
 pn.extension(notifications=True, raw_css=[(Path(__file__).resolve().parents[1] / "assets" / "lab.css").read_text()])
 _log = logging.getLogger("nqs_lab")
@@ -24,5 +24,6 @@ if not _log.handlers:
 
 lab = Lab()
 lab.runner.run_queue = server_queue()  # at most NQS_MAX_RUNS runs of all sessions compute at once
+lab.runner.executor = server_executor()  # where they compute: NQS_EXECUTOR / NQS_DASK_SCHEDULER
 lab.start_session()
 lab.page.servable(title="NQS Lab")

@@ -8,6 +8,9 @@ line (:meth:`Ticket.cancel`) and the ones behind it move up.
 
 N comes from ``NQS_MAX_RUNS`` (``make class MAX_RUNS=4``), default: the cores this process may use.
 Only the served lab (``app/main.py``) uses the queue; a Runner without one starts at once.
+
+Where a granted run computes is the server's executor (:func:`server_executor`, from
+``NQS_EXECUTOR`` / ``NQS_DASK_SCHEDULER``; :mod:`nqs_core.executors`): the line is the same whatever it is.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import threading
 import time
 from collections import deque
 from typing import Callable
+
+from nqs_core.executors import Executor, executor_from_env
 
 log = logging.getLogger("nqs_lab.queue")
 
@@ -160,7 +165,9 @@ class RunQueue:
 
 
 _SERVER_QUEUE: RunQueue | None = None
+_SERVER_EXECUTOR: Executor | None = None
 _SERVER_LOCK = threading.Lock()
+DEFAULT_EXECUTOR = "thread"  # the lab's default where NQS_EXECUTOR is not set (benchmarks/README.md)
 
 
 def server_queue() -> RunQueue:
@@ -173,4 +180,14 @@ def server_queue() -> RunQueue:
         return _SERVER_QUEUE
 
 
-__all__ = ["RunQueue", "Ticket", "default_slots", "server_queue"]
+def server_executor() -> Executor:
+    """Where every session's runs execute (created on first use from the environment)."""
+    global _SERVER_EXECUTOR
+    with _SERVER_LOCK:
+        if _SERVER_EXECUTOR is None:
+            _SERVER_EXECUTOR = executor_from_env(DEFAULT_EXECUTOR)
+            log.info("runs execute in: %s", _SERVER_EXECUTOR.name)
+        return _SERVER_EXECUTOR
+
+
+__all__ = ["DEFAULT_EXECUTOR", "RunQueue", "Ticket", "default_slots", "server_executor", "server_queue"]

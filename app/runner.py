@@ -1,7 +1,9 @@
 """One background worker per browser session (DESIGN.md §6).
 
-The worker thread calls :func:`nqs_core.driver.run`; the driver's callback runs in that thread and
-only puts NumPy data on a ``queue.Queue``.  The page drains the queue from a periodic callback on
+The worker thread waits for its place in the run queue, then has the session's executor
+(:mod:`nqs_core.executors`: this thread, a local process or a Dask cluster) run
+:func:`nqs_core.driver.run`; the events reach the driver's callback in that thread, which only puts
+NumPy data on a ``queue.Queue``.  The page drains the queue from a periodic callback on
 the server's event loop (about 10 Hz) with :meth:`Runner.drain`, which merges everything that
 arrived since the last call into one :class:`Batch`.  Nothing here touches Panel or Bokeh, so the
 worker is tested without a server.  Python threads cannot be killed: stopping asks the driver's
@@ -23,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from app.run_queue import RunQueue, Ticket
+from nqs_core.executors import Executor, Finished, ThreadExecutor
 from nqs_core.settings import RunSettings
 
 log = logging.getLogger("nqs_lab.runner")
@@ -102,11 +105,11 @@ class Runner:
     def __init__(self, run_fn: Callable[..., Any] | None = None, name: str = "session",
                  max_frames: int = 512, after: Callable[[Any], dict[str, Any]] | None = None,
                  run_kwargs: dict[str, Any] | None = None, live_pictures: bool = False,
-                 run_queue: RunQueue | None = None):
-        self._run_fn = run_fn
+                 run_queue: RunQueue | None = None, executor: Executor | None = None):
+        self.executor: Executor = executor or ThreadExecutor(run_fn)  # where runs execute (app/main.py)
         self.run_queue = run_queue  # the server's queue (app/main.py); None: a run starts at once
         self._ticket: Ticket | None = None
-        self._after = after  # run in the worker on the RunResult; returns extra payloads by name
+        self._after = after  # run where the run ran, on the RunResult; returns extra payloads by name
         self._run_kwargs = dict(run_kwargs or {})  # e.g. n_show, checkpoint_every for the driver
         self._live_pictures = live_pictures  # per-configuration sign picture from the checkpoint while running
         self.live: Any = None
@@ -136,9 +139,9 @@ class Runner:
         settings.validate()
         if self.alive:
             raise RuntimeError("a run is still active: stop it first")
-        from nqs_core.driver import RunControl, run
+        from nqs_core.driver import RunControl
 
-        run_fn = self._run_fn or run
+        executor = self.executor
         self._generation += 1
         self._queue = queue.Queue()
         self._control = RunControl()
@@ -161,8 +164,7 @@ class Runner:
                 kwargs: dict[str, Any] = {"callback": callback, "control": control, **self._run_kwargs}
                 if checkpoint is not None:
                     kwargs["checkpoint"] = checkpoint
-                result = run_fn(settings, **kwargs)
-                self._finish(result, q, live)
+                self._finish(executor.execute(settings, after=self._after, **kwargs), q, live)
             except Exception as exc:  # the page must stay usable: report, don't crash the server
                 log.warning("run failed in %s: %s", self.name, traceback.format_exc())
                 q.put(("phase", "error", f"{type(exc).__name__}: {exc}", time.monotonic()))
@@ -216,18 +218,15 @@ class Runner:
             q.put(("phase", "stopped", "cancelled while waiting for a free place", time.monotonic()))
         return granted
 
-    def _finish(self, result: Any, q: queue.Queue, live: Any) -> None:
+    @staticmethod
+    def _finish(finished: Finished, q: queue.Queue, live: Any) -> None:
         """In the worker, after the run: the final pictures (after the last live one), then the result."""
         if live is not None:
             live.stop()
             live.join(10.0)
-        if self._after is not None:
-            try:
-                for name, payload in self._after(result).items():
-                    q.put(("extra", name, payload, time.monotonic()))
-            except Exception:
-                log.warning("post-processing failed in %s: %s", self.name, traceback.format_exc())
-        q.put(("result", result, None, time.monotonic()))
+        for name, payload in finished.extras.items():
+            q.put(("extra", name, payload, time.monotonic()))
+        q.put(("result", finished.result, None, time.monotonic()))
 
     def pause(self) -> None:
         if self.alive and self._control is not None:

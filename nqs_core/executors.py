@@ -1,0 +1,295 @@
+"""Where a run executes: in this thread, in a local process, or on a Dask distributed cluster.
+
+An :class:`Executor` runs :func:`nqs_core.driver.run` for one :class:`RunSettings` and blocks the
+calling thread until it ends, exactly like calling ``run`` there: the ``callback`` hears every
+:class:`RunEvent` in order (in the calling thread), the caller's :class:`RunControl` pauses, resumes
+and stops the run, and the :class:`Finished` it returns holds the :class:`RunResult` and the payloads
+of ``after(result)``, computed where the run ran (e.g. the lab's final pictures).
+
+* :class:`ThreadExecutor`: in the calling thread (the lab's worker thread; today's behaviour).
+* :class:`ProcessExecutor`: a fresh process (``spawn``) per run; events come back through a
+  ``multiprocessing`` queue, pause/resume/stop go the other way through a second one.
+* :class:`DaskExecutor`: a task on a Dask ``distributed`` cluster (``NQS_DASK_SCHEDULER``); events and
+  commands travel through two ``distributed.Queue``\\ s held by the scheduler.
+
+Remote events lose their ``params`` (JAX arrays stay where they live) and a remote result its final
+``state`` (``None``): ``after`` sees the full result before it leaves.  :func:`executor_from_env`
+picks one from ``NQS_EXECUTOR`` / ``NQS_DASK_SCHEDULER``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import queue
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from nqs_core.events import RunControl, RunEvent
+from nqs_core.settings import RunSettings
+
+log = logging.getLogger("nqs_core.executors")
+
+POLL_SECONDS = 0.05  # how often the caller's side forwards pause/resume/stop and looks for events
+EXECUTORS = ("thread", "process", "dask")
+After = Callable[[Any], dict[str, Any]]
+
+
+@dataclass
+class Finished:
+    """A run's end: its ``RunResult`` and the payloads ``after(result)`` returned, by name."""
+
+    result: Any
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class RemoteRunError(RuntimeError):
+    """A run failed where it executed; the message is the remote ``Type: message``."""
+
+
+class Executor(Protocol):
+    """Runs one run to its end (see the module docstring)."""
+
+    name: str
+
+    def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
+                after: After | None = None, **run_kwargs: Any) -> Finished: ...
+
+
+def apply_after(after: After | None, result: Any) -> dict[str, Any]:
+    """``after(result)``, or ``{}`` when there is none or it failed (a picture must never fail a run)."""
+    if after is None:
+        return {}
+    try:
+        return dict(after(result))
+    except Exception:
+        log.warning("post-processing of a run failed: %s", traceback.format_exc())
+        return {}
+
+
+class ThreadExecutor:
+    """The run in the calling thread (``run_fn`` defaults to :func:`nqs_core.driver.run`)."""
+
+    name = "thread"
+
+    def __init__(self, run_fn: Callable[..., Any] | None = None) -> None:
+        self._run_fn = run_fn
+
+    def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
+                after: After | None = None, **run_kwargs: Any) -> Finished:
+        from nqs_core.driver import run
+
+        result = (self._run_fn or run)(settings, callback=callback, control=control, **run_kwargs)
+        return Finished(result, apply_after(after, result))
+
+
+# ----- the remote side: what runs in the child process or on the Dask worker -----------------------
+def portable_event(event: RunEvent) -> RunEvent:
+    """The event without its parameters (JAX arrays), ready to pickle."""
+    return dataclasses.replace(event, params=None) if event.params is not None else event
+
+
+def _relay_commands(commands: Any, control: RunControl, done: threading.Event) -> None:
+    """Apply ``"pause"`` / ``"resume"`` / ``"stop"`` from the command channel to ``control``."""
+    actions = {"pause": control.pause, "resume": control.resume, "stop": control.stop}
+    while not done.is_set():
+        try:
+            command = commands.get(timeout=POLL_SECONDS * 4)
+        except (queue.Empty, TimeoutError):
+            continue
+        except Exception:  # the channel is gone (the caller left): stop rather than run unseen
+            log.warning("the run's command channel failed, stopping: %s", traceback.format_exc())
+            control.stop()
+            return
+        actions[command]()
+
+
+def execute_here(settings: RunSettings, run_kwargs: dict[str, Any], after: After | None, events: Any,
+                 commands: Any) -> None:
+    """Run in this process, streaming ``("event", e)`` items, then ``("done", result, extras)`` or
+    ``("error", message)``, on ``events``; obey the commands read from ``commands``."""
+    from nqs_core.driver import run
+
+    control, done = RunControl(), threading.Event()
+    relay = threading.Thread(target=_relay_commands, args=(commands, control, done), daemon=True,
+                             name="nqs-run-commands")
+    relay.start()
+    try:
+        result = run(settings, callback=lambda e: events.put(("event", portable_event(e))), control=control,
+                     **run_kwargs)
+        extras = apply_after(after, result)
+        events.put(("done", dataclasses.replace(result, state=None), extras))
+    except BaseException as exc:
+        log.warning("run failed: %s", traceback.format_exc())
+        events.put(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        done.set()
+        relay.join(POLL_SECONDS * 10)
+
+
+# ----- the caller's side -----------------------------------------------------------------------------
+def _control_state(control: RunControl) -> str:
+    return "stop" if control.stopped else "pause" if control.paused else "resume"
+
+
+def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[RunEvent], None],
+           alive: Callable[[], bool], where: str) -> Finished:
+    """On the caller's side: hand the remote events to ``callback`` and forward ``control``'s
+    changes, until the remote run reports its end; ``alive()`` false with nothing left to read means
+    the remote side died (``where`` names it in the error)."""
+    sent, ended = "resume", False
+    while True:
+        state = _control_state(control)
+        if state != sent:
+            commands.put(state)
+            sent = state
+        try:
+            item = events.get(timeout=POLL_SECONDS)
+        except (queue.Empty, TimeoutError):
+            if ended:  # looked once more after it ended: nothing was in flight
+                raise RemoteRunError(f"the run's {where} ended without reporting its end") from None
+            ended = not alive()
+            continue
+        if item[0] == "event":
+            callback(item[1])
+        elif item[0] == "done":
+            return Finished(item[1], item[2])
+        else:
+            raise RemoteRunError(item[1])
+
+
+class ProcessExecutor:
+    """Each run in a fresh ``spawn``-ed process (its own interpreter, GIL and JAX runtime)."""
+
+    name = "process"
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._ctx = multiprocessing.get_context("spawn")
+
+    def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
+                after: After | None = None, **run_kwargs: Any) -> Finished:
+        events, commands = self._ctx.Queue(), self._ctx.Queue()
+        process = self._ctx.Process(target=execute_here, args=(settings, run_kwargs, after, events, commands),
+                                    name="nqs-run", daemon=True)
+        process.start()
+        try:
+            return follow(events, commands, control, callback, process.is_alive, "process")
+        finally:
+            commands.put("stop")  # nothing if it ended; a run left behind by an error here stops
+            process.join(POLL_SECONDS * 20)
+            events.close()
+            commands.close()
+
+
+class _PickledQueue:
+    """A ``distributed.Queue`` of pickled items (the scheduler only passes msgpack-able bytes).
+
+    ``get`` takes whatever waits in one call (``batch=True`` never blocks on the scheduler, where a
+    timed-out ``get`` logs an error) and looks once more after ``timeout`` before it raises Empty.
+    """
+
+    def __init__(self, name: str, client: Any = None) -> None:
+        from distributed import Queue
+
+        self.name, self._queue = name, Queue(name, client=client)
+        self._buffer: deque[bytes] = deque()
+
+    def put(self, item: Any) -> None:
+        self._queue.put(pickle.dumps(item))
+
+    def get(self, timeout: float | None = None) -> Any:
+        if not self._buffer:
+            self._buffer.extend(self._queue.get(batch=True))
+        if not self._buffer and timeout:
+            time.sleep(timeout)
+            self._buffer.extend(self._queue.get(batch=True))
+        if not self._buffer:
+            raise queue.Empty
+        return pickle.loads(self._buffer.popleft())
+
+    def close(self) -> None:
+        self._queue.close()
+
+
+def _execute_on_worker(settings: RunSettings, run_kwargs: dict[str, Any], after: After | None, events: str,
+                       commands: str) -> str:
+    """The Dask task: the run, with its queues bound to this worker's client (the command relay's
+    thread has no task context to find it)."""
+    from distributed import get_client
+
+    client = get_client()
+    execute_here(settings, run_kwargs, after, _PickledQueue(events, client), _PickledQueue(commands, client))
+    return "ended"
+
+
+class DaskExecutor:
+    """Each run as one task on a Dask ``distributed`` cluster (scheduler at ``address``)."""
+
+    name = "dask"
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The connection to the scheduler (made on first use, shared by every run)."""
+        with self._lock:
+            if self._client is None:
+                from distributed import Client
+
+                self._client = Client(self.address, set_as_default=False)
+            return self._client
+
+    def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
+                after: After | None = None, **run_kwargs: Any) -> Finished:
+        run_id = uuid.uuid4().hex
+        events = _PickledQueue(f"nqs-events-{run_id}", self.client)
+        commands = _PickledQueue(f"nqs-commands-{run_id}", self.client)
+        future = self.client.submit(_execute_on_worker, settings, run_kwargs, after, events.name, commands.name,
+                                    pure=False, key=f"nqs-run-{run_id}")
+        try:
+            return follow(events, commands, control, callback, lambda: not future.done(), "Dask task")
+        except RemoteRunError:
+            if future.status == "error":
+                raise RemoteRunError(f"the Dask task failed: {future.exception()!r}") from None
+            raise
+        finally:
+            if not future.done():
+                commands.put("stop")
+            events.close()
+            commands.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def executor_from_env(default: str = "thread") -> Executor:
+    """``NQS_DASK_SCHEDULER=tcp://host:port`` → Dask; else ``NQS_EXECUTOR`` (thread | process | dask)
+    or ``default``.  A bad value raises ValueError naming the variable."""
+    address = os.environ.get("NQS_DASK_SCHEDULER", "").strip()
+    kind = os.environ.get("NQS_EXECUTOR", "").strip().lower() or ("dask" if address else default)
+    if kind not in EXECUTORS:
+        raise ValueError(f"NQS_EXECUTOR={kind!r}: choose one of {', '.join(EXECUTORS)}")
+    if kind == "dask":
+        if not address:
+            raise ValueError("NQS_EXECUTOR=dask needs NQS_DASK_SCHEDULER=tcp://host:port (the scheduler's address)")
+        return DaskExecutor(address)
+    return ProcessExecutor() if kind == "process" else ThreadExecutor()
+
+
+__all__ = ["EXECUTORS", "DaskExecutor", "Executor", "Finished", "ProcessExecutor", "RemoteRunError",
+           "ThreadExecutor", "apply_after", "execute_here", "executor_from_env", "follow", "portable_event"]

@@ -1,0 +1,179 @@
+"""Executors (nqs_core/executors.py): a queue of runs gives the same results in this thread, in local
+processes and on a Dask ``LocalCluster``; pause, resume and stop reach a run in another process.
+
+Everything waits on events (a drained phase, a record, a result); timeouts only guard against a hang.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import pytest
+from conftest import poll_until
+
+from app.run_queue import RunQueue
+from app.runner import Runner
+from nqs_core.events import RunControl, RunEvent
+from nqs_core.executors import (
+    DaskExecutor,
+    ProcessExecutor,
+    RemoteRunError,
+    ThreadExecutor,
+    executor_from_env,
+    follow,
+)
+from nqs_core.settings import RunSettings
+
+CHAIN = dict(hamiltonian="heisenberg", lattice="chain", L=8, model="rbm", samples=128, chains=8, steps=6,
+             eval_samples=256)
+SEEDS = (0, 1, 2)
+RUN_KWARGS = {"reference": False, "exact": False, "n_show": 4}
+
+
+def run_queue_through(executor: Any, seeds: tuple[int, ...] = SEEDS, slots: int = 2) -> dict[int, Any]:
+    """Each seed's run started at once by its own session's Runner on one RunQueue(``slots``); the
+    RunResult of each, once all ended."""
+    line = RunQueue(slots)
+    runners = {seed: Runner(name=f"seed{seed}", executor=executor, run_queue=line, run_kwargs=RUN_KWARGS)
+               for seed in seeds}
+    results: dict[int, Any] = {}
+    for seed, runner in runners.items():
+        runner.start(RunSettings(**CHAIN, seed=seed))
+
+    def drain() -> None:
+        for seed, runner in runners.items():
+            batch = runner.drain()
+            assert batch.phase != "error", runner.message
+            if batch.result is not None:
+                results[seed] = batch.result
+
+    poll_until(drain, lambda: len(results) == len(seeds), 600, f"the runs through {executor.name}",
+               status=lambda: str({s: r.phase for s, r in runners.items()}))
+    for runner in runners.values():
+        assert runner.join(60)
+    assert line.running == 0 and line.waiting == 0
+    return results
+
+
+def outcome(result: Any) -> tuple[list[float], float]:
+    return [r.energy for r in result.history], result.summary["final_energy"]
+
+
+@pytest.fixture(scope="module")
+def in_thread() -> dict[int, Any]:
+    return run_queue_through(ThreadExecutor())
+
+
+@pytest.mark.slow
+def test_local_processes_give_the_same_results_as_this_thread(in_thread: dict[int, Any]) -> None:
+    in_processes = run_queue_through(ProcessExecutor())
+    for seed in SEEDS:
+        assert outcome(in_processes[seed]) == outcome(in_thread[seed]), seed
+        assert in_processes[seed].state is None and in_processes[seed].phase == "done"
+        assert len(in_processes[seed].history) == CHAIN["steps"]
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Any:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  host="127.0.0.1") as cluster:
+        yield cluster
+
+
+@pytest.mark.slow
+def test_a_dask_cluster_gives_the_same_results_as_this_thread(in_thread: dict[int, Any], dask_cluster: Any) -> None:
+    executor = DaskExecutor(dask_cluster.scheduler_address)
+    try:
+        on_cluster = run_queue_through(executor)
+    finally:
+        executor.close()
+    for seed in SEEDS:
+        assert outcome(on_cluster[seed]) == outcome(in_thread[seed]), seed
+        assert on_cluster[seed].phase == "done"
+
+
+def drain_until(runner: Runner, predicate: Any, what: str) -> None:
+    poll_until(runner.drain, lambda: predicate(runner), 300, what,
+               status=lambda: f"(phase {runner.phase}, step {runner.step}: {runner.message})")
+
+
+def pause_resume_stop(executor: Any) -> Any:
+    """A long run: pause once it steps, resume, stop; its final result."""
+    runner = Runner(name="long", executor=executor, run_kwargs=RUN_KWARGS)
+    runner.start(RunSettings(**{**CHAIN, "steps": 100_000}))
+    drain_until(runner, lambda r: r.step >= 2, "the first steps")
+    runner.pause()
+    drain_until(runner, lambda r: r.phase == "paused", "the pause")
+    held = runner.step
+    runner.resume()
+    drain_until(runner, lambda r: r.step >= held + 2, "steps after the resume")
+    runner.stop()
+    seen: list[Any] = []
+    poll_until(lambda: seen.append(runner.drain().result), lambda: seen[-1] is not None, 300, "the stopped result")
+    assert runner.join(60) and runner.phase == "stopped"
+    return seen[-1]
+
+
+@pytest.mark.slow
+def test_pause_resume_and_stop_reach_a_run_in_another_process() -> None:
+    result = pause_resume_stop(ProcessExecutor())
+    assert result.summary["stop_reason"] == "stopped" and 4 <= len(result.history) < 100_000
+    assert [r.step for r in result.history] == list(range(len(result.history)))  # nothing lost or repeated
+
+
+@pytest.mark.slow
+def test_stop_reaches_a_run_on_the_dask_cluster(dask_cluster: Any) -> None:
+    executor = DaskExecutor(dask_cluster.scheduler_address)
+    try:
+        result = pause_resume_stop(executor)
+    finally:
+        executor.close()
+    assert result.summary["stop_reason"] == "stopped"
+
+
+class Channel:
+    """A plain queue standing in for the remote side's event and command channels."""
+
+    def __init__(self, *items: Any) -> None:
+        self.q: queue.Queue = queue.Queue()
+        for item in items:
+            self.q.put(item)
+
+    def put(self, item: Any) -> None:
+        self.q.put(item)
+
+    def get(self, timeout: float | None = None) -> Any:
+        return self.q.get(timeout=timeout)
+
+
+def test_follow_forwards_control_and_reports_remote_ends() -> None:
+    event = RunEvent(kind="phase", phase="running")
+    heard: list[RunEvent] = []
+    control, commands = RunControl(), Channel()
+    control.pause()
+    done = follow(Channel(("event", event), ("done", "result", {"x": 1})), commands, control, heard.append,
+                  lambda: True, "test")
+    assert heard == [event] and done.result == "result" and done.extras == {"x": 1}
+    assert commands.get(timeout=0) == "pause"
+    with pytest.raises(RemoteRunError, match="ValueError: L"):
+        follow(Channel(("error", "ValueError: L")), Channel(), RunControl(), heard.append, lambda: True, "test")
+    with pytest.raises(RemoteRunError, match="process ended without reporting its end"):
+        follow(Channel(), Channel(), RunControl(), heard.append, lambda: False, "process")
+
+
+def test_the_executor_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NQS_EXECUTOR", raising=False)
+    monkeypatch.delenv("NQS_DASK_SCHEDULER", raising=False)
+    assert executor_from_env().name == "thread" and executor_from_env("process").name == "process"
+    monkeypatch.setenv("NQS_DASK_SCHEDULER", "tcp://127.0.0.1:8786")
+    chosen = executor_from_env()
+    assert chosen.name == "dask" and chosen.address == "tcp://127.0.0.1:8786"  # connects on first use only
+    monkeypatch.setenv("NQS_EXECUTOR", "threads")
+    with pytest.raises(ValueError, match="NQS_EXECUTOR='threads': choose one of thread, process, dask"):
+        executor_from_env()
+    monkeypatch.setenv("NQS_EXECUTOR", "dask")
+    monkeypatch.delenv("NQS_DASK_SCHEDULER")
+    with pytest.raises(ValueError, match="needs NQS_DASK_SCHEDULER"):
+        executor_from_env()
