@@ -18,12 +18,14 @@ import numpy as np
 import panel as pn
 import param
 
+from app.export_panel import ExportPanel
 from app.export import HISTORY_FIELDS, LoadedRun, history_csv, load_run_file, parse_run_json, run_json
 from app.pictures import final_pictures
 from app.reference_job import ReferenceJob, hamiltonian_key
 from app.runner import FINAL_PHASES, Runner, live_workers, queued_workers, stopping_workers
 from app.upload import SessionFolder, display_name, upload_input
 from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
+from app.snapshot import RunSnapshot
 from app.views.diagnostics import DiagnosticsView
 from app.views.energy import EnergyView, method_name
 from app.views.fields import NumberField
@@ -102,6 +104,7 @@ class Lab:
         self._build_controls()
         self._build_buttons()
         self._build_export()
+        self.slides = ExportPanel(self.snapshot)  # movie, figures and report of the run (app/export_panel.py)
         self.large_font = pn.ui.Switch(label="Large fonts (projector)", value=False)
         # Material UI sizes its text in rem and the figures' text follows the root font size too
         # (assets/lab.css): a larger root font size enlarges everything, in the browser alone
@@ -184,7 +187,7 @@ class Lab:
             self.preset, self.story, buttons, self.status, self.message,
             *self.control_groups,
             heading("Export and load"),
-            pn.Row(self.download_csv, self.download_json), self.download_ckpt,
+            pn.Row(self.download_csv, self.download_json), self.download_ckpt, self.slides,
             pn.pane.HTML("Load an exported run (the JSON or the checkpoint) to view it again:",
                          styles={"font-size": "0.9rem"}, margin=(0, 8)), self.upload,
             heading("Display"), self.large_font, self.server_line,
@@ -481,6 +484,9 @@ class Lab:
             self._refresh_stage()
             self.server_line.object = self._server_text()
             self.ising.tick()
+            snap = self.snapshot()
+            self.spins.poll(snap)  # the Metropolis movie
+            self.slides.refresh(snap)
         except Exception:  # a broken update must not kill the periodic callback
             log.exception("tick failed")
 
@@ -506,6 +512,13 @@ class Lab:
         return text
 
     # ----- export / load ----------------------------------------------------------------
+    def snapshot(self) -> RunSnapshot:
+        """The run as the slide exports and the Metropolis movie see it; a loaded run (phase idle) has
+        no checkpoint of this session."""
+        ckpt = self.checkpoint if self.runner.phase != "idle" else None
+        return RunSnapshot(self.run_settings, self.history, self.reference, self.summary, ckpt,
+                           self.runner.phase, self.runner.alive)
+
     def _csv_bytes(self) -> io.BytesIO:
         return io.BytesIO(history_csv(self.history).encode())
 

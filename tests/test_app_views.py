@@ -170,3 +170,133 @@ def test_momentum_label_at_k_pi_does_not_flip_with_the_sign_of_rounding():
     assert k_over_pi(-1.0 - 2e-18j) == k_over_pi(-1.0 + 2e-17j) == 1.0
     assert k_over_pi(1.0 - 1e-17j) == pytest.approx(0.0, abs=1e-12)
     assert k_over_pi(1j) == pytest.approx(0.5)
+
+
+# ----- the Metropolis movie and the slide exports (issue 12) ---------------------------------------------
+MOVIE_RUN = dict(preset="custom", hamiltonian="heisenberg", lattice="square", L=4, bc="periodic", model="rbm",
+                 samples=64, chains=4, steps=6, eval_samples=256, dtype="float32")
+
+
+def assert_accepted_moves(frames: list[tuple[int, int, np.ndarray]], sizes: set[int]) -> int:
+    """Consecutive frames (movie, frame index, configuration as streamed) of one movie differ by exactly
+    one accepted move: a number of changed spins in ``sizes`` (0 or 1 for local flips, 0 or 2 for
+    exchanges, where the two spins were opposite and swap); returns the number of moves seen."""
+    moves = 0
+    for (m0, p0, a), (m1, p1, b) in zip(frames, frames[1:]):
+        if m1 != m0:
+            continue  # a new movie is a new stream
+        assert p1 == p0 + 1, "a streamed frame was skipped"
+        diff = np.flatnonzero(a != b)
+        assert len(diff) in sizes, (p1, diff)
+        if len(diff) == 2:
+            assert a[diff[0]] == -a[diff[1]] and np.array_equal(a[diff], b[diff[::-1]])  # an exchange
+        moves += len(diff) > 0
+    return moves
+
+
+@pytest.fixture(scope="module")
+def finished_lab():
+    """A lab session (no server) after a short 4×4 Heisenberg run (Sᶻ-conserving exchange moves)."""
+    from conftest import tick_until
+
+    from app.lab import Lab
+
+    lab = Lab()
+    lab.settings.param.update(**MOVIE_RUN)
+    lab._on_run()
+    tick_until(lab, lambda: not lab.runner.alive and lab.runner.phase == "done", 300, "the run to end")
+    yield lab
+    lab.shutdown()
+
+
+@pytest.mark.slow
+def test_the_lab_streams_a_metropolis_movie_move_by_move(finished_lab):
+    from conftest import tick_until
+
+    lab, movie = finished_lab, finished_lab.spins.movie
+    seen: list[tuple[int, int, np.ndarray]] = []
+    movies: dict[int, tuple] = {}  # movie number: (trajectory, its frame order)
+
+    def record() -> None:
+        if movie.traj is not None and (not seen or seen[-1][:2] != (movie.movies, movie.pos)):
+            seen.append((movie.movies, movie.pos, movie.shown()))
+            movies[movie.movies] = (movie.traj, movie.order)
+
+    tick_until(lab, lambda: len(seen) >= 12, 120, "12 movie frames", each=record)
+    assert movies[seen[0][0]][0].configs.shape == (121, 16)  # 120 Metropolis sub-steps of one chain
+    # accepted moves only: every frame is one exchange of two opposite spins (Sᶻ-conserving sampler)
+    assert assert_accepted_moves(seen, {2}) >= 10
+    for m, p, shown in seen:  # the streamed configurations are the sampler's, in order
+        traj, order = movies[m]
+        assert np.array_equal(shown, traj.configs[order[p]])
+    assert f"chain 0 from the checkpoint after step {movie.movie.step}" in movie.caption.object
+
+
+def test_the_movie_strip_of_a_chain_holds_every_sub_step(tmp_path):
+    """A TFIM chain (local flips), every proposal shown: the strip's newest column is the sampler's
+    configuration of that sub-step, rejected ones included (no change)."""
+    from app.chain_movie import Movie
+    from app.views.movie import MovieView
+    from nqs_core.checkpoint import load_checkpoint
+    from nqs_core.driver import run
+    from nqs_core.exports.movie import chain_trajectory
+    from nqs_core.settings import RunSettings
+
+    settings = RunSettings(hamiltonian="tfim", lattice="chain", L=6, samples=64, chains=4, steps=3, eval_samples=0)
+    run(settings, checkpoint=tmp_path / "run.npz")
+    traj = chain_trajectory(settings, load_checkpoint(tmp_path / "run.npz"), 80)
+    view = MovieView()
+    view.accepted_only.value = False
+    view.play(Movie(traj, 2))
+    seen = [(1, 0, view.shown())]
+    for _ in range(80):
+        view.advance()
+        seen.append((1, view.pos, view.shown()))
+    assert np.array_equal(np.array([s for _, _, s in seen]), traj.configs)
+    flips = [len(np.flatnonzero(a != b)) for (_, _, a), (_, _, b) in zip(seen, seen[1:])]
+    assert set(flips) <= {0, 1} and 0 < sum(flips) < 80  # flips and rejections
+    assert assert_accepted_moves(seen, {0, 1}) == sum(flips)
+    assert len(view.source.data["x"]) == 60 * 6  # the strip scrolls: 60 columns of 6 sites
+
+
+def test_exports_without_a_run_say_why():
+    import asyncio
+
+    from app.export_panel import ExportPanel, ExportUnavailable
+    from app.lab import Lab
+
+    lab = Lab()
+    lab.slides.refresh(lab.snapshot())
+    assert all(b.disabled for b in lab.slides.buttons.values())
+    assert "Nothing to export yet" in lab.slides.note.object
+    with pytest.raises(ExportUnavailable):
+        asyncio.run(lab.slides.buttons["report.html"].callback())
+    assert "Nothing to export yet: run (or load) a run first." in lab.slides.note.object
+    assert isinstance(lab.slides, ExportPanel)
+
+
+@pytest.mark.slow
+def test_exports_of_a_finished_run_from_the_lab(finished_lab):
+    import asyncio
+    import io
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    lab = finished_lab
+    lab.slides.refresh(lab.snapshot())
+    assert not any(b.disabled for b in lab.slides.buttons.values()), lab.slides.note.object
+
+    def fetch(name: str) -> bytes:
+        return asyncio.run(lab.slides.buttons[name].callback()).read()
+
+    with Image.open(io.BytesIO(fetch("energy.png"))) as img:
+        assert img.size == (1920, 1080)
+    root = ET.fromstring(fetch("relative_error.svg"))
+    assert root.tag.endswith("svg")
+    report = fetch("report.html").decode()
+    s = lab.summary
+    assert f"{s['final_energy']:.6f} ± {s['final_error']:.6f}" in report and "heisenberg" in report
+    with Image.open(io.BytesIO(fetch("metropolis.gif"))) as gif:
+        assert gif.n_frames == 120 and gif.size == (1920, 1080)
+    assert "metropolis.gif" in lab.slides.note.object and "sent to the browser" in lab.slides.note.object

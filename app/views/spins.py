@@ -1,6 +1,7 @@
-"""Spin configurations: the current samples drawn on the lattice, like a Metropolis animation.
+"""Spin configurations: one chain's Metropolis movie (:mod:`app.views.movie`, the default) or, by a
+toggle, the sampled batch of the latest steps drawn on the lattice.
 
-Square lattices: one L×L tile per shown sample, side by side (squares coloured by spin).
+Batch, square lattices: one L×L tile per shown sample, side by side (squares coloured by spin).
 Chains: a space–time strip, one row per successive sample, newest at the top.
 Every frame (one set of samples per update) is kept in a bounded ring so a player can scrub
 through them afterwards.
@@ -14,11 +15,14 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d
 
+from app.snapshot import RunSnapshot
 from app.views.common import heading, set_text, with_heading, GREY, SPIN_DOWN, SPIN_UP, make_figure
+from app.views.movie import MovieView
 
 MAX_FRAMES = 400
 STRIP_ROWS = 96
 MAX_TILES = 4
+MOVIE, BATCH = "Metropolis movie (one chain)", "Sampled batch"
 
 
 def tile_image(samples: np.ndarray, L: int, n_tiles: int = MAX_TILES) -> np.ndarray:
@@ -72,11 +76,24 @@ class SpinsView:
         self.frame.param.watch(self._on_frame, "value")
         self.figures = [self.fig]
         self.block = with_heading(self.fig)
-        self.panel = pn.Column(self.block, self.caption, self.player, self.follow,
-                               sizing_mode="stretch_width", name=self.title)
+        self.batch = pn.Column(self.block, self.caption, self.player, self.follow, sizing_mode="stretch_width",
+                               visible=False)
+        self.movie = MovieView()
+        self.mode = pn.ui.RadioButtonGroup(options=[MOVIE, BATCH], value=MOVIE, margin=(8, 10))
+        self.mode.param.watch(self._on_mode, "value")
+        self.panel = pn.Column(self.mode, self.movie.panel, self.batch, sizing_mode="stretch_width", name=self.title)
+
+    def _on_mode(self, event) -> None:
+        self.movie.panel.visible = event.new == MOVIE
+        self.batch.visible = event.new == BATCH
+
+    def poll(self, snap: RunSnapshot) -> None:
+        """Every tick: the movie plays, and is computed only while it is the chosen picture."""
+        self.movie.poll(snap, active=self.mode.value == MOVIE)
 
     def reset(self, kind: str, L: int) -> None:
         self.kind, self.L = kind, L
+        self.movie.reset()
         self.frames.clear()
         self.source.data = dict(image=[np.full((1, 1), np.nan)], x=[0], y=[0], dw=[1], dh=[1])
         self.player.param.update(start=0, end=1, value=0, disabled=True)
