@@ -26,14 +26,16 @@ from app.runner import FINAL_PHASES, Runner, live_workers, queued_workers, stopp
 from app.upload import SessionFolder, display_name, upload_input
 from app.settings import CONTROLS, GROUPS, PRESETS, LabSettings
 from app.snapshot import RunSnapshot
+from app.views.compare import CompareView
 from app.views.diagnostics import DiagnosticsView
-from app.views.energy import EnergyView, method_name
+from app.views.energy import EnergyView, method_name, reference_energy
 from app.views.fields import NumberField
 from app.views.link import apply_link, link_query
 from app.views.ising import IsingView
 from app.views.momentum import MomentumView
 from app.views.sign import SignView
 from app.views.spins import SpinsView
+from app.views.sweep import SweepView
 from nqs_core.hamiltonians import CONVENTIONS
 from nqs_core.lattice import make_lattice
 from nqs_core.settings import RunSettings, SettingsError
@@ -100,6 +102,10 @@ class Lab:
         self.spins, self.energy, self.sign = SpinsView(), EnergyView(), SignView()
         self.momentum, self.diagnostics, self.ising = MomentumView(), DiagnosticsView(), IsingView()
         self.views = [self.spins, self.energy, self.sign, self.momentum, self.diagnostics, self.ising]
+        self.compare = CompareView(self.settings, run_preset=self._run_preset)  # finished runs as overlays
+        self.compare.attach(self.energy.overlays)
+        self.sweep = SweepView(self.settings, busy=lambda: self.runner.alive, run_queue=lambda: self.runner.run_queue)
+        self.views[4:4] = [self.compare, self.sweep]  # after Momentum
 
         self._build_controls()
         self._build_buttons()
@@ -250,6 +256,9 @@ class Lab:
         log.info("Run pressed in %s", self.runner.name)
         if self.runner.alive:
             return
+        if self.sweep.alive:
+            self._say("Not started: a sweep is running (Stop it in the Sweep tab first).", error=True)
+            return
         refused = self.refused()
         try:
             if refused:
@@ -273,6 +282,14 @@ class Lab:
         self._say("")
         self._refresh_buttons()
         self._set_status(self.runner.status_text(reason=False))
+
+    def _run_preset(self, name: str) -> None:
+        """Run the preset ``name`` (the Compare tab's comparison runs its presets one after the other)."""
+        def run() -> None:
+            self.settings.preset = name
+            self._on_run()
+
+        self._locked(run)
 
     def _on_pause(self, *_: Any) -> None:
         self.runner.pause()
@@ -427,7 +444,8 @@ class Lab:
         sign_note = "" if settings.hamiltonian != "tfim" else \
             "TFIM: the ground state is positive, there is no sign structure to learn"
         self.sign.reset(sign_note)
-        self.momentum.reset(lat, settings.k)
+        self.momentum.reset(lat, settings.k, settings.hamiltonian == "tfim")
+        self.compare.store.release_shown()  # the run shown so far becomes an overlay
         self.diagnostics.reset()
 
     def tick(self) -> None:
@@ -468,6 +486,9 @@ class Lab:
                 self._say(self._summary_text())
                 if self.runner.phase in ("done", "stopped"):
                     self._notify(f"Run {self.runner.phase}: {self._summary_text()}")
+                self.momentum.correlations.start_final(batch.result)
+                self.compare.run_finished(self.run_settings, self.history, reference_energy(self.reference),
+                                          self.runner.phase)  # kept as an overlay; a comparison goes on
             if batch.phase in ("error", "diverged"):
                 what = "The run diverged" if batch.phase == "diverged" else "The run failed"
                 self._say(f"{what}: {batch.message} (the plots keep its last finite steps)", error=True)
@@ -487,6 +508,8 @@ class Lab:
             snap = self.snapshot()
             self.spins.poll(snap)  # the Metropolis movie
             self.slides.refresh(snap)
+            for view in (self.compare, self.sweep, self.momentum):
+                view.tick()
         except Exception:  # a broken update must not kill the periodic callback
             log.exception("tick failed")
 

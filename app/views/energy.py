@@ -15,6 +15,7 @@ import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource, Label, Span
 
+from app.views.compare import OverlayLines
 from app.views.common import TEXT, append, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, caption_pane, empty_like, finite, \
     make_figure, set_text, with_heading
 
@@ -131,6 +132,8 @@ class EnergyView:
                                    height=260, x_range=self.fig.x_range)
         self.var_fig.line("step", "variance", source=self.var_source, color=BLUE, line_width=2)
 
+        # the session's earlier runs, drawn by app.views.compare.CompareView (attach)
+        self.overlays = [OverlayLines(self.fig, "energy"), OverlayLines(self.rel_fig, "relative_error")]
         self.figures = [self.fig, self.rel_fig, self.var_fig]
         self.panel = pn.Column(with_heading(self.fig, self.convention, self.ref_label),
                                pn.Row(with_heading(self.rel_fig), with_heading(self.var_fig),

@@ -19,6 +19,7 @@ from bokeh.palettes import Viridis256
 from nqs_core.lattice import Lattice
 from nqs_core.observables import structure_factor
 
+from app.views.correlations import CorrelationMap
 from app.views.common import SMALL_TEXT, append, caption_pane, set_text, with_heading, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, make_figure
 
 TRAIL = 300
@@ -87,14 +88,17 @@ class MomentumView:
         self._recent: deque[np.ndarray] = deque(maxlen=20)
         self.lattice: Lattice | None = None
         self._chosen: tuple[float, float] | None = None
-        self.figures = [self.bz_fig, self.circle_fig, self.sq_fig]
+        self.correlations = CorrelationMap()  # the real-space map beside S(q)
+        self.figures = [self.bz_fig, self.circle_fig, self.sq_fig, self.correlations.fig]
         # a FlexBox wraps the fixed-size figures onto a second line where the main area is narrow
         self.panel = pn.FlexBox(with_heading(self.bz_fig, self.bz_note, self.sectors_note), with_heading(self.circle_fig, self.circle_note),
-                                with_heading(self.sq_fig), flex_wrap="wrap", sizing_mode="stretch_width",
+                                with_heading(self.sq_fig), with_heading(self.correlations.fig, self.correlations.note),
+                                flex_wrap="wrap", sizing_mode="stretch_width",
                                 name=self.title)
 
-    def reset(self, lattice: Lattice, k: tuple[float, ...] | None) -> None:
+    def reset(self, lattice: Lattice, k: tuple[float, ...] | None, ising: bool = False) -> None:
         self.lattice = lattice
+        self.correlations.reset(lattice, ising)
         momenta_over_pi = lattice.momenta() / np.pi
         self._recent.clear()
         self.circle_source.data = empty_like(self.circle_source)
@@ -188,6 +192,11 @@ class MomentumView:
         h = w if q.shape[1] > 1 else np.ones(len(q))
         self.sq_mapper.high = float(max(np.max(s), 1e-9))
         self.sq_source.data = dict(qx=qx.tolist(), qy=qy.tolist(), s=s.tolist(), w=w.tolist(), h=h.tolist())
+        self.correlations.update(samples)
+
+    def tick(self) -> None:
+        """Draw what finished in the background (the final correlation map); the lab's periodic callback."""
+        self.correlations.poll()
 
 
 

@@ -1,0 +1,134 @@
+"""Runs side by side (issue 12, item 1), the sweep tab's refusals and the correlation map: the labels of
+what differs, the overlay store, the legend entries, the sign-problem comparison's order, and the map
+of a Néel state; no server, no VMC run."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from app.overlays import MAX_KEPT, OverlayStore, difference_labels, run_series, setting_text
+from app.settings import LabSettings
+from app.sweep_job import curve_grid
+from app.views.compare import SIGN_PROBLEM, CompareView
+from app.views.correlations import map_rows, sample_map
+from app.views.sweep import SweepView
+from nqs_core.lattice import make_lattice
+from nqs_core.presets import get_preset
+from nqs_core.settings import RunSettings
+
+
+def record(step: int, energy: float, **extra) -> SimpleNamespace:
+    fields = dict(marshall_agreement=None, sign_agreement=None, fidelity=None, translation_eigenvalue=None)
+    return SimpleNamespace(step=step, energy=energy, **{**fields, **extra})
+
+
+def test_labels_name_the_settings_that_differ():
+    no_sign, marshall = (get_preset(name).settings() for name in SIGN_PROBLEM)
+    assert difference_labels([no_sign, marshall], marshall) == ["sign prior: none", "sign prior: Marshall"]
+    # the current settings count: a run like them is named by what the others change
+    assert difference_labels([marshall], marshall.replace(J2=0.5)) == ["J2: 0.3"]
+    assert difference_labels([marshall], marshall) == ["same settings as now"]
+    many = marshall.replace(J2=0.5, L=6, lr=0.01, seed=3)
+    assert difference_labels([marshall, many], None)[1] == "L: 6, J2: 0.5, learning rate: 0.01, …"
+    assert setting_text("k", (1.0,)) == "momentum sector k: π" and setting_text("k", None).endswith("k: none")
+    assert setting_text("model", "convnext") == "model: ConvNeXt"
+
+
+def test_store_keeps_labels_hides_and_clears():
+    store = OverlayStore(current=RunSettings(sign="marshall"))
+    assert store.keep(RunSettings(sign="none"), [], None) is None  # a run without steps is not kept
+    first = store.keep(RunSettings(sign="none"), [record(0, -8.0), record(1, -9.0)], -10.0, "done")
+    assert first.label == "run 1 · sign prior: none" and store.shown == 1
+    assert store.overlays() == [] and store.overlays(include_shown=True) == [first]
+    store.release_shown()  # a new run starts: the finished one becomes an overlay
+    assert store.overlays() == [first]
+    second = store.keep(RunSettings(sign="marshall"), [record(0, -9.5)], -10.0)
+    assert [r.label for r in store.runs] == ["run 1 · sign prior: none", "run 2 · sign prior: Marshall"]
+    store.current = RunSettings(sign="marshall", L=6)  # the labels follow the current settings
+    assert store.runs[0].label == "run 1 · L: 4, sign prior: none"
+    version = store.version
+    store.set_visible([2])
+    assert not first.visible and second.visible and store.version > version
+    for _ in range(MAX_KEPT + 2):
+        store.keep(RunSettings(), [record(0, -1.0)], None)
+    assert len(store.runs) == MAX_KEPT and store.runs[-1].number == MAX_KEPT + 4
+    store.clear()
+    assert store.runs == [] and store.shown is None
+
+
+def test_series_per_site_relative_error_and_momentum():
+    history = [record(0, -8.0, marshall_agreement=0.5, translation_eigenvalue=(-1.0, -1e-12)),
+               record(1, float("nan"), fidelity=0.9), record(2, -10.0, sign_agreement=1.0)]
+    s = run_series(history, 4, -10.0)
+    assert s["energy"] == ([0, 2], [-2.0, -2.5])
+    assert s["relative_error"] == ([0], [pytest.approx(0.2)])  # 0 has no place on a log axis
+    assert s["marshall"] == ([0], [0.5]) and s["fidelity"] == ([1], [0.9]) and s["sign_agreement"] == ([2], [1.0])
+    assert s["momentum"] == ([0], [1.0])  # k = π, whatever the rounding sign of Im⟨T⟩
+    assert run_series(history, 4, None)["relative_error"] == ([], [])
+
+
+def test_overlay_lines_name_each_run_in_the_legend_and_follow_hide():
+    view = CompareView(LabSettings(preset="j1j2-marshall"))
+    for name in SIGN_PROBLEM:
+        view.store.keep(get_preset(name).settings(), [record(0, -8.0), record(1, -8.2)], -8.5)
+    view.tick()
+    items = [item for item in view.figures[0].legend[0].items if item.visible]
+    assert [item.label.value for item in items] == ["run 1 · sign prior: none", "run 2 · sign prior: Marshall"]
+    assert view.choice.value == [1, 2]
+    view.choice.value = [2]  # untick run 1
+    view.tick()
+    assert [i.label.value for i in view.figures[0].legend[0].items if i.visible] == ["run 2 · sign prior: Marshall"]
+    view.clear_button.clicks += 1
+    view.tick()
+    assert not any(i.visible for i in view.figures[0].legend[0].items) and view.choice.options == {}
+
+
+def test_the_sign_problem_comparison_runs_both_presets_in_turn():
+    started: list[str] = []
+    view = CompareView(LabSettings(), run_preset=started.append)
+    view.comparison_button.clicks += 1
+    assert started == ["j1j2-no-sign"]
+    view.run_finished(get_preset("j1j2-no-sign").settings(), [record(0, -8.0)], None, "done")
+    assert started == ["j1j2-no-sign", "j1j2-marshall"]
+    view.run_finished(get_preset("j1j2-marshall").settings(), [record(0, -8.0)], None, "done")
+    assert len(started) == 2 and len(view.store.runs) == 2
+    view.start_comparison()
+    view.run_finished(get_preset("j1j2-no-sign").settings(), [record(0, -8.0)], None, "stopped")
+    assert view.plan == [] and len(started) == 3  # a stopped run ends the comparison
+
+
+@pytest.mark.parametrize("coupling, text, setting", [("h", "0.5:1.5:1", "h"), ("h", "0.5:30:5", "h"),
+                                                     ("h", "1:2", "h")])
+def test_sweep_refuses_a_range_naming_the_setting(coupling, text, setting):
+    settings = LabSettings(preset="tfim-critical")
+    view = SweepView(settings)
+    view.coupling, view.range_text = coupling, text
+    assert not view.start() and view.job is None
+    assert view.message.startswith(f"Not started: {setting} ") or f" {setting} " in view.message, view.message
+
+
+def test_sweep_refuses_a_time_budget_and_follows_the_hamiltonian():
+    settings = LabSettings(preset="j1j2-marshall")
+    view = SweepView(settings)
+    assert view.coupling == "J2" and "J" not in view.param.coupling.objects
+    settings.time_budget = 30.0
+    assert not view.start() and "time_budget" in view.message
+    settings.hamiltonian = "tfim"
+    assert view.coupling == "h" and view.range_text == "0.5:1.5:5"
+
+
+def test_curve_grid_holds_the_swept_values():
+    grid = curve_grid((0.5, 0.75, 1.0, 1.33), n=5)
+    assert grid[0] == 0.5 and grid[-1] == 1.33 and {0.75, 1.0} <= set(grid) and grid == sorted(grid)
+
+
+def test_correlation_map_of_a_neel_state_alternates():
+    chain = make_lattice("chain", 6, "periodic")
+    neel = np.array([[1, -1, 1, -1, 1, -1], [-1, 1, -1, 1, -1, 1]])
+    assert np.allclose(sample_map(neel, chain, ising=True), [1, -1, 1, -1, 1, -1])
+    assert np.allclose(sample_map(neel, chain, ising=False), np.array([1, -1, 1, -1, 1, -1]) / 4)
+    square = make_lattice("square", 4, "periodic")
+    rows = map_rows(sample_map(np.where(square.sublattice == 0, 1, -1)[None, :], square, ising=True))
+    by_position = {(x, y): c for x, y, c in zip(rows["x"], rows["y"], rows["c"])}
+    assert by_position[(0, 0)] == 1 and by_position[(1, 0)] == -1 and by_position[(1, 1)] == 1
