@@ -140,32 +140,48 @@ print(json.dumps({"process": jax.process_index(), "processes": jax.process_count
 """
 
 
+def _distributed_env(port: int, pid: int) -> dict[str, str]:
+    """Process ``pid`` of 2 under ``NQS_DISTRIBUTED=1`` (one CPU device each), coordinator on ``port``."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(NQS_DISTRIBUTED="1", NQS_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", NQS_NUM_PROCESSES="2",
+               NQS_PROCESS_ID=str(pid))
+    return env
+
+
+def _outcome(proc: subprocess.Popen) -> dict:
+    """The JSON line ``MULTI`` printed (the process is killed if it hangs)."""
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
+
+
 @pytest.mark.slow
 def test_two_processes_with_jax_distributed(tmp_path):
     """NQS_DISTRIBUTED=1: two processes on this machine (one CPU device each) form one 2-device mesh;
-    both see the same run, and only process 0 writes the (gathered) checkpoint."""
+    both see the same run, only process 0 writes the (gathered) checkpoint, and the energies are those
+    of ONE process running the same 2-device mesh (``--xla_force_host_platform_device_count=2``): the
+    same sharded program, its all-reduces over CPU collectives instead of inside one process."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ck = tmp_path / "mp.npz"
-    procs = []
-    for pid in range(2):
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        env.update(NQS_DISTRIBUTED="1", NQS_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", NQS_NUM_PROCESSES="2",
-                   NQS_PROCESS_ID=str(pid))
-        procs.append(subprocess.Popen([sys.executable, "-c", MULTI, str(ck)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, env=env))
-    outs = []
-    for p in procs:
-        try:
-            stdout, stderr = p.communicate(timeout=600)
-        finally:
-            if p.poll() is None:
-                p.kill()
-        assert p.returncode == 0, stderr[-3000:]
-        outs.append(json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1]))
+    procs = [subprocess.Popen([sys.executable, "-c", MULTI, str(ck)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_distributed_env(port, pid)) for pid in range(2)]
+    distributed_vars = ("NQS_DISTRIBUTED", "NQS_COORDINATOR_ADDRESS", "NQS_NUM_PROCESSES", "NQS_PROCESS_ID")
+    one_env = {k: v for k, v in os.environ.items() if k not in distributed_vars}
+    one_env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    one_proc = subprocess.Popen([sys.executable, "-c", MULTI, str(tmp_path / "one.npz")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=one_env)
+    outs, one = [_outcome(p) for p in procs], _outcome(one_proc)
     assert [o["process"] for o in outs] == [0, 1] and all(o["processes"] == 2 and o["devices"] == 2 for o in outs)
     assert outs[0]["energies"] == outs[1]["energies"] and outs[0]["final"] == outs[1]["final"]
+    assert one["processes"] == 1 and one["devices"] == 2 and len(one["energies"]) == 6
+    np.testing.assert_allclose(outs[0]["energies"], one["energies"], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(outs[0]["final"], one["final"], rtol=1e-12, atol=0)
     saved = load_checkpoint(ck)
     assert saved.step == 6 and saved.extra["devices"] == 2
     sigma = [a for a, info in zip(saved.leaves, saved.leaf_info) if "sigma" in info["path"]]
