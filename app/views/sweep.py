@@ -28,7 +28,7 @@ from nqs_core.settings import SettingsError
 from nqs_core.sweep import SweepEvent, SweepPoint, make_sweep
 
 DEFAULT_RANGES = {"h": "0.5:1.5:5", "J2": "0:1:6", "J": "0.5:1.5:5", "J1": "0.5:1.5:5"}
-CRITICAL = dict(preset="tfim-critical", coupling="h", values="0.5:1.5:9", steps=100)  # through h/J = 1
+CRITICAL = dict(preset="tfim-critical", L=12, steps=100, coupling="h", values="0.5:1.5:5")  # through h/J = 1
 POINT_COLUMNS = ("value", "energy", "lower", "upper", "exact_energy", "rel", "marshall", "marshall_exact", "fidelity",
                  "order", "order_lower", "order_upper", "order_exact", "sigma_x", "sigma_x_exact")
 CURVE_COLUMNS = ("value", "energy", "order", "sigma_x", "marshall")
@@ -138,7 +138,7 @@ class SweepView(pn.viewable.Viewer):
         self.stop_button = pn.ui.Button(label="Stop the sweep", color="error", variant="contained", width=150,
                                         disabled=True)
         self.stop_button.on_click(lambda *_: self.stop())
-        self.critical_button = pn.ui.Button(label="TFIM across the critical point (h/J from 0.5 to 1.5)",
+        self.critical_button = pn.ui.Button(label="TFIM across the critical point (12 sites, h/J from 0.5 to 1.5)",
                                             color="primary", variant="outlined")
         self.critical_button.on_click(lambda *_: self.start_critical())
         self.status = pn.pane.HTML("", css_classes=["nqs-sweep-status"], sizing_mode="stretch_width",
@@ -196,9 +196,10 @@ class SweepView(pn.viewable.Viewer):
         return True
 
     def start_critical(self) -> bool:
-        """"TFIM across the critical point": the TFIM talk preset, h/J swept through 1."""
+        """"TFIM across the critical point": the TFIM talk preset on 12 sites (ED draws the whole exact curve),
+        100 steps per point, h/J swept through 1."""
         self.settings.preset = CRITICAL["preset"]
-        self.settings.steps = CRITICAL["steps"]
+        self.settings.param.update(L=CRITICAL["L"], steps=CRITICAL["steps"])
         self.coupling, self.range_text = CRITICAL["coupling"], CRITICAL["values"]
         return self.start()
 
