@@ -190,7 +190,7 @@ class Lab:
         buttons = pn.Column(pn.Row(self.run_button, self.pause_button, self.resume_button),
                             pn.Row(self.stop_button, self.reset_button), sizing_mode="stretch_width")
         sidebar = [
-            self.preset, self.story, buttons, self.status, self.message,
+            self.preset, self.story, self.compare.sidebar_button, buttons, self.status, self.message,
             *self.control_groups,
             heading("Export and load"),
             pn.Row(self.download_csv, self.download_json), self.download_ckpt, self.slides,
@@ -376,6 +376,7 @@ class Lab:
         """A reference arrived: the energy line, and per-sector energies on the Brillouin zone (ED)."""
         self.reference = ref
         self.energy.set_reference(ref)
+        self.compare.store.set_reference(reference_energy(ref))  # the kept run of a late reference (DMRG)
         self.momentum.show_sector_energies(ref)
 
     def _cancel_reference(self) -> None:
@@ -700,6 +701,7 @@ class Lab:
         """Stop the worker and the periodic callback (the session is gone)."""
         self._closed = True
         self.runner.stop()
+        self.sweep.stop()
         self._cancel_reference()
         self.folder.remove(after=self.runner.threads())  # once its workers can no longer write there
         if self._callback is not None:

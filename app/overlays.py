@@ -10,7 +10,7 @@ current settings, e.g. ``sign prior: none`` and ``sign prior: Marshall``.  Nothi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
@@ -104,7 +104,6 @@ class KeptRun:
     visible: bool = True
     label: str = ""
     outcome: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class OverlayStore(param.Parameterized):
@@ -131,6 +130,17 @@ class OverlayStore(param.Parameterized):
         self.shown = run.number
         self._changed()
         return run
+
+    def set_reference(self, energy: float | None) -> None:
+        """A reference that came after its run ended (DMRG): the shown run's relative error from it."""
+        run = next((r for r in self.runs if r.number == self.shown), None)
+        if run is None or energy is None or run.series["relative_error"][0]:
+            return
+        per_site = energy / run.settings.n_sites
+        steps, values = run.series["energy"]
+        rel = [(s, abs(e - per_site) / abs(per_site)) for s, e in zip(steps, values) if e != per_site]
+        run.series["relative_error"] = ([s for s, _ in rel], [r for _, r in rel])
+        self._changed()
 
     def set_visible(self, numbers: Iterable[int]) -> None:
         """Show the runs numbered ``numbers``, hide the others."""

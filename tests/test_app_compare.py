@@ -12,7 +12,7 @@ from app.settings import LabSettings
 from app.sweep_job import curve_grid
 from app.views.compare import SIGN_PROBLEM, CompareView
 from app.views.correlations import map_rows, sample_map
-from app.views.sweep import SweepView
+from app.views.sweep import SweepView, point_row
 from nqs_core.lattice import make_lattice
 from nqs_core.presets import get_preset
 from nqs_core.settings import RunSettings
@@ -68,6 +68,16 @@ def test_series_per_site_relative_error_and_momentum():
     assert run_series(history, 4, None)["relative_error"] == ([], [])
 
 
+def test_a_reference_after_the_end_gives_the_kept_run_its_relative_error():
+    store = OverlayStore()
+    run = store.keep(RunSettings(lattice="chain", L=4), [record(0, -1.0), record(1, -1.5)], None)
+    store.set_reference(-2.0)  # e.g. DMRG, finished after the run
+    assert run.series["relative_error"] == ([0, 1], [0.5, 0.25])
+    store.release_shown()
+    store.set_reference(-4.0)  # only the run the views show takes a new reference
+    assert run.series["relative_error"] == ([0, 1], [0.5, 0.25])
+
+
 def test_overlay_lines_name_each_run_in_the_legend_and_follow_hide():
     view = CompareView(LabSettings(preset="j1j2-marshall"))
     for name in SIGN_PROBLEM:
@@ -86,8 +96,12 @@ def test_overlay_lines_name_each_run_in_the_legend_and_follow_hide():
 
 def test_the_sign_problem_comparison_runs_both_presets_in_turn():
     started: list[str] = []
-    view = CompareView(LabSettings(), run_preset=started.append)
-    view.comparison_button.clicks += 1
+    settings = LabSettings()
+    view = CompareView(settings, run_preset=started.append)
+    assert not view.sidebar_button.visible  # under the preset menu only with a sign-problem preset
+    settings.preset = "j1j2-no-sign"
+    assert view.sidebar_button.visible
+    view.sidebar_button.clicks += 1
     assert started == ["j1j2-no-sign"]
     view.run_finished(get_preset("j1j2-no-sign").settings(), [record(0, -8.0)], None, "done")
     assert started == ["j1j2-no-sign", "j1j2-marshall"]
@@ -116,6 +130,23 @@ def test_sweep_refuses_a_time_budget_and_follows_the_hamiltonian():
     assert not view.start() and "time_budget" in view.message
     settings.hamiltonian = "tfim"
     assert view.coupling == "h" and view.range_text == "0.5:1.5:5"
+
+
+def test_a_sweep_point_is_drawn_against_its_exact_values():
+    point = SimpleNamespace(value=1.0, energy_per_site=-1.2766, error_per_site=1e-4, reference_energy_per_site=-1.0,
+                            observables={"magnetisation": 0.68, "magnetisation_error": 0.01, "fidelity": 0.999,
+                                         "sigma_x": 0.64},
+                            exact={"energy_per_site": -1.2768, "magnetisation": 0.69, "sigma_x": 0.638})
+    row = {k: v[0] for k, v in point_row(point, tfim=True).items()}
+    assert row["exact_energy"] == -1.2768  # the ED state's energy before the closed form's
+    assert row["rel"] == pytest.approx(0.0002 / 1.2768) and row["upper"] == pytest.approx(-1.2765)
+    assert (row["order"], row["order_lower"], row["order_exact"]) == (0.68, 0.67, 0.69)
+    assert np.isnan(row["marshall"]) and row["fidelity"] == 0.999 and row["sigma_x_exact"] == 0.638
+    heisenberg = SimpleNamespace(**{**vars(point), "exact": None, "observables": {
+        "structure_factor": {"peak": {"value": 2.5, "error": None}}, "marshall_agreement": 1.0}})
+    row = {k: v[0] for k, v in point_row(heisenberg, tfim=False).items()}
+    assert row["exact_energy"] == -1.0 and row["order"] == 2.5 and row["order_upper"] == 2.5
+    assert row["marshall"] == 1.0 and np.isnan(row["order_exact"])
 
 
 def test_curve_grid_holds_the_swept_values():

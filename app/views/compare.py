@@ -100,6 +100,13 @@ class CompareView(pn.viewable.Viewer):
         self.comparison_button = pn.ui.Button(label="Run the sign-problem comparison (J1-J2 without, then with "
                                                     "Marshall's sign)", color="primary", variant="contained")
         self.comparison_button.on_click(lambda *_: self.start_comparison())
+        # under the preset menu while a sign-problem preset is chosen: the two presets are one comparison
+        self.sidebar_button = pn.ui.Button(label="Compare both: run without, then with Marshall's sign, overlaid",
+                                           color="primary", variant="outlined", sizing_mode="stretch_width",
+                                           margin=(4, 8))
+        self.sidebar_button.on_click(lambda *_: self.start_comparison())
+        settings.param.watch(lambda *_: self._follow_preset(), "preset")
+        self._follow_preset()
         self.note = caption_pane(EMPTY)
         self._drawn = -1
         self.panel = pn.Column(self.note, pn.Row(self.choice, self.clear_button), self.comparison_button,
@@ -113,6 +120,9 @@ class CompareView(pn.viewable.Viewer):
         """Draw the overlays on another view's figures too (without the run that view shows)."""
         self.attached.extend(lines)
         self._drawn = -1
+
+    def _follow_preset(self) -> None:
+        self.sidebar_button.visible = self.settings.preset in SIGN_PROBLEM
 
     def _follow_settings(self) -> None:
         self.store.current = self.settings.run_settings()

@@ -24,7 +24,7 @@ from nqs_core.correlations import by_displacement, zz_correlations
 from nqs_core.lattice import Lattice
 
 log = logging.getLogger("nqs_lab.correlations")
-PALETTE = tuple(reversed(RdBu11))  # blue negative, red positive
+PALETTE = RdBu11  # Bokeh orders it blue (negative) to red (positive)
 
 
 def sample_map(samples: np.ndarray, lattice: Lattice, ising: bool) -> np.ndarray:

@@ -63,7 +63,8 @@ def point_row(point: SweepPoint, tfim: bool) -> dict[str, list[float]]:
     return {k: [v] for k, v in row.items()}
 
 
-def curve_row(point: CurvePoint, tfim: bool, n_sites: int) -> dict[str, float]:
+def curve_row(point: CurvePoint, tfim: bool) -> dict[str, float]:
+    """One value of the exact curve as a row of the curve's source."""
     ob = point.observables or {}
     return dict(value=point.value, energy=_get(ob, "energy_per_site"), order=_get(ob, *order_key(tfim)[0]),
                 sigma_x=_get(ob, "sigma_x"), marshall=_get(ob, "marshall_agreement"))
@@ -204,7 +205,8 @@ class SweepView(pn.viewable.Viewer):
         return self.start()
 
     def stop(self) -> None:
-        if self.job is not None:
+        """Stop the sweep after the current fused call (Stop, or the session ended)."""
+        if self.alive:
             self.job.stop()
             self._say("Stopping after the current step…")
 
@@ -255,7 +257,7 @@ class SweepView(pn.viewable.Viewer):
         if point.observables is None:
             set_text(self.order_note, point.message)
             return
-        self.curve[point.value] = curve_row(point, self.tfim, self.n_sites)
+        self.curve[point.value] = curve_row(point, self.tfim)
         rows = [self.curve[v] for v in sorted(self.curve)]
         self.curve_source.data = {c: [r[c] for r in rows] for c in CURVE_COLUMNS}
 

@@ -64,6 +64,11 @@ def test_two_runs_overlay_with_labels_naming_their_difference(open_lab, screensh
     wait_for(lambda: not button(page, "Run").is_disabled(), 30, "Run to be usable again")
     show_tab(page, "Energy", settle=1.0)  # the first run behind the second, named by what differs
     page.screenshot(path=str(screenshots / "40-energy-overlay-1366.png"))
+    show_tab(page, "Momentum", settle=0.5)  # the correlation map of the final state, beside S(q)
+    final_map = page.get_by_text("⟨S_0·S_r⟩ of the final state").first
+    final_map.wait_for(timeout=120_000)
+    final_map.scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshots / "43-momentum-correlations-1366.png"))
     show_tab(page, "Compare", settle=1.0)
     page.screenshot(path=str(screenshots / "41-compare-1366.png"))
     page.get_by_label(RUN1, exact=True).uncheck()  # hide run 1
