@@ -20,13 +20,14 @@ from bokeh.transform import linear_cmap
 
 from app.chain_movie import ChainMovies, Movie
 from app.snapshot import RunSnapshot
-from app.views.common import GREY, SPIN_DOWN, SPIN_UP, VERMILION, append, heading, make_figure, set_text, with_heading
+from app.views.common import GREY, SPIN_DOWN, SPIN_UP, append, heading, make_figure, set_text, with_heading
 from nqs_core.exports.movie import Trajectory, caption
 
 TICKS_PER_FRAME = 2  # lab ticks (100 ms) per movie frame
 HOLD_TICKS = 15  # the last frame stays this long before the movie plays again
 STRIP_COLUMNS = 60  # frames a chain's strip shows at once
 COLUMNS = ("x", "y", "site", "spin", "line_color", "line_width")
+MARK = "#111111"  # the outline of the spins a move changed: dark on both spin colours
 IDLE_TEXT = "The movie starts from the run's first checkpoint (2 s after its first step)."
 
 
@@ -42,7 +43,7 @@ class MovieView:
     def __init__(self) -> None:
         self.source = ColumnDataSource({k: [] for k in COLUMNS})
         self.fig = make_figure("Metropolis movie of one chain (orange ↑, blue ↓, outlined: the move)", "", "",
-                               height=440, width=460, sizing_mode="fixed", tools="save",
+                               height=400, width=420, sizing_mode="fixed", tools="save",
                                x_range=Range1d(-0.5, 1), y_range=Range1d(-0.5, 1))
         self.fig.rect(x="x", y="y", width=0.9, height=0.9, source=self.source, line_color="line_color",
                       line_width="line_width", fill_color=linear_cmap("spin", [SPIN_DOWN, SPIN_UP], -1, 1))
@@ -56,7 +57,7 @@ class MovieView:
         self.pos = 0  # index into ``order`` of the drawn frame
         self.movies = 0  # movies started (a new one restarts the stream)
         self._ticks = 0
-        self.panel = pn.Column(with_heading(self.fig), self.caption, self.accepted_only, sizing_mode="stretch_width")
+        self.panel = pn.Column(with_heading(self.fig, self.caption), self.accepted_only, sizing_mode="stretch_width")
 
     @property
     def traj(self) -> Trajectory | None:
@@ -113,8 +114,8 @@ class MovieView:
         chain = lat.dim == 1
         set_text(heading(self.fig), "Metropolis movie of one chain: space–time strip (orange ↑, blue ↓, outlined: "
                  "the move)" if chain else "Metropolis movie of one chain (orange ↑, blue ↓, outlined: the move)")
-        self.fig.width, self.fig.height = (760, 320) if chain else (460, 440)
-        heading(self.fig).width = self.fig.width
+        self.fig.width, self.fig.height = (760, 320) if chain else (420, 400)
+        heading(self.fig).width = self.caption.width = self.fig.width
         self.fig.xaxis.axis_label, self.fig.yaxis.axis_label = ("frame", "site") if chain else ("", "")
         self.fig.xaxis.visible = self.fig.yaxis.visible = chain
         self.fig.x_range.update(start=-0.5, end=(STRIP_COLUMNS if chain else lat.L) - 0.5)
@@ -128,8 +129,8 @@ class MovieView:
         if self.pos > 0:
             changed[np.flatnonzero(config != traj.configs[self.order[self.pos - 1]])] = True
         rows = {"site": list(range(lat.n_sites)), "spin": config.astype(int).tolist(),
-                "line_color": np.where(changed, VERMILION, GREY).tolist(),
-                "line_width": np.where(changed, 4.0, 0.5).tolist()}
+                "line_color": np.where(changed, MARK, GREY).tolist(),
+                "line_width": np.where(changed, 5.0, 0.5).tolist()}
         if lat.dim == 1:
             rows |= {"x": [self.pos] * lat.n_sites, "y": (lat.L - 1 - np.arange(lat.L)).tolist()}
             append(self.source, rows, rollover=STRIP_COLUMNS * lat.n_sites)

@@ -22,7 +22,7 @@ from app.views.movie import MovieView
 MAX_FRAMES = 400
 STRIP_ROWS = 96
 MAX_TILES = 4
-MOVIE, BATCH = "Metropolis movie (one chain)", "Sampled batch"
+MOVIE, BATCH = "Metropolis movie", "Sampled batch"
 
 
 def tile_image(samples: np.ndarray, L: int, n_tiles: int = MAX_TILES) -> np.ndarray:
