@@ -160,9 +160,18 @@ class OverlayStore(param.Parameterized):
             self._changed()
 
     @param.depends("current", watch=True)
+    def _relabel(self) -> None:
+        """New current settings: redraw only when a label changes."""
+        if self._labels() != [r.label for r in self.runs]:
+            self._changed()
+
+    def _labels(self) -> list[str]:
+        return [f"run {run.number} · {label}"
+                for run, label in zip(self.runs, difference_labels([r.settings for r in self.runs], self.current))]
+
     def _changed(self) -> None:
-        for run, label in zip(self.runs, difference_labels([r.settings for r in self.runs], self.current)):
-            run.label = f"run {run.number} · {label}"
+        for run, label in zip(self.runs, self._labels()):
+            run.label = label
         self.version += 1
 
     def overlays(self, include_shown: bool = False) -> list[KeptRun]:

@@ -45,8 +45,11 @@ def test_store_keeps_labels_hides_and_clears():
     assert store.overlays() == [first]
     second = store.keep(RunSettings(sign="marshall"), [record(0, -9.5)], -10.0)
     assert [r.label for r in store.runs] == ["run 1 · sign prior: none", "run 2 · sign prior: Marshall"]
+    version = store.version
+    store.current = RunSettings(sign="marshall", seed=0)  # the same labels: nothing to redraw
+    assert store.version == version
     store.current = RunSettings(sign="marshall", L=6)  # the labels follow the current settings
-    assert store.runs[0].label == "run 1 · L: 4, sign prior: none"
+    assert store.runs[0].label == "run 1 · L: 4, sign prior: none" and store.version == version + 1
     version = store.version
     store.set_visible([2])
     assert not first.visible and second.visible and store.version > version

@@ -77,7 +77,7 @@ class CorrelationMap:
         w, h = (lattice.L, lattice.L if lattice.dim > 1 else 1)
         self.fig.x_range.update(start=-0.6, end=w - 0.4)
         self.fig.y_range.update(start=-0.6, end=h - 0.4)
-        self.fig.yaxis.axis_label = "r_y" if lattice.dim > 1 else ""
+        self.fig.yaxis.visible = lattice.dim > 1  # a chain's map is one row
         origin = "origin: site 0, averaged over translations" if lattice.pbc else "row of the central site"
         set_text(self.note, f"{self._what()} of the recent samples ({origin})")
 

@@ -67,7 +67,7 @@ def test_two_runs_overlay_with_labels_naming_their_difference(open_lab, screensh
     show_tab(page, "Momentum", settle=0.5)  # the correlation map of the final state, beside S(q)
     final_map = page.get_by_text("⟨S_0·S_r⟩ of the final state").first
     final_map.wait_for(timeout=120_000)
-    final_map.scroll_into_view_if_needed()
+    final_map.evaluate("e => e.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(screenshots / "43-momentum-correlations-1366.png"))
     show_tab(page, "Compare", settle=1.0)
     page.screenshot(path=str(screenshots / "41-compare-1366.png"))
