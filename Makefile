@@ -11,11 +11,13 @@ lab:
 	  --unused-session-lifetime 2000 --check-unused-sessions 1000
 
 # a class on the network: make class ORIGIN=host:port [AUTH=users.json or password] [MAX_RUNS=n]
+#   [EXECUTOR=thread|process] [DASK_SCHEDULER=tcp://host:8786: every run a task on that Dask cluster]
 # (scripts/serve_class.sh; ORIGIN, AUTH, PORT, ADDRESS, MAX_UPLOAD_MB reach it as environment
 # variables, so a password is never echoed here)
 class:
 	@scripts/bootstrap.sh
-	@NQS_MAX_RUNS="$${MAX_RUNS:-$${NQS_MAX_RUNS:-}}" scripts/serve_class.sh
+	@NQS_MAX_RUNS="$${MAX_RUNS:-$${NQS_MAX_RUNS:-}}" NQS_EXECUTOR="$${EXECUTOR:-$${NQS_EXECUTOR:-}}" \
+	  NQS_DASK_SCHEDULER="$${DASK_SCHEDULER:-$${NQS_DASK_SCHEDULER:-}}" scripts/serve_class.sh
 
 test:
 	@scripts/bootstrap.sh --test

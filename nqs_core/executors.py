@@ -7,8 +7,9 @@ and stops the run, and the :class:`Finished` it returns holds the :class:`RunRes
 of ``after(result)``, computed where the run ran (e.g. the lab's final pictures).
 
 * :class:`ThreadExecutor`: in the calling thread (the lab's worker thread; today's behaviour).
-* :class:`ProcessExecutor`: a fresh process (``spawn``) per run; events come back through a
-  ``multiprocessing`` queue, pause/resume/stop go the other way through a second one.
+* :class:`ProcessExecutor`: a fresh process (``spawn``) per run, at a lower priority than the server
+  (``NQS_WORKER_NICE``); events come back through a ``multiprocessing`` queue, pause/resume/stop go
+  the other way through a second one.
 * :class:`DaskExecutor`: a task on a Dask ``distributed`` cluster (``NQS_DASK_SCHEDULER``); events and
   commands travel through two ``distributed.Queue``\\ s held by the scheduler.
 
@@ -24,12 +25,14 @@ import logging
 import os
 import pickle
 import queue
+import tempfile
 import threading
 import time
 import traceback
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from nqs_core.events import RunControl, RunEvent
@@ -44,10 +47,12 @@ After = Callable[[Any], dict[str, Any]]
 
 @dataclass
 class Finished:
-    """A run's end: its ``RunResult`` and the payloads ``after(result)`` returned, by name."""
+    """A run's end: its ``RunResult``, the payloads ``after(result)`` returned by name, and the final
+    checkpoint's bytes when the run had to write it elsewhere than asked (see :func:`execute_here`)."""
 
     result: Any
     extras: dict[str, Any] = field(default_factory=dict)
+    checkpoint: bytes | None = None
 
 
 class RemoteRunError(RuntimeError):
@@ -113,19 +118,28 @@ def _relay_commands(commands: Any, control: RunControl, done: threading.Event) -
 
 def execute_here(settings: RunSettings, run_kwargs: dict[str, Any], after: After | None, events: Any,
                  commands: Any) -> None:
-    """Run in this process, streaming ``("event", e)`` items, then ``("done", result, extras)`` or
-    ``("error", message)``, on ``events``; obey the commands read from ``commands``."""
+    """Run in this process, streaming ``("event", e)`` items, then ``("done", Finished)`` or
+    ``("error", message)``, on ``events``; obey the commands read from ``commands``.
+
+    A ``checkpoint`` path whose folder is not on this machine (a Dask worker elsewhere) is written to a
+    temporary folder here instead, and its final bytes travel back in the :class:`Finished`.
+    """
     from nqs_core.driver import run
 
     control, done = RunControl(), threading.Event()
     relay = threading.Thread(target=_relay_commands, args=(commands, control, done), daemon=True,
                              name="nqs-run-commands")
     relay.start()
+    asked = run_kwargs.get("checkpoint")
+    elsewhere = asked is not None and not Path(asked).parent.is_dir()
     try:
-        result = run(settings, callback=lambda e: events.put(("event", portable_event(e))), control=control,
-                     **run_kwargs)
-        extras = apply_after(after, result)
-        events.put(("done", dataclasses.replace(result, state=None), extras))
+        with tempfile.TemporaryDirectory(prefix="nqs-run-") as tmp:
+            kwargs = {**run_kwargs, "checkpoint": Path(tmp) / "checkpoint.npz"} if elsewhere else run_kwargs
+            result = run(settings, callback=lambda e: events.put(("event", portable_event(e))), control=control,
+                         **kwargs)
+            extras = apply_after(after, result)
+            data = kwargs["checkpoint"].read_bytes() if elsewhere and kwargs["checkpoint"].exists() else None
+        events.put(("done", Finished(dataclasses.replace(result, state=None), extras, data)))
     except BaseException as exc:
         log.warning("run failed: %s", traceback.format_exc())
         events.put(("error", f"{type(exc).__name__}: {exc}"))
@@ -140,10 +154,11 @@ def _control_state(control: RunControl) -> str:
 
 
 def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[RunEvent], None],
-           alive: Callable[[], bool], where: str) -> Finished:
+           alive: Callable[[], bool], where: str, checkpoint: str | Path | None = None) -> Finished:
     """On the caller's side: hand the remote events to ``callback`` and forward ``control``'s
-    changes, until the remote run reports its end; ``alive()`` false with nothing left to read means
-    the remote side died (``where`` names it in the error)."""
+    changes, until the remote run reports its end (its checkpoint bytes, if it sent them, written to
+    ``checkpoint``); ``alive()`` false with nothing left to read means the remote side died (``where``
+    names it in the error)."""
     sent, ended = "resume", False
     while True:
         state = _control_state(control)
@@ -160,29 +175,43 @@ def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[
         if item[0] == "event":
             callback(item[1])
         elif item[0] == "done":
-            return Finished(item[1], item[2])
+            if item[1].checkpoint is not None and checkpoint is not None:
+                Path(checkpoint).write_bytes(item[1].checkpoint)
+            return item[1]
         else:
             raise RemoteRunError(item[1])
 
 
+def _execute_in_child(nice: int, *args: Any) -> None:
+    """The child process: lower its own priority by ``nice`` (the server's threads come first when the
+    cores are busy), then :func:`execute_here`."""
+    if nice:
+        os.nice(nice)
+    execute_here(*args)
+
+
 class ProcessExecutor:
-    """Each run in a fresh ``spawn``-ed process (its own interpreter, GIL and JAX runtime)."""
+    """Each run in a fresh ``spawn``-ed process (its own interpreter, GIL and JAX runtime), ``nice``
+    steps below the server's priority (``NQS_WORKER_NICE``, default 10; 0 keeps it)."""
 
     name = "process"
 
-    def __init__(self) -> None:
+    def __init__(self, nice: int | None = None) -> None:
         import multiprocessing
 
         self._ctx = multiprocessing.get_context("spawn")
+        self.nice = worker_nice() if nice is None else nice
 
     def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
                 after: After | None = None, **run_kwargs: Any) -> Finished:
         events, commands = self._ctx.Queue(), self._ctx.Queue()
-        process = self._ctx.Process(target=execute_here, args=(settings, run_kwargs, after, events, commands),
+        process = self._ctx.Process(target=_execute_in_child,
+                                    args=(self.nice, settings, run_kwargs, after, events, commands),
                                     name="nqs-run", daemon=True)
         process.start()
         try:
-            return follow(events, commands, control, callback, process.is_alive, "process")
+            return follow(events, commands, control, callback, process.is_alive, "process",
+                          run_kwargs.get("checkpoint"))
         finally:
             commands.put("stop")  # nothing if it ended; a run left behind by an error here stops
             process.join(POLL_SECONDS * 20)
@@ -259,7 +288,8 @@ class DaskExecutor:
         future = self.client.submit(_execute_on_worker, settings, run_kwargs, after, events.name, commands.name,
                                     pure=False, key=f"nqs-run-{run_id}")
         try:
-            return follow(events, commands, control, callback, lambda: not future.done(), "Dask task")
+            return follow(events, commands, control, callback, lambda: not future.done(), "Dask task",
+                          run_kwargs.get("checkpoint"))
         except RemoteRunError:
             if future.status == "error":
                 raise RemoteRunError(f"the Dask task failed: {future.exception()!r}") from None
@@ -277,6 +307,14 @@ class DaskExecutor:
                 self._client = None
 
 
+def worker_nice() -> int:
+    """``NQS_WORKER_NICE`` (0–19), default 10: how much lower a process worker's priority is."""
+    raw = os.environ.get("NQS_WORKER_NICE", "").strip() or "10"
+    if not raw.isdigit() or int(raw) > 19:
+        raise ValueError(f"NQS_WORKER_NICE={raw!r}: give a whole number from 0 to 19")
+    return int(raw)
+
+
 def executor_from_env(default: str = "thread") -> Executor:
     """``NQS_DASK_SCHEDULER=tcp://host:port`` → Dask; else ``NQS_EXECUTOR`` (thread | process | dask)
     or ``default``.  A bad value raises ValueError naming the variable."""
@@ -292,4 +330,5 @@ def executor_from_env(default: str = "thread") -> Executor:
 
 
 __all__ = ["EXECUTORS", "DaskExecutor", "Executor", "Finished", "ProcessExecutor", "RemoteRunError",
-           "ThreadExecutor", "apply_after", "execute_here", "executor_from_env", "follow", "portable_event"]
+           "ThreadExecutor", "apply_after", "execute_here", "executor_from_env", "follow", "portable_event",
+           "worker_nice"]

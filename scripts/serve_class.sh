@@ -14,6 +14,10 @@
 # MAX_UPLOAD_MB  largest run a student may load (default 32; app/upload.py); the websocket's
 #           message limit follows it.
 # NQS_MAX_RUNS   runs computed at once on this server (default: the number of cores; app/run_queue.py).
+# NQS_EXECUTOR   where a run computes (nqs_core/executors.py): thread (default: a worker thread of the
+#           server), process (a fresh process per run) or dask (needs NQS_DASK_SCHEDULER).
+# NQS_DASK_SCHEDULER  tcp://host:port of a Dask distributed scheduler: every run is a task on its
+#           workers (README, "Serving a class on a Dask cluster"); set NQS_MAX_RUNS to their threads.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -43,6 +47,16 @@ export NQS_MAX_UPLOAD_MB="$max_upload_mb"
 ws_max=$((8 * 1024 * 1024))
 
 py="${NQS_SERVE_PYTHON:-.venv/bin/python}"
+# the executor is chosen now, so a bad value stops the start instead of every student's page
+executor="$(NQS_EXECUTOR="${NQS_EXECUTOR:-}" NQS_DASK_SCHEDULER="${NQS_DASK_SCHEDULER:-}" "$py" -c '
+import sys
+from app.run_queue import DEFAULT_EXECUTOR
+from nqs_core.executors import executor_from_env
+try:
+    e = executor_from_env(DEFAULT_EXECUTOR)
+except ValueError as err:
+    sys.exit(str(err))
+print(e.name + (" at " + e.address if e.name == "dask" else ""))')" || refuse "choose NQS_EXECUTOR (EXECUTOR=) or NQS_DASK_SCHEDULER (DASK_SCHEDULER=) again"
 args=(serve app --port "$port" --address "${ADDRESS:-0.0.0.0}" --allow-websocket-origin "$origin"
       --websocket-max-message-size "$ws_max" --unused-session-lifetime 2000 --check-unused-sessions 1000)
 if [ -n "${AUTH:-}" ]; then
@@ -57,5 +71,6 @@ fi
 # the environment must not widen what ORIGIN allows (Bokeh's variable overrides the flag)
 unset BOKEH_ALLOW_WS_ORIGIN
 echo "serve_class: http://$origin/app (listening on ${ADDRESS:-0.0.0.0}:$port; websocket origin $origin only;" \
-     "basic authentication $([ -n "${AUTH:-}" ] && echo on || echo off); uploads up to $max_upload_mb MB)" >&2
+     "basic authentication $([ -n "${AUTH:-}" ] && echo on || echo off); uploads up to $max_upload_mb MB;" \
+     "runs in: $executor)" >&2
 exec "$py" -m panel "${args[@]}"

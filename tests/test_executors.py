@@ -6,7 +6,10 @@ Everything waits on events (a drained phase, a record, a result); timeouts only 
 
 from __future__ import annotations
 
+import os
 import queue
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +20,11 @@ from app.runner import Runner
 from nqs_core.events import RunControl, RunEvent
 from nqs_core.executors import (
     DaskExecutor,
+    Finished,
     ProcessExecutor,
     RemoteRunError,
     ThreadExecutor,
+    execute_here,
     executor_from_env,
     follow,
 )
@@ -99,9 +104,14 @@ def drain_until(runner: Runner, predicate: Any, what: str) -> None:
                status=lambda: f"(phase {runner.phase}, step {runner.step}: {runner.message})")
 
 
-def pause_resume_stop(executor: Any) -> Any:
-    """A long run: pause once it steps, resume, stop; its final result."""
-    runner = Runner(name="long", executor=executor, run_kwargs=RUN_KWARGS)
+def niceness(result: Any) -> dict[str, Any]:
+    """An ``after`` hook: the priority of the process the run ran in."""
+    return {"nice": os.nice(0)}
+
+
+def pause_resume_stop(executor: Any) -> tuple[Any, dict[str, Any]]:
+    """A long run: pause once it steps, resume, stop; its final result and extras."""
+    runner = Runner(name="long", executor=executor, run_kwargs=RUN_KWARGS, after=niceness)
     runner.start(RunSettings(**{**CHAIN, "steps": 100_000}))
     drain_until(runner, lambda r: r.step >= 2, "the first steps")
     runner.pause()
@@ -111,23 +121,24 @@ def pause_resume_stop(executor: Any) -> Any:
     drain_until(runner, lambda r: r.step >= held + 2, "steps after the resume")
     runner.stop()
     seen: list[Any] = []
-    poll_until(lambda: seen.append(runner.drain().result), lambda: seen[-1] is not None, 300, "the stopped result")
+    poll_until(lambda: seen.append(runner.drain()), lambda: seen[-1].result is not None, 300, "the stopped result")
     assert runner.join(60) and runner.phase == "stopped"
-    return seen[-1]
+    return seen[-1].result, seen[-1].extra
 
 
 @pytest.mark.slow
 def test_pause_resume_and_stop_reach_a_run_in_another_process() -> None:
-    result = pause_resume_stop(ProcessExecutor())
+    result, extra = pause_resume_stop(ProcessExecutor(nice=5))
     assert result.summary["stop_reason"] == "stopped" and 4 <= len(result.history) < 100_000
     assert [r.step for r in result.history] == list(range(len(result.history)))  # nothing lost or repeated
+    assert extra["nice"] == min(19, os.nice(0) + 5)  # the run computed below the server's priority
 
 
 @pytest.mark.slow
 def test_stop_reaches_a_run_on_the_dask_cluster(dask_cluster: Any) -> None:
     executor = DaskExecutor(dask_cluster.scheduler_address)
     try:
-        result = pause_resume_stop(executor)
+        result, _ = pause_resume_stop(executor)
     finally:
         executor.close()
     assert result.summary["stop_reason"] == "stopped"
@@ -153,8 +164,8 @@ def test_follow_forwards_control_and_reports_remote_ends() -> None:
     heard: list[RunEvent] = []
     control, commands = RunControl(), Channel()
     control.pause()
-    done = follow(Channel(("event", event), ("done", "result", {"x": 1})), commands, control, heard.append,
-                  lambda: True, "test")
+    done = follow(Channel(("event", event), ("done", Finished("result", {"x": 1}))), commands, control,
+                  heard.append, lambda: True, "test")
     assert heard == [event] and done.result == "result" and done.extras == {"x": 1}
     assert commands.get(timeout=0) == "pause"
     with pytest.raises(RemoteRunError, match="ValueError: L"):
@@ -177,3 +188,33 @@ def test_the_executor_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("NQS_DASK_SCHEDULER")
     with pytest.raises(ValueError, match="needs NQS_DASK_SCHEDULER"):
         executor_from_env()
+    monkeypatch.setenv("NQS_EXECUTOR", "process")
+    assert executor_from_env().nice == 10
+    monkeypatch.setenv("NQS_WORKER_NICE", "0")
+    assert executor_from_env().nice == 0
+    monkeypatch.setenv("NQS_WORKER_NICE", "high")
+    with pytest.raises(ValueError, match="NQS_WORKER_NICE='high': give a whole number from 0 to 19"):
+        executor_from_env()
+
+
+def test_a_checkpoint_whose_folder_is_elsewhere_comes_back_at_the_end(tmp_path: Any) -> None:
+    """A worker on another machine cannot write into the session's folder: it writes its own and sends
+    the final checkpoint back, which lands where the lab asked for it."""
+    from nqs_core.checkpoint import load_checkpoint
+
+    events = Channel()
+    kwargs = {**RUN_KWARGS, "checkpoint": tmp_path / "not-on-this-machine" / "ck.npz"}
+    execute_here(RunSettings(**CHAIN, seed=0), kwargs, None, events, Channel())
+    wanted = tmp_path / "ck.npz"
+    done = follow(events, Channel(), RunControl(), lambda e: None, lambda: False, "test", wanted)
+    assert done.result.phase == "done" and not (tmp_path / "not-on-this-machine").exists()
+    assert load_checkpoint(wanted).step == CHAIN["steps"]
+
+
+def test_a_class_is_not_served_with_an_unknown_executor() -> None:
+    """``make class EXECUTOR=…`` (scripts/serve_class.sh) checks the executor before it serves anything."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "serve_class.sh"
+    env = {**os.environ, "ORIGIN": "127.0.0.1:5999", "ADDRESS": "127.0.0.1", "NQS_EXECUTOR": "threads"}
+    done = subprocess.run([str(script)], cwd=script.parents[1], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "NQS_EXECUTOR='threads': choose one of thread, process, dask" in done.stderr
+    assert "Bokeh app running" not in done.stdout + done.stderr
