@@ -102,7 +102,8 @@ class Lab:
         self.spins, self.energy, self.sign = SpinsView(), EnergyView(), SignView()
         self.momentum, self.diagnostics, self.ising = MomentumView(), DiagnosticsView(), IsingView()
         self.views = [self.spins, self.energy, self.sign, self.momentum, self.diagnostics, self.ising]
-        self.compare = CompareView(self.settings, run_preset=self._run_preset)  # finished runs as overlays
+        self.compare = CompareView(self.settings, run_preset=self._run_preset,  # finished runs as overlays
+                                   busy=lambda: self.runner.alive or self.sweep.alive)
         self.compare.attach(self.energy.overlays)
         self.sweep = SweepView(self.settings, busy=lambda: self.runner.alive, run_queue=lambda: self.runner.run_queue)
         self.views[4:4] = [self.compare, self.sweep]  # after Momentum

@@ -113,6 +113,16 @@ def test_the_sign_problem_comparison_runs_both_presets_in_turn():
     view.start_comparison()
     view.run_finished(get_preset("j1j2-no-sign").settings(), [record(0, -8.0)], None, "stopped")
     assert view.plan == [] and len(started) == 3  # a stopped run ends the comparison
+    view.start_comparison()  # abandoned by a Reset: the next run that ends is another one
+    view.run_finished(get_preset("heisenberg-4x4").settings(), [record(0, -8.0)], None, "done")
+    assert view.plan == [] and len(started) == 4
+
+
+def test_the_comparison_waits_for_a_free_session():
+    started: list[str] = []
+    view = CompareView(LabSettings(), run_preset=started.append, busy=lambda: True)
+    view.start_comparison()
+    assert started == [] and view.plan == [] and "Stop it first" in view.note.object
 
 
 @pytest.mark.parametrize("coupling, text, setting", [("h", "0.5:1.5:1", "h"), ("h", "0.5:30:5", "h"),

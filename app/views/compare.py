@@ -19,12 +19,18 @@ from bokeh.models import ColumnDataSource, Legend, LegendItem, Range1d
 
 from app.overlays import MAX_KEPT, KeptRun, OverlayStore
 from app.settings import LabSettings
+from nqs_core.presets import get_preset
 from app.views.common import GREEN, GREY, ORANGE, PURPLE, SKY, SMALL_TEXT, VERMILION, caption_pane, make_figure, \
     set_text, with_heading
 
 COLORS = (GREEN, PURPLE, ORANGE, SKY, VERMILION, GREY)
 SIGN_PROBLEM = ("j1j2-no-sign", "j1j2-marshall")  # nqs_core.presets: one comparison of the two
 EMPTY = "No finished run yet: each finished run of this session stays here, labelled by what differs."
+
+
+def preset_matches(name: str, settings: Any) -> bool:
+    """Whether ``settings`` are those the preset ``name`` sets."""
+    return all(getattr(settings, k) == v for k, v in get_preset(name).overrides.items())
 
 
 def run_color(number: int) -> str:
@@ -79,9 +85,11 @@ class CompareView(pn.viewable.Viewer):
     title = "Compare"
     plan = param.List(default=[], doc="Presets of the comparison still to run, in order")
 
-    def __init__(self, settings: LabSettings, run_preset: Callable[[str], None] | None = None, **params: Any):
+    def __init__(self, settings: LabSettings, run_preset: Callable[[str], None] | None = None,
+                 busy: Callable[[], bool] = lambda: False, **params: Any):
         super().__init__(**params)
-        self.settings, self.run_preset = settings, run_preset
+        self.settings, self.run_preset, self.busy = settings, run_preset, busy
+        self.running: str | None = None  # the preset of the comparison's run in progress
         self.store = OverlayStore(current=settings.run_settings())
         settings.param.watch(lambda *_: self._follow_settings(), list(settings.param))
         self.lines: list[OverlayLines] = []
@@ -93,6 +101,15 @@ class CompareView(pn.viewable.Viewer):
             self.lines.append(OverlayLines(fig, series))
             self.figures.append(fig)
             blocks.append(with_heading(fig))
+        self._build_controls()
+        self.note = caption_pane(EMPTY)
+        self._drawn = -1
+        self.panel = pn.Column(self.note, pn.Row(self.choice, self.clear_button), self.comparison_button,
+                               pn.GridBox(*blocks, ncols=2, sizing_mode="stretch_width"),
+                               sizing_mode="stretch_width", name=self.title)
+
+    def _build_controls(self) -> None:
+        """Show/hide per run, Clear, and the sign-problem comparison (in the tab and under the preset menu)."""
         self.choice = pn.ui.CheckBoxGroup(options={}, value=[], inline=False, label="Kept runs (untick to hide)")
         self.choice.param.watch(lambda event: self.store.set_visible(event.new), "value")
         self.clear_button = pn.ui.Button(label="Clear the kept runs", color="secondary", variant="outlined")
@@ -105,13 +122,8 @@ class CompareView(pn.viewable.Viewer):
                                            color="primary", variant="outlined", sizing_mode="stretch_width",
                                            margin=(4, 8))
         self.sidebar_button.on_click(lambda *_: self.start_comparison())
-        settings.param.watch(lambda *_: self._follow_preset(), "preset")
+        self.settings.param.watch(lambda *_: self._follow_preset(), "preset")
         self._follow_preset()
-        self.note = caption_pane(EMPTY)
-        self._drawn = -1
-        self.panel = pn.Column(self.note, pn.Row(self.choice, self.clear_button), self.comparison_button,
-                               pn.GridBox(*blocks, ncols=2, sizing_mode="stretch_width"),
-                               sizing_mode="stretch_width", name=self.title)
 
     def __panel__(self) -> Any:
         return self.panel
@@ -130,21 +142,26 @@ class CompareView(pn.viewable.Viewer):
     # ----- the sign-problem comparison ----------------------------------------------------------
     def start_comparison(self, presets: tuple[str, ...] = SIGN_PROBLEM) -> None:
         """Run ``presets`` one after the other (each starts when the previous one is done)."""
+        if self.busy():
+            set_text(self.note, "The comparison starts once this session's run or sweep has ended (Stop it first).")
+            return
         self.plan = list(presets)
         self._next()
 
     def _next(self) -> None:
+        self.running = None
         if self.plan and self.run_preset is not None:
-            name, self.plan = self.plan[0], self.plan[1:]
-            self.run_preset(name)
+            self.running, self.plan = self.plan[0], self.plan[1:]
+            self.run_preset(self.running)
 
     def run_finished(self, settings: Any, history: list[Any], reference_energy: float | None, outcome: str) -> None:
-        """Keep a finished run; continue the comparison after a run that ended normally."""
+        """Keep a finished run; the comparison goes on after its own run ended normally (not after a
+        stopped one, nor after another run: a Reset abandoned it)."""
         self.store.keep(settings, history, reference_energy, outcome)
-        if outcome == "done":
+        if outcome == "done" and self.running is not None and preset_matches(self.running, settings):
             self._next()
         else:
-            self.plan = []
+            self.plan, self.running = [], None
 
     # ----- drawing (under the document lock) ----------------------------------------------------
     def tick(self) -> None:
