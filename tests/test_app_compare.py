@@ -9,13 +9,14 @@ import pytest
 
 from app.overlays import MAX_KEPT, OverlayStore, difference_labels, run_series, setting_text
 from app.settings import LabSettings
-from app.sweep_job import curve_grid
+from app.sweep_job import CurvePoint, curve_grid
 from app.views.compare import SIGN_PROBLEM, CompareView
 from app.views.correlations import map_rows, sample_map
 from app.views.sweep import SweepView, point_row
 from nqs_core.lattice import make_lattice
 from nqs_core.presets import get_preset
 from nqs_core.settings import RunSettings
+from nqs_core.sweep import SweepEvent
 
 
 def record(step: int, energy: float, **extra) -> SimpleNamespace:
@@ -160,6 +161,28 @@ def test_a_sweep_point_is_drawn_against_its_exact_values():
     row = {k: v[0] for k, v in point_row(heisenberg, tfim=False).items()}
     assert row["exact_energy"] == -1.0 and row["order"] == 2.5 and row["order_upper"] == 2.5
     assert row["marshall"] == 1.0 and np.isnan(row["order_exact"])
+
+
+def test_the_sweep_tab_draws_what_its_job_reports():
+    view = SweepView(LabSettings(preset="tfim-critical"))
+    point = SimpleNamespace(value=0.5, energy_per_site=-1.06, error_per_site=1e-4, reference_energy_per_site=-1.0635,
+                            observables={"magnetisation": 0.96}, exact={"energy_per_site": -1.0635})
+    events = [SweepEvent("start", 0, 0.5, message="h = 0.5"),
+              SweepEvent("steps", 0, 0.5, records=[SimpleNamespace(energy=-12.0)]),
+              CurvePoint(0.75, {"energy_per_site": -1.15, "magnetisation": 0.9, "sigma_x": 0.5}),
+              CurvePoint(0.5, {"energy_per_site": -1.06, "magnetisation": 0.96, "sigma_x": 0.3})]
+    view.job = SimpleNamespace(drain=lambda: events, alive=True, sweep=SimpleNamespace(values=(0.5, 0.75), coupling="h"),
+                               events=SimpleNamespace(qsize=lambda: 0))
+    view.n_sites, view._pending_reset = 12, True
+    view.sweep_button.disabled = True
+    view.tick()
+    assert view.live.data == {"value": [0.5], "energy": [-1.0]} and view.message == "point 1 of 2: h = 0.5"
+    assert view.curve_source.data["value"] == [0.5, 0.75] and view.curve_source.data["order"] == [0.96, 0.9]
+    events[:] = [SweepEvent("point", 0, 0.5, point=point), SweepEvent("done", message="done: 1 of 2 points")]
+    view.job.alive = False
+    view.tick()
+    assert [r["energy"] for r in view.rows] == [-1.06] and view.live.data["value"] == []
+    assert view.message == "Sweep done: 1 of 2 points" and not view.sweep_button.disabled
 
 
 def test_curve_grid_holds_the_swept_values():

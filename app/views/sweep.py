@@ -82,6 +82,7 @@ class SweepView(pn.viewable.Viewer):
         super().__init__(**params)
         self.settings, self._busy, self._run_queue = settings, busy, run_queue
         self.job: SweepJob | None = None
+        self._pending_reset = False  # a new sweep: empty the plots on the next tick (under the document lock)
         self.points = ColumnDataSource({c: [] for c in POINT_COLUMNS})
         self.curve: dict[float, dict[str, float]] = {}
         self.curve_source = ColumnDataSource({c: [] for c in CURVE_COLUMNS})
@@ -100,6 +101,8 @@ class SweepView(pn.viewable.Viewer):
         f.line("value", "energy", source=self.curve_source, color=VERMILION, line_dash="dashed", line_width=2,
                legend_label="exact (ED)")
         f.add_layout(Whisker(base="value", lower="lower", upper="upper", source=self.points, line_color=BLUE))
+        f.scatter("value", "exact_energy", source=self.points, color=VERMILION, size=10, marker="x",
+                  legend_label="exact or reference at the point")
         f.scatter("value", "energy", source=self.points, color=BLUE, size=9, legend_label="VMC (final evaluation)")
         f.scatter("value", "energy", source=self.live, color=ORANGE, size=11, marker="circle_x",
                   legend_label="current point, latest step")
@@ -229,7 +232,7 @@ class SweepView(pn.viewable.Viewer):
         job = self.job
         if job is None:
             return
-        if getattr(self, "_pending_reset", False):
+        if self._pending_reset:
             self._pending_reset = False
             self._reset_plots()
         for event in job.drain():
