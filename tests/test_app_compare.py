@@ -187,7 +187,9 @@ def test_the_sweep_tab_draws_what_its_job_reports():
 
 def test_curve_grid_holds_the_swept_values():
     grid = curve_grid((0.5, 0.75, 1.0, 1.33), n=5)
-    assert grid[0] == 0.5 and grid[-1] == 1.33 and {0.75, 1.0} <= set(grid) and grid == sorted(grid)
+    assert grid[:4] == [0.5, 0.75, 1.0, 1.33]  # the swept values first, then the finer grid
+    assert len(grid) == len(set(grid)) == 7 and min(grid) == 0.5 and max(grid) == 1.33
+    assert curve_grid((0.0, 1.0), n=0) == [0.0, 1.0]
 
 
 def test_correlation_map_of_a_neel_state_alternates():
