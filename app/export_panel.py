@@ -6,23 +6,27 @@ export API (``nqs_core.exports``: ``RunRecord``, ``figures``, ``report``, ``movi
 from this session's checkpoint).  The callback is a coroutine that awaits the build in a thread
 (``asyncio.to_thread``), so the server's event loop keeps serving every session while a movie is
 encoded (panel.md: nothing slow on the event loop); one build at a time per server
-(matplotlib's style context is process-wide).  What cannot be exported yet disables its button and
+(matplotlib's style context is process-wide).  Every download carries its own stamp
+(:mod:`app.file_stamp`), so pressing a button again downloads the file again.  What cannot be exported yet disables its button and
 the note under them says why; a click that still finds a bad state gets that message, not a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import io
 import logging
 import tempfile
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import panel as pn
 
+from app.file_stamp import stamp
 from app.snapshot import RunSnapshot
 from app.views.common import heading_pane
 from nqs_core.exports import RunRecord
@@ -103,6 +107,7 @@ class ExportPanel(pn.viewable.Viewer):
         self.note = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["nqs-export-note"],
                                  styles={"font-size": "0.85rem"}, margin=(2, 8))
         self._said = self._why = ""
+        self._downloads = 0
         names = list(self.buttons)
         rows = [pn.Row(*[self.buttons[n] for n in names[i:i + 2]], sizing_mode="stretch_width")
                 for i in range(0, len(names), 2)]
@@ -135,14 +140,17 @@ class ExportPanel(pn.viewable.Viewer):
 
     def _fetcher(self, name: str) -> Callable:
         async def fetch() -> io.BytesIO:
-            snap = self._snapshot()
+            current = self._snapshot()
+            snap = dataclasses.replace(current, history=list(current.history))  # the build reads a copy
             why = unavailable(snap, name)
             if why:
                 self.say(why, error=True)
                 raise ExportUnavailable(why)
             self.say(f"Preparing {name}…")
+            self._downloads += 1
+            note = f"NQS Lab export {self._downloads}, {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
             try:
-                data = await asyncio.to_thread(export_bytes, snap, name)
+                data = await asyncio.to_thread(lambda: stamp(export_bytes(snap, name), name.split(".")[1], note))
             except Exception as err:
                 log.warning("export of %s failed: %s: %s", name, type(err).__name__, err)
                 self.say(f"Could not export {name}: {err}", error=True)

@@ -300,3 +300,58 @@ def test_exports_of_a_finished_run_from_the_lab(finished_lab):
     with Image.open(io.BytesIO(fetch("metropolis.gif"))) as gif:
         assert gif.n_frames == 120 and gif.size == (1920, 1080)
     assert "metropolis.gif" in lab.slides.note.object and "sent to the browser" in lab.slides.note.object
+
+
+def test_stamped_exports_still_open_and_differ(tmp_path):
+    """Each download's stamp changes the bytes (so the browser downloads it again), not the content."""
+    import io
+    import xml.etree.ElementTree as ET
+
+    import imageio.v3 as iio
+    from PIL import Image
+
+    from app.file_stamp import stamp
+    from nqs_core.exports.movie import Trajectory, write_gif, write_mp4
+    from nqs_core.lattice import make_lattice
+
+    configs = np.array([[1, -1] * 2, [-1, -1, 1, 1], [-1, 1, 1, -1]], dtype=np.int8)
+    traj = Trajectory(configs, make_lattice("square", 2, "open"))
+    gif = write_gif(traj, tmp_path / "m.gif", (64, 48)).read_bytes()
+    mp4 = write_mp4(traj, tmp_path / "m.mp4", (64, 48)).read_bytes()
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(buf, format="PNG")
+    files = {"gif": gif, "mp4": mp4, "png": buf.getvalue(), "svg": b'<svg xmlns="http://www.w3.org/2000/svg"/>',
+             "html": b"<!DOCTYPE html><html><body>E = -1</body></html>"}
+    for fmt, data in files.items():
+        one, two = stamp(data, fmt, "NQS Lab export 1"), stamp(data, fmt, "NQS Lab export 2")
+        assert len({data, one, two}) == 3, fmt
+        if fmt in ("gif", "png"):
+            with Image.open(io.BytesIO(two)) as img, Image.open(io.BytesIO(data)) as ref:
+                img.load()
+                assert img.n_frames == getattr(ref, "n_frames", 1) and np.array_equal(np.asarray(img), np.asarray(ref))
+        elif fmt == "mp4":
+            (tmp_path / "s.mp4").write_bytes(two)
+            assert len(list(iio.imiter(tmp_path / "s.mp4"))) == 2
+        elif fmt == "svg":
+            assert ET.fromstring(two).tag.endswith("svg")
+        else:
+            assert two.decode().startswith(data.decode())
+
+
+def test_the_accepted_moves_checkbox_replays_the_movie():
+    from app.chain_movie import Movie
+    from app.snapshot import RunSnapshot
+    from app.views.movie import MovieView
+    from nqs_core.exports.movie import Trajectory
+    from nqs_core.lattice import make_lattice
+
+    c0 = np.array([1, -1] * 8, dtype=np.int8)
+    c1 = c0.copy()
+    c1[[2, 3]] = c1[[3, 2]]
+    view = MovieView()
+    view.play(Movie(Trajectory(np.stack([c0, c0, c1]), make_lattice("square", 4, "periodic")), 3))
+    assert view.order == [0, 2] and view.movies == 1
+    view.accepted_only.value = False
+    view.poll(RunSnapshot(None, [], None, None, None, "done", False))  # the next tick replays it
+    assert view.order == [0, 1, 2] and view.movies == 2 and view.pos == 0
+    assert np.array_equal(view.shown(), c0)

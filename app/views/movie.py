@@ -51,6 +51,8 @@ class MovieView:
         self.caption = pn.pane.HTML(IDLE_TEXT, styles={"font-size": "0.95rem", "font-family": "monospace"},
                                     margin=(4, 10), css_classes=["nqs-movie-caption"])
         self.accepted_only = pn.ui.Checkbox(label="Accepted moves only (skip rejected proposals)", value=True)
+        self.accepted_only.param.watch(self._on_accepted_only, "value")
+        self._replay = False  # set by the checkbox, done in the next tick (where Bokeh models may change)
         self.maker = ChainMovies()
         self.movie: Movie | None = None
         self.order: list[int] = []
@@ -70,17 +72,33 @@ class MovieView:
         self.source.data = {k: [] for k in COLUMNS}
         self.caption.object = html.escape(IDLE_TEXT)
 
+    def _on_accepted_only(self, event) -> None:
+        self._replay = self.movie is not None
+
     def poll(self, snap: RunSnapshot, active: bool = True) -> None:
         """Every tick: take a computed movie, advance the one playing, ask for the next one when due."""
-        movie = self.maker.take()
+        movie = self.maker.take() or (self.movie if self._replay else None)
+        self._replay = False
         if movie is not None:
             self.play(movie)
+        elif self.traj is None:
+            self._say_why_not(snap)
         elif self.traj is not None:
             self._ticks += 1
             if self._ticks % TICKS_PER_FRAME == 0:
                 self.advance()
         if active and self._due(snap):
             self.maker.request(snap)
+
+    def _say_why_not(self, snap: RunSnapshot) -> None:
+        """The caption while there is no movie: what it waits for, or why there will be none."""
+        text = IDLE_TEXT
+        if snap.settings is not None and snap.settings.sampler != "metropolis":
+            text = "The exact sampler draws independent configurations: no Markov chain to follow (see the batch)."
+        elif snap.history and snap.checkpoint is None:
+            text = "A loaded run has no checkpoint of this session to start a movie from (see the batch)."
+        if self.caption.object != html.escape(text) and not self.caption.object.startswith("No movie"):
+            self.caption.object = html.escape(text)
 
     def _due(self, snap: RunSnapshot) -> bool:
         """A newer checkpoint of a Metropolis run, and no movie playing that has frames left."""

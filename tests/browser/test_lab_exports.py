@@ -3,7 +3,8 @@
 A short run of the default problem (Heisenberg 4×4, RBM, 20 steps); the Spins tab then plays one
 chain's Metropolis movie; the GIF, the MP4, the energy figure (PNG) and the one-page report download
 from the sidebar: the GIF's and the MP4's decoded frames have the movie's count and size, the PNG is
-1920×1080, and the report opens in the browser with the run's final energy.
+1920×1080 (and downloads again when pressed again), and the report opens in the browser with the
+run's final energy.
 
 Run: .venv/bin/python -m pytest -q -n 0 -m browser tests/browser/test_lab_exports.py
 """
@@ -62,6 +63,10 @@ def test_movie_plays_and_exports_download_and_open(open_lab, screenshots, tmp_pa
     png = download(page, "Energy (PNG)", tmp_path)
     with Image.open(png) as img:
         assert png.name == "energy.png" and img.format == "PNG" and img.size == (1920, 1080)
+    (tmp_path / "again").mkdir()
+    again = download(page, "Energy (PNG)", tmp_path / "again")  # a second press downloads it again
+    with Image.open(again) as img:
+        assert img.size == (1920, 1080) and again.read_bytes() != png.read_bytes()  # its own stamp
     report = download(page, "Run report (HTML)", tmp_path)
 
     viewer = page.context.new_page()
