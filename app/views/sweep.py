@@ -21,7 +21,7 @@ from bokeh.models import ColumnDataSource, Range1d, Whisker
 
 from app.settings import LabSettings
 from app.sweep_job import CurvePoint, SweepJob
-from app.views.common import BLUE, GREEN, ORANGE, PURPLE, VERMILION, append, caption_pane, empty_like, finite, \
+from app.views.common import SMALL_TEXT, BLUE, GREEN, ORANGE, PURPLE, VERMILION, append, caption_pane, empty_like, finite, \
     make_figure, set_text, with_heading
 from nqs_core.hamiltonians import COUPLINGS
 from nqs_core.settings import SettingsError
@@ -101,11 +101,10 @@ class SweepView(pn.viewable.Viewer):
         f.line("value", "energy", source=self.curve_source, color=VERMILION, line_dash="dashed", line_width=2,
                legend_label="exact (ED)")
         f.add_layout(Whisker(base="value", lower="lower", upper="upper", source=self.points, line_color=BLUE))
-        f.scatter("value", "exact_energy", source=self.points, color=VERMILION, size=10, marker="x",
-                  legend_label="exact or reference at the point")
-        f.scatter("value", "energy", source=self.points, color=BLUE, size=9, legend_label="VMC (final evaluation)")
+        f.scatter("value", "exact_energy", source=self.points, color=VERMILION, size=10, marker="x")  # no curve: refs
+        f.scatter("value", "energy", source=self.points, color=BLUE, size=9, legend_label="VMC")
         f.scatter("value", "energy", source=self.live, color=ORANGE, size=11, marker="circle_x",
-                  legend_label="current point, latest step")
+                  legend_label="running point")
         self.rel_fig = make_figure("Relative error per point", "coupling", "relative error", y_axis_type="log",
                                    x_range=f.x_range, **opts)
         self.rel_fig.scatter("value", "rel", source=self.points, color=ORANGE, size=9)
@@ -128,9 +127,10 @@ class SweepView(pn.viewable.Viewer):
                                     line_width=2, legend_label="⟨σˣ⟩ exact")
         self.sigma_x_points = o.scatter("value", "sigma_x", source=self.points, color=GREEN, size=9,
                                         marker="triangle", legend_label="⟨σˣ⟩ VMC")
-        for fig in (f, g, o):
-            fig.legend.location = "bottom_right"
+        for fig, where in ((f, "top_right"), (g, "bottom_right"), (o, "center_right")):  # off the curves' way
+            fig.legend.location = where
             fig.legend.background_fill_alpha = 0.6
+            fig.legend.label_text_font_size = SMALL_TEXT
         self.figures = [f, self.rel_fig, g, o]
 
     def _build_controls(self) -> None:

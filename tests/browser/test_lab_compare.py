@@ -97,6 +97,8 @@ def test_tfim_sweep_through_the_critical_point_lies_on_the_exact_curve(open_lab,
         assert abs(m - exact) < 0.05, (h, m, exact)  # the magnetisation against its exact curve
     assert page.evaluate(CURVE_POINTS) >= 20
     page.screenshot(path=str(screenshots / "42-sweep-tfim-1366.png"))
+    page.get_by_text("Order parameter", exact=True).evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(screenshots / "44-sweep-tfim-order-1366.png"))
 
     button(page, "Sweep").click()  # the same sweep again, stopped in its first point
     page.get_by_text(re.compile(r"point 1 of 5")).first.wait_for(timeout=60_000)
