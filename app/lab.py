@@ -415,6 +415,8 @@ class Lab:
     def _stage_text(self) -> str:
         """The line above the views: what the page is doing when the plots cannot show it yet."""
         phase = self.runner.phase
+        if self.sweep.alive:
+            return f"Coupling sweep (Sweep tab): {self.sweep.message}"
         if phase == "queued":  # the server's run queue (app/run_queue.py): its place in line, Stop leaves it
             return f"Waiting for a free place on this server: {self.runner.message} (Stop cancels)."
         if phase in ("starting", "compiling"):

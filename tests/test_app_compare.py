@@ -160,7 +160,11 @@ def test_a_sweep_point_is_drawn_against_its_exact_values():
         "structure_factor": {"peak": {"value": 2.5, "error": None}}, "marshall_agreement": 1.0}})
     row = {k: v[0] for k, v in point_row(heisenberg, tfim=False).items()}
     assert row["exact_energy"] == -1.0 and row["order"] == 2.5 and row["order_upper"] == 2.5
-    assert row["marshall"] == 1.0 and np.isnan(row["order_exact"])
+    assert row["marshall"] == 1.0 and np.isnan(row["order_exact"]) and row["momentum"] == ""
+    j1j2 = SimpleNamespace(**{**vars(heisenberg), "observables": {"measured_momentum": [1.0, 0.0]},
+                              "exact": {"ground_momentum": [0.0, 0.0], "energy_per_site": -0.5}})
+    row = {k: v[0] for k, v in point_row(j1j2, tfim=False).items()}
+    assert (row["momentum"], row["momentum_exact"]) == ("(π, 0)", "(0, 0)")
 
 
 def test_the_sweep_tab_draws_what_its_job_reports():

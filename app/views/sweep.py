@@ -17,21 +17,26 @@ from typing import Any, Callable
 
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, Range1d, Whisker
+from bokeh.models import ColumnDataSource, HoverTool, Range1d, Whisker
 
 from app.settings import LabSettings
 from app.sweep_job import CurvePoint, SweepJob
 from app.views.common import SMALL_TEXT, BLUE, GREEN, ORANGE, PURPLE, VERMILION, append, caption_pane, empty_like, finite, \
     make_figure, set_text, with_heading
 from nqs_core.hamiltonians import COUPLINGS
+from nqs_core.lattice import momentum_text
 from nqs_core.settings import SettingsError
 from nqs_core.sweep import SweepEvent, SweepPoint, make_sweep
 
 DEFAULT_RANGES = {"h": "0.5:1.5:5", "J2": "0:1:6", "J": "0.5:1.5:5", "J1": "0.5:1.5:5"}
 CRITICAL = dict(preset="tfim-critical", L=12, steps=100, coupling="h", values="0.5:1.5:5")  # through h/J = 1
 POINT_COLUMNS = ("value", "energy", "lower", "upper", "exact_energy", "rel", "marshall", "marshall_exact", "fidelity",
-                 "order", "order_lower", "order_upper", "order_exact", "sigma_x", "sigma_x_exact")
+                 "order", "order_lower", "order_upper", "order_exact", "sigma_x", "sigma_x_exact", "momentum",
+                 "momentum_exact")
 CURVE_COLUMNS = ("value", "energy", "order", "sigma_x", "marshall")
+HOVER = [("coupling", "@value"), ("E/N", "@energy{0.00000} (exact @exact_energy{0.00000})"),
+         ("relative error", "@rel{0.0e}"), ("fidelity", "@fidelity{0.0000}"),
+         ("momentum k", "@momentum (exact ground state: @momentum_exact)")]
 
 
 def _get(d: dict | None, *path: str) -> float:
@@ -54,12 +59,14 @@ def point_row(point: SweepPoint, tfim: bool) -> dict[str, list[float]]:
     order, order_err = order_key(tfim)
     o, o_err = _get(ob, *order), _get(ob, *order_err)
     o_err = 0.0 if math.isnan(o_err) else o_err
+    k, k0 = ob.get("measured_momentum"), ex.get("ground_momentum")
     e, de = finite(point.energy_per_site), finite(point.error_per_site)
     row = dict(value=point.value, energy=e, lower=e - de, upper=e + de, exact_energy=exact_e,
                rel=abs(e - exact_e) / abs(exact_e) if exact_e else math.nan,
                marshall=_get(ob, "marshall_agreement"), marshall_exact=_get(ex, "marshall_agreement"),
                fidelity=_get(ob, "fidelity"), order=o, order_lower=o - o_err, order_upper=o + o_err,
-               order_exact=_get(ex, *order), sigma_x=_get(ob, "sigma_x"), sigma_x_exact=_get(ex, "sigma_x"))
+               order_exact=_get(ex, *order), sigma_x=_get(ob, "sigma_x"), sigma_x_exact=_get(ex, "sigma_x"),
+               momentum=momentum_text(k) if k else "", momentum_exact=momentum_text(k0) if k0 else "")
     return {k: [v] for k, v in row.items()}
 
 
@@ -96,13 +103,15 @@ class SweepView(pn.viewable.Viewer):
 
     def _build_figures(self) -> None:
         opts = dict(height=270)
-        self.energy_fig = make_figure("E/N ± error per point against the exact curve", "coupling", "E / N", **opts)
+        self.energy_fig = make_figure("E/N ± error per point against the exact curve", "coupling", "E / N",
+                                      tools="pan,wheel_zoom,box_zoom,reset,save", **opts)
         f = self.energy_fig
         f.line("value", "energy", source=self.curve_source, color=VERMILION, line_dash="dashed", line_width=2,
                legend_label="exact (ED)")
         f.add_layout(Whisker(base="value", lower="lower", upper="upper", source=self.points, line_color=BLUE))
         f.scatter("value", "exact_energy", source=self.points, color=VERMILION, size=10, marker="x")  # no curve: refs
-        f.scatter("value", "energy", source=self.points, color=BLUE, size=9, legend_label="VMC")
+        vmc = f.scatter("value", "energy", source=self.points, color=BLUE, size=9, legend_label="VMC")
+        f.add_tools(HoverTool(renderers=[vmc], tooltips=HOVER))
         f.scatter("value", "energy", source=self.live, color=ORANGE, size=11, marker="circle_x",
                   legend_label="running point")
         self.rel_fig = make_figure("Relative error per point", "coupling", "relative error", y_axis_type="log",
