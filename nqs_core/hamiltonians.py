@@ -9,14 +9,22 @@ J/2 to the configuration with σ_i, σ_j exchanged when they differ.  ``connecte
 fixed number of connected configurations per input (one per bond, or one per site for the
 TFIM); padded entries carry matrix element 0 and σ' = σ, so one compiled function serves
 every step:  E_loc(σ) = diag(σ) + Σ_m mel_m(σ) ψ(σ'_m)/ψ(σ).
+
+The couplings can be run-time values: the matrix elements are linear in them, and only the structure
+(bonds, which spins a connected configuration flips) fixes shapes.  ``matrix_elements(σ, couplings)``
+takes ``runtime_couplings()`` of any Hamiltonian with this one's structure as (traced) arrays, so the
+engine compiles one step per structure (``structure()``: every coupling nonzero, no bond or flip left
+out) and is called with any couplings.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from functools import cached_property
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -25,6 +33,8 @@ from nqs_core.lattice import Lattice
 HAMILTONIANS = ("heisenberg", "j1j2", "tfim")
 COUPLINGS = {"heisenberg": ("J",), "j1j2": ("J1", "J2"), "tfim": ("J", "h")}  # the user-facing names
 COUPLING_ALIASES = {"j1j2": ("J",)}  # J is accepted for J1
+RUNTIME_COUPLINGS = ("J", "J2", "h")  # the fields of ``Hamiltonian`` that ``runtime_couplings`` carries
+Couplings = Mapping[str, jax.Array]
 CONVENTIONS = {
     "heisenberg": "H = J Σ⟨ij⟩ S_i·S_j (spin-1/2 operators S = σ/2)",
     "j1j2": "H = J1 Σ⟨ij⟩ S_i·S_j + J2 Σ⟨⟨ij⟩⟩ S_i·S_j (spin-1/2 operators S = σ/2)",
@@ -67,6 +77,16 @@ class Hamiltonian:
         """The largest |coupling| (1 when all vanish): the unit in which the VMC step measures the
         gradient, so that one learning rate means one imaginary-time step at every field or J."""
         return max([abs(v) for _, v in self.coupling_items()] + [0.0]) or 1.0
+
+    def runtime_couplings(self) -> dict[str, jax.Array]:
+        """J, J2 and h as float64 scalars (those a model lacks are 0): the run-time values of
+        ``matrix_elements`` and ``runtime_energy_scale``."""
+        return {name: jnp.asarray(float(getattr(self, name)), jnp.float64) for name in RUNTIME_COUPLINGS}
+
+    def structure(self) -> "Hamiltonian":
+        """This model with every coupling 1: the same bonds and flips whatever the couplings (J1-J2
+        keeps its next-nearest bonds at J2 = 0, the TFIM its field flips at h = 0)."""
+        return replace(self, J=1.0, J2=1.0 if self.name == "j1j2" else 0.0, h=1.0 if self.is_ising else 0.0)
 
     @property
     def convention(self) -> str:
@@ -151,31 +171,46 @@ class Hamiltonian:
         return out
 
     # ----- the jittable kernels ---------------------------------------------------------
-    def matrix_elements(self, sigma: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    def _bond_couplings(self, g: Couplings) -> jax.Array:
+        """(nb,) coupling of each exchange bond: J, or J1 (= J) on the nearest and J2 on the next bonds."""
+        n_bonds, n_nearest = len(self.exchange_bonds[0]), len(self.lattice.bonds)
+        nearest = jnp.asarray(np.arange(n_bonds) < n_nearest)
+        return jnp.where(nearest, g["J"], g["J2"]).astype(jnp.float64)
+
+    def matrix_elements(self, sigma: jnp.ndarray, couplings: Couplings | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(diag (B,), mels (B, M)) float64 for σ (B, N) with entries ±1: H_σσ and H_σσ'_m, where
         σ'_m = σ · ``flip_signs[m]``; mels_m = 0 where that configuration is not connected (a bond
-        of equal spins).  Pure and shape-static; safe inside ``jax.jit``."""
+        of equal spins, a coupling that is 0).  ``couplings``: run-time values (``runtime_couplings``
+        of a Hamiltonian with this structure), by default this one's.  Pure and shape-static."""
+        g = self.runtime_couplings() if couplings is None else couplings
         s = jnp.asarray(sigma).astype(jnp.float64)
-        if self.name == "tfim":
+        if self.is_ising:
             b = self.lattice.bonds
-            diag = -self.J * jnp.sum(s[:, b[:, 0]] * s[:, b[:, 1]], axis=1)
-            return diag, jnp.full((s.shape[0], self.max_conn), -self.h, dtype=jnp.float64)
-        bonds, coup = self.exchange_bonds
+            diag = -g["J"] * jnp.sum(s[:, b[:, 0]] * s[:, b[:, 1]], axis=1)
+            return diag, jnp.full((s.shape[0], self.max_conn), 1.0, dtype=jnp.float64) * -g["h"]
+        bonds = self.exchange_bonds[0]
+        coup = self._bond_couplings(g)
         si, sj = s[:, bonds[:, 0]], s[:, bonds[:, 1]]  # (B, nb)
-        diag = jnp.sum(0.25 * jnp.asarray(coup) * si * sj, axis=1)
-        return diag, jnp.where(si != sj, 0.5 * jnp.asarray(coup), 0.0)
+        diag = jnp.sum(0.25 * coup * si * sj, axis=1)
+        return diag, jnp.where(si != sj, 0.5 * coup, 0.0)
 
-    def connected(self, sigma: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    def connected(self, sigma: jnp.ndarray, couplings: Couplings | None = None) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
         """For σ of shape (B, N) with entries ±1, return (diag (B,), σ' (B, M, N), mels (B, M)).
 
         Pure and shape-static (M = ``max_conn``); padded entries (mel 0) carry σ' = σ.  Matrix
         elements are float64 (the Hamiltonians are real); σ' has σ's dtype.
         """
         sigma = jnp.asarray(sigma)
-        diag, mels = self.matrix_elements(sigma)
+        diag, mels = self.matrix_elements(sigma, couplings)
         flips = jnp.asarray(self.flip_signs, dtype=sigma.dtype)[None]  # (1, M, N)
         sigma_p = jnp.where((mels != 0)[:, :, None], sigma[:, None, :] * flips, sigma[:, None, :])
         return diag, sigma_p, mels
+
+
+def runtime_energy_scale(couplings: Couplings) -> jax.Array:
+    """``Hamiltonian.energy_scale`` of run-time couplings: max |g| over J, J2, h, or 1 when all vanish."""
+    scale = jnp.max(jnp.abs(jnp.stack([jnp.asarray(couplings[k], jnp.float64) for k in RUNTIME_COUPLINGS])))
+    return jnp.where(scale > 0, scale, 1.0)
 
 
 def make_hamiltonian(

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nqs_core.chunking import chunk_size
-from nqs_core.hamiltonians import Hamiltonian
+from nqs_core.hamiltonians import Couplings, Hamiltonian
 from nqs_core.models import has_fast_path
 
 PyTree = Any
@@ -61,14 +61,16 @@ def _compacted_log_psi(apply: ApplyFn, params: PyTree, sigma: jax.Array, flips: 
 
 
 def local_energies(apply: ApplyFn, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
-                   chunk: int | None = None, ratios: RatioFn | None = None) -> jax.Array:
+                   chunk: int | None = None, ratios: RatioFn | None = None,
+                   couplings: Couplings | None = None) -> jax.Array:
     """E_loc (B,) complex128 for σ (B, N) with known log ψ(σ) (B,).
 
     With ``ratios`` (``flip_ratio_fn(model)``) the amplitude ratios come from the model's fast path;
     otherwise from network passes over the nonzero connected configurations only (compacted, in
-    chunks of ``chunk`` configurations, default ``chunk_size(N)``).
+    chunks of ``chunk`` configurations, default ``chunk_size(N)``).  ``couplings``: run-time values
+    (``Hamiltonian.matrix_elements``), by default ``ham``'s own.
     """
-    diag, mels = ham.matrix_elements(sigma)
+    diag, mels = ham.matrix_elements(sigma, couplings)
     b, m = mels.shape
     if m == 0:
         return diag.astype(jnp.complex128)

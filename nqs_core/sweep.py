@@ -3,8 +3,7 @@
 ``make_sweep(settings, "h", "0.5:1.5:5")`` checks the range against the coupling's bounds in the
 settings schema; ``run_sweep(sweep)`` runs every point from the same seed and returns a
 :class:`SweepResult`.  The points share one compiled step and one compiled evaluation
-(``nqs_core.runtime_couplings``: the couplings enter the jitted functions as arrays; the engine's own
-step bakes them in as constants, so ``nqs run`` compiles once per coupling).  Per point:
+(the engine takes the couplings as run-time arrays, ``nqs_core.vmc.hyperparameters``).  Per point:
 
 * E/N ± δE/N and the V-score N·Var(E)/E² (final evaluation with ``eval_samples`` samples, else the
   last step), acceptance and split R̂;
@@ -37,8 +36,8 @@ from nqs_core.hamiltonians import COUPLINGS
 from nqs_core.run_reference import find_reference, reference_detail
 from nqs_core.settings import RunSettings, SettingsError, schema
 from nqs_core.exact_observables import exact_observables, exact_problem, exact_state, network_vs_exact
-from nqs_core.runtime_couplings import coupling_values, runtime_engine_for
-from nqs_core.vmc import hyperparameters
+from nqs_core.problem import build_problem
+from nqs_core.vmc import Engine, engine_for, hyperparameters, static_settings
 from nqs_core.state_observables import state_observables
 from nqs_core.verdict import Estimate, assess
 
@@ -217,10 +216,10 @@ class SweepResult:
 
 
 # ----- running ----------------------------------------------------------------------------------
-def _steps(runner: Any, s: RunSettings, couplings: dict[str, Any], index: int, value: float,
+def _steps(engine: Engine, s: RunSettings, hyper: dict[str, Any], index: int, value: float,
            emit: Callable[[SweepEvent], None], control: RunControl) -> tuple[Any, list[StepRecord], str, str, float]:
     """The optimisation of one point: (state, history, phase, message, compile seconds)."""
-    state, hyper = runner.init(s.seed), hyperparameters(s)
+    state = engine.init_state(s.seed)
     history: list[StepRecord] = []
     compile_seconds = 0.0
     while len(history) < s.steps:
@@ -229,11 +228,11 @@ def _steps(runner: Any, s: RunSettings, couplings: dict[str, Any], index: int, v
         if control.stopped:
             return state, history, "stopped", f"stopped after {len(history)} steps", compile_seconds
         n = min(s.steps_per_call, s.steps - len(history))
-        cached, t0 = runner.steps._cache_size(), time.perf_counter()
-        new, stats = runner.steps(state, hyper, couplings, n)
+        cached, t0 = engine.multi_step._cache_size(), time.perf_counter()
+        new, stats = engine.multi_step(state, hyper, n)
         stats = {k: np.asarray(v) for k, v in stats.items()}
         dt = time.perf_counter() - t0
-        if runner.steps._cache_size() > cached:
+        if engine.multi_step._cache_size() > cached:
             compile_seconds += dt  # this call compiled (its n steps included)
         records = records_from_stats(stats, len(history), dt)
         finite = np.atleast_1d(stats["finite"])
@@ -247,13 +246,13 @@ def _steps(runner: Any, s: RunSettings, couplings: dict[str, Any], index: int, v
     return state, history, "done", f"done: {len(history)} steps", compile_seconds
 
 
-def _evaluation(runner: Any, s: RunSettings, state: Any, couplings: dict[str, Any],
+def _evaluation(engine: Engine, s: RunSettings, state: Any, couplings: dict[str, Any],
                 history: list[StepRecord], phase: str) -> tuple[dict[str, float] | None, str]:
     """The final evaluation (``eval_samples`` fresh samples), or None after a divergence or with 0 samples."""
     if phase == "diverged" or s.eval_samples <= 0:
         return None, f"last step ({history[-1].step})" if history else "no steps"
     per_chain = max(1, -(-s.eval_samples // s.chains))
-    stats = runner.evaluate(state.params, state.sampler, couplings, per_chain)
+    stats = engine.evaluate_fn(state.params, state.sampler, couplings, per_chain)
     out = {k: (complex(v) if np.iscomplexobj(v) else float(v)) for k, v in stats.items()}
     return out, f"evaluation with {per_chain * s.chains} samples"
 
@@ -278,7 +277,7 @@ def _reference(s: RunSettings, enabled: bool, compute_dmrg: bool) -> dict[str, A
         return None
 
 
-def _exact(runner: Any, s: RunSettings, params: Any, enabled: bool) -> tuple[dict[str, Any] | None, str | None]:
+def _exact(engine: Engine, s: RunSettings, params: Any, enabled: bool) -> tuple[dict[str, Any] | None, str | None]:
     """The exact observables and the network's fidelity / sign agreement, or (None, why not)."""
     if not enabled:
         return None, "not requested"
@@ -286,13 +285,13 @@ def _exact(runner: Any, s: RunSettings, params: Any, enabled: bool) -> tuple[dic
     if problem is not None:
         return None, problem
     state = exact_state(s)
-    return {**exact_observables(state), **network_vs_exact(_jitted_apply(runner), params, state)}, None
+    return {**exact_observables(state), **network_vs_exact(_jitted_apply(engine), params, state)}, None
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_apply(runner: Any) -> Callable[..., Any]:
-    """``jax.jit(model.apply)`` of a runtime engine, kept so that every point reuses its compilation."""
-    return jax.jit(runner.engine.model.apply)
+def _jitted_apply(engine: Engine) -> Callable[..., Any]:
+    """``jax.jit(model.apply)`` of the points' engine, kept so that every point reuses its compilation."""
+    return jax.jit(engine.model.apply)
 
 
 @dataclass(frozen=True)
@@ -310,24 +309,24 @@ def run_point(sweep: Sweep, index: int, emit: Callable[[SweepEvent], None], cont
     t0 = time.perf_counter()
     value = sweep.values[index]
     s = sweep.point_settings(value)
-    runner = runtime_engine_for(s)
-    couplings = runner.couplings(coupling_values(s))
+    engine, hyper = engine_for(static_settings(s)), hyperparameters(s)  # one engine for every point
+    ham = build_problem(s)[1]
     emit(SweepEvent("start", index, value, message=f"{sweep.coupling} = {value:g}"))
-    state, history, phase, message, compile_seconds = _steps(runner, s, couplings, index, value, emit, control)
-    evaluation, source = _evaluation(runner, s, state, couplings, history, phase)
+    state, history, phase, message, compile_seconds = _steps(engine, s, hyper, index, value, emit, control)
+    evaluation, source = _evaluation(engine, s, state, hyper["couplings"], history, phase)
     energy, error, variance, acceptance, r_hat = _energy(evaluation, history)
     ref = _reference(s, options.reference, options.compute_dmrg)
     e_ref = float(ref["energy"]) if ref is not None else None
     rel = abs(energy - e_ref) / abs(e_ref) if e_ref and math.isfinite(energy) else None
     v_score = s.n_sites * variance / energy**2 if math.isfinite(variance) and energy else None
-    observables = state_observables(runner.engine, s, state) if history and phase != "diverged" else {}
-    exact, note = _exact(runner, s, state.params, options.exact and bool(history))
+    observables = state_observables(engine, s, state) if history and phase != "diverged" else {}
+    exact, note = _exact(engine, s, state.params, options.exact and bool(history))
     if exact is not None:
         observables.update(fidelity=exact.pop("fidelity"), sign_agreement=exact.pop("sign_agreement"))
     verdict = assess(s, Estimate.of(evaluation, history), ref, phase, message, {"relative_error": rel, "v_score": v_score})
     n = s.n_sites
-    return SweepPoint(index, sweep.coupling, value, coupling_values(s), phase, message, len(history), energy, error,
-                      variance, energy / n, error / n, v_score, acceptance, r_hat, source, runner.engine.hamiltonian.convention,
+    return SweepPoint(index, sweep.coupling, value, ham.couplings, phase, message, len(history), energy, error,
+                      variance, energy / n, error / n, v_score, acceptance, r_hat, source, ham.convention,
                       e_ref / n if e_ref is not None else None, ref.get("method") if ref else None,
                       reference_detail(ref) if ref else None, rel, observables, exact, note,
                       time.perf_counter() - t0, compile_seconds, verdict.verdict, list(verdict.warnings), history)

@@ -4,7 +4,8 @@ into one jitted function that runs ``n`` steps per call (``lax.scan``) with fixe
 E_loc(σ) = diag(σ) + Σ_m mel_m(σ) exp(log ψ(σ'_m) − log ψ(σ))  (DESIGN.md §3), statistics from
 ``nqs_core.stats``, directions from ``nqs_core.optimizers``.  Compiled code is shared between
 VMC objects whose settings differ only in run-time values (seed, steps, lr, diag_shift, momentum,
-eval_samples, steps_per_call): those enter the jitted function as arrays.
+eval_samples, steps_per_call, and the couplings J, J1, J2, h): those enter the jitted function as
+arrays (``hyperparameters``), so a coupling sweep or a new J2 in the lab reuses the compiled step.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import numpy as np
 import optax
 from flax import struct
 
-from nqs_core.hamiltonians import Hamiltonian
+from nqs_core.hamiltonians import Couplings, Hamiltonian, runtime_energy_scale
 from nqs_core.lattice import Lattice
 from nqs_core.local_energy import flip_ratio_fn, local_energies
 from nqs_core.models import make_model
 from nqs_core.optimizers import RealRavel, optimizer_chain, with_hyperparameters
 from nqs_core.preconditioners import Preconditioner, preconditioner_for
-from nqs_core.problem import build_problem  # noqa: F401  (re-exported: nqs_core.vmc.build_problem)
+from nqs_core.problem import build_problem
 from nqs_core.observables import best_half_plane, marshall_phase, translation_eigenvalue
 from nqs_core.sampler import ExactSampler, Sampler, SamplerState, make_sampler
 from nqs_core.settings import RunSettings
@@ -38,7 +39,8 @@ PyTree = Any
 STAT_KEYS = ("energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score", "finite")
 OBSERVABLE_SAMPLES = 256  # samples per step for the translation eigenvalue (one extra network pass each)
 RUNTIME_FIELDS = dict(seed=0, steps=1, lr=1.0, diag_shift=0.0, momentum=0.0, eval_samples=0, steps_per_call=1,
-                      time_budget=None, target_error=None, target_v_score=None)
+                      time_budget=None, target_error=None, target_v_score=None,
+                      J=1.0, J1=None, J2=1.0, h=1.0)  # couplings: every one nonzero (Hamiltonian.structure)
 
 
 @struct.dataclass
@@ -53,20 +55,22 @@ class VMCState:
 
 def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
              weights: jax.Array, optimizer: str, sr_solver: str, diag_shift: jax.Array,
-             preconditioner: Preconditioner | None = None):
+             preconditioner: Preconditioner | None = None, couplings: Couplings | None = None):
     """E_loc, gradient g = 2Re⟨ΔO*ΔE⟩ and the direction d fed to optax (``preconditioner``, by default
-    ``preconditioner_for`` the optimizer setting)."""
-    e_loc = local_energies(model.apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model))
+    ``preconditioner_for`` the optimizer setting); ``couplings``: run-time values, by default ``ham``'s."""
+    e_loc = local_energies(model.apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model), couplings=couplings)
     pre = preconditioner or preconditioner_for(optimizer, sr_solver, model, RealRavel.of(params))
     g, d = pre(model, params, sigma, e_loc, weights, diag_shift)
     return e_loc, g.astype(d.dtype), d
 
 
 def hyperparameters(settings: RunSettings) -> dict[str, jax.Array]:
-    """The run-time values the compiled step takes (``RUNTIME_FIELDS`` that change the step)."""
+    """The run-time values the compiled step takes (``RUNTIME_FIELDS`` that change the step), the
+    couplings among them (``Hamiltonian.runtime_couplings``)."""
     s = settings
     return {"lr": jnp.asarray(s.lr, jnp.float64), "diag_shift": jnp.asarray(s.diag_shift, jnp.float64),
-            "momentum": jnp.asarray(s.momentum, jnp.float64), "total_steps": jnp.asarray(s.steps, jnp.int32)}
+            "momentum": jnp.asarray(s.momentum, jnp.float64), "total_steps": jnp.asarray(s.steps, jnp.int32),
+            "couplings": build_problem(s)[1].runtime_couplings()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,7 +79,7 @@ class Engine:
 
     settings: RunSettings  # with run-time fields normalised (RUNTIME_FIELDS)
     lattice: Lattice
-    hamiltonian: Hamiltonian
+    hamiltonian: Hamiltonian  # the structure (Hamiltonian.structure); the couplings come with each call
     model: nn.Module
     sampler: Sampler
     ravel: RealRavel
@@ -97,12 +101,12 @@ class Engine:
         weights = jnp.full((c * t,), 1.0 / (c * t), dtype=jnp.float64)
         s = self.settings
         e_loc, g, d = estimate(self.model, params, self.hamiltonian, flat, lpf, weights, s.optimizer, s.sr_solver,
-                               hyper["diag_shift"], self.preconditioner)
+                               hyper["diag_shift"], self.preconditioner, hyper["couplings"])
         stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
         theta = self.ravel.ravel(params)
         opt_state = with_hyperparameters(state.opt_state, lr=hyper["lr"], momentum=hyper["momentum"],
                                          total_steps=hyper["total_steps"])
-        direction = d / self.hamiltonian.energy_scale  # lr is an imaginary-time step in units of 1/energy_scale
+        direction = d / runtime_energy_scale(hyper["couplings"])  # lr: an imaginary-time step in units of 1/scale
         updates, opt_state = self.chain.update(direction.astype(theta.dtype), opt_state, theta)
         theta_new = theta + updates.astype(theta.dtype)
         finite = jnp.isfinite(stats["energy"]) & jnp.all(jnp.isfinite(theta_new))
@@ -142,13 +146,13 @@ class Engine:
 
     @functools.cached_property
     def evaluate_fn(self):
-        @functools.partial(jax.jit, static_argnums=2)
-        def run(params: PyTree, sampler_state: SamplerState, per_chain: int):
+        @functools.partial(jax.jit, static_argnums=3)
+        def run(params: PyTree, sampler_state: SamplerState, couplings: Couplings, per_chain: int):
             sampler_state, sigma, lp, acceptance = self.sampler.sample(
                 lambda x: self.model.apply(params, x), sampler_state, per_chain)
             c, t, n = sigma.shape
             e_loc = local_energies(self.model.apply, params, self.hamiltonian, sigma.reshape(c * t, n), lp.reshape(-1),
-                                   ratios=flip_ratio_fn(self.model))
+                                   ratios=flip_ratio_fn(self.model), couplings=couplings)
             stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
             stats["acceptance"] = jnp.asarray(acceptance, jnp.float64)
             stats.update(self._observables(params, sigma.reshape(c * t, n), lp.reshape(-1)))
@@ -161,11 +165,13 @@ class Engine:
 
     def init_state(self, seed: int, restart: int = 0) -> VMCState:
         """Parameters, optimizer state and sampler chains from ``seed``; ``restart`` k > 0 draws fresh ones
-        from the same seed (the run loop's ``callbacks.FrozenStart``)."""
+        from the same seed (the run loop's ``callbacks.FrozenStart``).  No leaf is weakly typed (optax's
+        injected step count would be), so the states a step returns reuse the step's compilation."""
         key = jax.random.PRNGKey(seed)  # raw uint32 keys: plain arrays in checkpoints
         k_params, k_sampler = jax.random.split(jax.random.fold_in(key, restart) if restart else key)
         params = self.init_params(k_params)
-        return VMCState(params, self.init_opt_state(params), self.sampler.init(k_sampler), jnp.zeros((), jnp.int32))
+        state = VMCState(params, self.init_opt_state(params), self.sampler.init(k_sampler), jnp.zeros((), jnp.int32))
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
 
     def init_opt_state(self, params: PyTree) -> PyTree:
         return self.chain.init(self.ravel.ravel(params))
@@ -223,6 +229,7 @@ def _engine_for(static: RunSettings) -> Engine:
 
     single_threaded_lapack()
     lattice, ham = build_problem(static)
+    ham = ham.structure()
     model = make_model(static, lattice)
     sampler = make_sampler(static, ham)
     shapes = jax.eval_shape(lambda k: model.init(k, jnp.ones((1, lattice.n_sites), jnp.int8)), jax.random.key(0))
@@ -238,7 +245,7 @@ class VMC:
         self.settings = settings.validate()
         self.engine = engine_for(static_settings(settings))
         self.lattice = self.engine.lattice
-        self.hamiltonian = self.engine.hamiltonian
+        self.hamiltonian = build_problem(settings)[1]  # with this run's couplings (the engine has the structure)
         self.model = self.engine.model
         self.sampler = self.engine.sampler
 
@@ -247,7 +254,7 @@ class VMC:
         """Number of real parameters (a complex parameter counts twice)."""
         return self.engine.ravel.size
 
-    @property
+    @functools.cached_property
     def hyper(self) -> dict[str, jax.Array]:
         return hyperparameters(self.settings)
 
@@ -272,7 +279,7 @@ class VMC:
         ``n_samples`` fresh samples (rounded up to a multiple of chains)."""
         n = self.settings.eval_samples if n_samples is None else n_samples
         per_chain = max(1, -(-int(n) // self.settings.chains))
-        stats = self.engine.evaluate_fn(state.params, state.sampler, per_chain)
+        stats = self.engine.evaluate_fn(state.params, state.sampler, self.hyper["couplings"], per_chain)
         out = {k: complex(v) if jnp.iscomplexobj(v) else float(v) for k, v in stats.items()}
         out["n_samples"] = per_chain * self.settings.chains
         return out

@@ -1,11 +1,12 @@
 """The Hamiltonian kernels against dense matrices built independently from Kronecker products."""
 
+import jax
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from nqs_core.basis import basis_codes, decode, encode, sparse_matrix
-from nqs_core.hamiltonians import make_hamiltonian
+from nqs_core.hamiltonians import make_hamiltonian, runtime_energy_scale
 from nqs_core.lattice import make_lattice
 
 # Basis state with code c has σ_i = +1 where bit i of c is set.  In the Kronecker product the
@@ -71,16 +72,43 @@ def test_connected_elements_match_dense_matrix_on_full_basis(name, kind, L, bc, 
     ref = dense_reference(name, lat, J=ham.J, J2=ham.J2, h=ham.h) if n <= 12 else None
     diag, sigma_p, mels = (np.asarray(a) for a in ham.connected(decode(codes, n)))
     assert sigma_p.shape == (len(codes), ham.max_conn, n)
-    rebuilt = np.zeros((len(codes), 2**n))
-    rebuilt[np.arange(len(codes)), codes] += diag
-    tgt = encode(sigma_p)
-    for m in range(ham.max_conn):
-        np.add.at(rebuilt, (np.arange(len(codes)), tgt[:, m]), mels[:, m])
+    rebuilt = _rows(codes, n, diag, sigma_p, mels)
     if ref is None:
         ref_rows = _rows_4x4(name, lat, ham, codes)
         np.testing.assert_allclose(rebuilt, ref_rows, atol=1e-12)
     else:
         np.testing.assert_allclose(rebuilt, ref[codes], atol=1e-12)
+
+
+def _rows(codes, n, diag, sigma_p, mels) -> np.ndarray:
+    """The rows ``codes`` of H rebuilt from the connected configurations and matrix elements."""
+    rebuilt = np.zeros((len(codes), 2**n))
+    rebuilt[np.arange(len(codes)), codes] += diag
+    tgt = encode(sigma_p)
+    for m in range(sigma_p.shape[1]):
+        np.add.at(rebuilt, (np.arange(len(codes)), tgt[:, m]), mels[:, m])
+    return rebuilt
+
+
+@pytest.mark.parametrize("name,kind,L,couplings", [
+    ("tfim", "chain", 8, [{"J": 1.0, "h": 0.9}, {"J": -0.4, "h": 0.0}, {"J": 0.0, "h": 2.5}]),
+    ("j1j2", "chain", 10, [{"J1": 1.0, "J2": 0.45}, {"J1": 0.8, "J2": 0.0}, {"J1": -1.0, "J2": 1.2}]),
+    ("heisenberg", "square", 2, [{"J": 1.0}, {"J": -0.6}]),
+])
+def test_runtime_couplings_give_the_dense_matrix_from_one_compiled_kernel(name, kind, L, couplings):
+    """The engine's form: the structure (every coupling 1) with the couplings as traced arrays, one jit
+    compilation for all of them, also where a coupling is 0 (J1-J2 at J2 = 0, the TFIM at h = 0)."""
+    lat = make_lattice(kind, L)
+    n, codes = lat.n_sites, np.arange(2**lat.n_sites)
+    structure = make_hamiltonian(name, lat).structure()
+    kernel = jax.jit(lambda sigma, g: structure.connected(sigma, g))
+    for c in couplings:
+        ham = make_hamiltonian(name, lat, **c)
+        diag, sigma_p, mels = (np.asarray(a) for a in kernel(decode(codes, n), ham.runtime_couplings()))
+        want = dense_reference(name, lat, J=ham.J, J2=ham.J2, h=ham.h)
+        np.testing.assert_allclose(_rows(codes, n, diag, sigma_p, mels), want, atol=1e-12)
+        assert float(runtime_energy_scale(ham.runtime_couplings())) == ham.energy_scale
+    assert kernel._cache_size() == 1
 
 
 def _rows_4x4(name, lat, ham, codes):

@@ -1,7 +1,6 @@
-"""Coupling sweeps (nqs_core.sweep, nqs_core.runtime_couplings, ``nqs sweep``) against physics.
+"""Coupling sweeps (nqs_core.sweep, ``nqs sweep``) against physics.  (That the engine's step takes
+the couplings as run-time values is tested in test_hamiltonians.py and test_vmc.py.)
 
-* The run-time-coupling step is the engine's step: the same energies, step by step, as ``VMC`` with
-  the couplings baked in, and the same matrix elements for every model.
 * A TFIM sweep through the critical point h = J on a 6-site chain: each point within 5e-3 of the exact
   (closed-form) energy, fidelity with the ED state > 0.99, the magnetisation ⟨|Σσᶻ|⟩/N falling and
   ⟨σˣ⟩ rising with h as the exact curve does, the map ⟨σᶻ_0σᶻ_r⟩ near the exact one, all points from
@@ -15,50 +14,19 @@ from __future__ import annotations
 
 import json
 
-import jax
 import numpy as np
 import pytest
 from conftest import nqs_main
 
 from nqs_core.exact_observables import exact_curve, exact_state
-from nqs_core.hamiltonians import make_hamiltonian
-from nqs_core.lattice import make_lattice
-from nqs_core.runtime_couplings import CouplingHamiltonian, coupling_values, runtime_engine_for
 from nqs_core.settings import RunSettings
 from nqs_core.sweep import make_sweep, run_sweep
-from nqs_core.vmc import VMC, hyperparameters
+from nqs_core.vmc import engine_for, static_settings
 
 # one static configuration for the library test and the CLI test: the compiled step is shared
 TFIM = RunSettings(hamiltonian="tfim", lattice="chain", L=6, samples=128, chains=8, steps=40, eval_samples=512)
 TFIM_FLAGS = ["--hamiltonian", "tfim", "--lattice", "chain", "--L", "6", "--samples", "128", "--chains", "8",
               "--steps", "40", "--eval-samples", "512"]
-
-
-@pytest.mark.parametrize("name, couplings", [("tfim", {"J": 1.3, "h": 0.7}), ("heisenberg", {"J": -0.6}),
-                                             ("j1j2", {"J1": 0.9, "J2": 0.35})])
-def test_coupling_hamiltonian_has_the_hamiltonians_matrix_elements(name, couplings):
-    lat = make_lattice("square", 4)
-    ham = make_hamiltonian(name, lat, **couplings)
-    template = make_hamiltonian(name, lat, **{k: 1.0 for k in couplings})
-    runtime = CouplingHamiltonian(template, {k: jax.numpy.asarray(v) for k, v in couplings.items()})
-    sigma = np.where(np.random.default_rng(0).random((32, 16)) < 0.5, 1, -1).astype(np.int8)
-    both = jax.jit(lambda s: (runtime.matrix_elements(s), ham.matrix_elements(s)))(sigma)  # one compilation
-    for got, want in zip(*both):
-        assert np.allclose(np.asarray(got), np.asarray(want), atol=1e-14)
-    assert float(runtime.energy_scale) == ham.energy_scale
-
-
-def test_runtime_step_equals_the_engines_step():
-    s = TFIM.replace(J=1.3, h=0.7)
-    vmc = VMC(s)
-    _, want = vmc.step(vmc.init(), 3)
-    runner = runtime_engine_for(s)
-    state, hyper, couplings = runner.init(s.seed), hyperparameters(s), runner.couplings(coupling_values(s))
-    got = []
-    for _ in range(3):  # the sweep calls n = steps_per_call = 1 step at a time
-        state, stats = runner.steps(state, hyper, couplings, 1)
-        got.append(float(stats["energy"][0]))
-    assert np.allclose(got, np.asarray(want["energy"]), rtol=1e-12, atol=0)
 
 
 def test_tfim_sweep_through_the_critical_point_follows_the_exact_curve():
@@ -77,8 +45,8 @@ def test_tfim_sweep_through_the_critical_point_follows_the_exact_curve():
         assert np.all(np.abs(c - c_exact)[1:] < np.maximum(5 * c_err[1:], 0.05)), (c, c_exact)
     for key, sign in (("magnetisation", -1), ("sigma_x", 1)):  # order melts, the field polarises
         assert np.all(sign * np.diff([r[key] for r in rows]) > 0) and np.all(sign * np.diff([r[f"{key}_exact"] for r in rows]) > 0)
-    runner = runtime_engine_for(TFIM)
-    assert runner.steps._cache_size() == 1 and runner.evaluate._cache_size() == 1  # one compile for all fields
+    engine = engine_for(static_settings(TFIM))
+    assert engine.multi_step._cache_size() == 1 and engine.evaluate_fn._cache_size() == 1  # one compile for all fields
     assert result.points[1].compile_seconds == 0 and result.points[2].compile_seconds == 0
 
 

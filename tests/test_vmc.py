@@ -155,6 +155,31 @@ def test_engines_are_shared_between_runs_with_equal_static_settings():
     assert not np.array_equal(np.asarray(sa.sampler.sigma), np.asarray(sb.sampler.sigma))
 
 
+@pytest.mark.parametrize("name, couplings", [("tfim", [dict(h=0.5), dict(J=-0.7, h=1.5), dict(h=0.0)]),
+                                             ("j1j2", [dict(J2=0.0), dict(J1=0.8, J2=0.9)])])
+def test_runs_with_other_couplings_share_the_compiled_step_and_measure_their_own_energy(name, couplings):
+    """The couplings are run-time values: one Engine and one compiled step for all of them; the engine's
+    local energies (its structure + this run's couplings) are H ψ/ψ of the run's own dense H on the full
+    basis, and the step's energy (exact sampling, |ψ|²) lies within its error bar of ⟨ψ|H|ψ⟩/⟨ψ|ψ⟩."""
+    base = RunSettings(hamiltonian=name, lattice="chain", L=6, sampler="exact", samples=512, chains=4, seed=2)
+    runs = [VMC(base.replace(**c)) for c in couplings]
+    engine = runs[0].engine
+    assert all(v.engine is engine for v in runs)
+    e_loc_fn = jax.jit(lambda p, x, lp, g: local_energies(engine.model.apply, p, engine.hamiltonian, x, lp, couplings=g))
+    compiled = engine.multi_step._cache_size()
+    for vmc in runs:
+        state = vmc.init()
+        _, stats = vmc.step(state, 1)
+        _, basis, H, _ = exact_setup(vmc.settings, vmc.model)
+        lp = vmc.model.apply(state.params, basis)
+        psi = np.exp(np.asarray(lp))
+        e_loc = e_loc_fn(state.params, basis, lp, vmc.hyper["couplings"])
+        np.testing.assert_allclose(np.asarray(e_loc), (H @ psi) / psi, rtol=1e-10, atol=1e-10)
+        exact = np.vdot(psi, H @ psi).real / np.vdot(psi, psi).real
+        assert abs(float(stats["energy"][0]) - exact) < 4 * float(stats["error"][0]) + 1e-9, vmc.settings
+    assert e_loc_fn._cache_size() == 1 and engine.multi_step._cache_size() <= compiled + 1
+
+
 @pytest.mark.parametrize("changes", [dict(optimizer="adam", lr=0.01), dict(optimizer="minsr", samples=64),
                                      dict(optimizer="sr", sr_solver="cg"), dict(sampler="exact"),
                                      dict(dtype="float32", model="jastrow", sign="marshall", momentum=0.5,
