@@ -59,7 +59,8 @@ def unavailable(snap: RunSnapshot, name: str) -> str:
             return "The exact sampler draws independent configurations: there is no Markov chain to film."
         if snap.checkpoint_mtime is None:
             return "The movie needs this session's checkpoint of the run (a loaded run has none: run it here)."
-    if name.startswith("relative_error") and _record(snap).reference_energy is None:
+    if name.startswith("relative_error") and RunRecord("", "json", None, [], snap.reference,
+                                                       snap.summary).reference_energy is None:
         return "The relative error needs a reference energy (none known yet)."
     return ""
 
