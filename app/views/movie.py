@@ -83,7 +83,7 @@ class MovieView:
             self.play(movie)
         elif self.traj is None:
             self._say_why_not(snap)
-        elif self.traj is not None:
+        else:
             self._ticks += 1
             if self._ticks % TICKS_PER_FRAME == 0:
                 self.advance()
