@@ -355,3 +355,28 @@ def test_the_accepted_moves_checkbox_replays_the_movie():
     view.poll(RunSnapshot(None, [], None, None, None, "done", False))  # the next tick replays it
     assert view.order == [0, 1, 2] and view.movies == 2 and view.pos == 0
     assert np.array_equal(view.shown(), c0)
+
+
+def test_what_can_be_exported_follows_the_run(tmp_path):
+    """Running: nothing (pause first); paused or finished: everything the run allows; the movie needs
+    this session's checkpoint and a Metropolis sampler, the relative error a reference."""
+    import dataclasses
+
+    from app.export_panel import EXPORTS, unavailable
+    from app.snapshot import RunSnapshot
+    from nqs_core.settings import RunSettings
+
+    ckpt = tmp_path / "checkpoint.npz"
+    ckpt.write_bytes(b"PK")
+    base = RunSnapshot(RunSettings(), [object()], {"energy": -11.2}, None, ckpt, "running", True)
+
+    def why(snap: RunSnapshot) -> dict[str, str]:
+        return {name: unavailable(snap, name) for name in EXPORTS if unavailable(snap, name)}
+
+    assert set(why(base)) == set(EXPORTS) and "Pause the run" in why(base)["report.html"]
+    for phase, alive in (("paused", True), ("done", False), ("stopped", False)):
+        assert why(dataclasses.replace(base, phase=phase, alive=alive)) == {}, phase
+    loaded = RunSnapshot(RunSettings(), [object()], None, None, None, "idle", False)
+    assert set(why(loaded)) == {"metropolis.gif", "metropolis.mp4", "relative_error.png", "relative_error.svg"}
+    exact = RunSnapshot(RunSettings(sampler="exact"), [object()], {"energy": -11.2}, None, ckpt, "done", False)
+    assert "no Markov chain" in why(exact)["metropolis.mp4"] and "report.html" not in why(exact)
