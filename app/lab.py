@@ -633,6 +633,7 @@ class Lab:
             self._set_reference(loaded.reference)
         else:  # a checkpoint stores no reference: look it up (closed form, ED, stored, or DMRG)
             self._start_reference(settings, lookup=True)
+        self.compare.store.keep(settings, self.history, reference_energy(self.reference), "loaded")  # to compare
         self.summary = loaded.summary
         phase = loaded.phase or "loaded"
         self.runner.phase, self.runner.message = "idle", ""

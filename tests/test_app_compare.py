@@ -119,6 +119,21 @@ def test_the_sign_problem_comparison_runs_both_presets_in_turn():
     assert view.plan == [] and len(started) == 4
 
 
+def test_a_loaded_run_is_kept_to_compare_with():
+    from app.export import run_json
+    from app.lab import Lab
+    from nqs_core.events import StepRecord
+
+    settings = RunSettings(lattice="chain", L=6, sign="none", steps=2)
+    history = [StepRecord(i, -2.0 - i, 0.01, 0.1, 0.5, 1.0, 1.0, 0.1, 0.01, 0.01) for i in range(2)]
+    reference = {"energy": -2.4, "method": "ed"}
+    lab = Lab()
+    lab.load_bytes("run.json", run_json(settings, history, reference, None).encode(), background=False)
+    (kept,) = lab.compare.store.runs
+    assert kept.settings == settings and kept.outcome == "loaded" and kept.series["relative_error"][0] == [0, 1]
+    assert lab.compare.store.shown == kept.number  # drawn by the views: an overlay once another run starts
+
+
 def test_the_comparison_waits_for_a_free_session():
     started: list[str] = []
     view = CompareView(LabSettings(), run_preset=started.append, busy=lambda: True)
