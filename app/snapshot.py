@@ -39,8 +39,9 @@ class RunSnapshot:
 
     @property
     def settled(self) -> bool:
-        """No step will change the run while it is exported: finished, stopped or paused."""
-        return not self.alive or self.phase == "paused"
+        """No step will change the run while it is exported: paused, or ended (its summary arrived; the
+        worker may still be finishing its last pictures), or no run at all."""
+        return not self.alive or self.phase == "paused" or self.summary is not None
 
 
 __all__ = ["RunSnapshot"]

@@ -229,6 +229,10 @@ def test_the_lab_streams_a_metropolis_movie_move_by_move(finished_lab):
     for m, p, shown in seen:  # the streamed configurations are the sampler's, in order
         traj, order = movies[m]
         assert np.array_equal(shown, traj.configs[order[p]])
+    from nqs_core.checkpoint import load_checkpoint
+
+    final = load_checkpoint(lab.checkpoint).step  # the run ended: its final state's movie plays
+    tick_until(lab, lambda: movie.movie.step == final, 60, "the movie of the final checkpoint")
     assert f"chain 0 from the checkpoint after step {movie.movie.step}" in movie.caption.object
 
 

@@ -1,12 +1,13 @@
 """The Metropolis movie: one chain of the run's sampler, move by move, the changed spins outlined.
 
-Square lattices: the L×L lattice of the newest configuration.  Chains: a space–time strip (sites
-downwards, frames to the right, the newest column last, scrolling), each column outlining the spins
+Square lattices: the L×L lattice of the newest configuration.  Chains: a space–time strip (site i at
+height i, frames to the right, the newest column last, scrolling), each column outlining the spins
 its move changed.  The frames come from the real sampler (:mod:`app.chain_movie`, from the run's
 checkpoint); with "accepted moves only" the rejected proposals are skipped, so each drawn frame differs
 from the one before by exactly one accepted move (one flipped spin, or two exchanged opposite spins).
 A movie plays at ``1000 / (TICK_MS · TICKS_PER_FRAME)`` frames per second from the lab's periodic
-callback; at its end the next movie starts from a newer checkpoint, or the same one plays again.
+callback; at its end the next movie starts from a newer checkpoint, or the same one plays again (a
+paused or ended run's checkpoint starts its movie at once).
 """
 
 from __future__ import annotations
@@ -101,11 +102,13 @@ class MovieView:
             self.caption.object = html.escape(text)
 
     def _due(self, snap: RunSnapshot) -> bool:
-        """A newer checkpoint of a Metropolis run, and no movie playing that has frames left."""
+        """A newer checkpoint of a Metropolis run, and no movie playing that has frames left, unless the
+        run is paused or ended (its final state replaces an older movie at once)."""
         if snap.settings is None or snap.settings.sampler != "metropolis" or snap.checkpoint_mtime is None:
             return False
         fresh = snap.checkpoint_mtime != self.maker.used_mtime
-        return fresh and not self.maker.busy and (self.traj is None or self.pos >= len(self.order) - 1)
+        free = self.traj is None or self.pos >= len(self.order) - 1 or snap.settled
+        return fresh and free and not self.maker.busy
 
     def play(self, movie: Movie) -> None:
         """Start ``movie`` at its first frame (a new stream: the strip starts empty)."""
@@ -148,9 +151,9 @@ class MovieView:
             changed[np.flatnonzero(config != traj.configs[self.order[self.pos - 1]])] = True
         rows = {"site": list(range(lat.n_sites)), "spin": config.astype(int).tolist(),
                 "line_color": np.where(changed, MARK, GREY).tolist(),
-                "line_width": np.where(changed, 5.0, 0.5).tolist()}
-        if lat.dim == 1:
-            rows |= {"x": [self.pos] * lat.n_sites, "y": (lat.L - 1 - np.arange(lat.L)).tolist()}
+                "line_width": np.where(changed, 2.5 if lat.dim == 1 else 5.0, 0.5).tolist()}
+        if lat.dim == 1:  # the site axis is labelled: site i at height i
+            rows |= {"x": [self.pos] * lat.n_sites, "y": list(range(lat.L))}
             append(self.source, rows, rollover=STRIP_COLUMNS * lat.n_sites)
             self.fig.x_range.update(start=max(-0.5, self.pos - STRIP_COLUMNS + 0.5),
                                     end=max(STRIP_COLUMNS - 0.5, self.pos + 0.5))
