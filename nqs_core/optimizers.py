@@ -168,12 +168,15 @@ def _shift(mat_diag_mean: jax.Array, diag_shift: jax.Array) -> jax.Array:
     return jnp.maximum(diag_shift, 1e-10 * mat_diag_mean)
 
 
-def sr_dense(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array) -> jax.Array:
-    """d = (S + λI)⁻¹ g with S = Re⟨ΔO†ΔO⟩, g = 2 Re⟨ΔO* ΔE⟩, by Cholesky."""
+def sr_dense(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array,
+             product_dtype: Any = None) -> jax.Array:
+    """d = (S + λI)⁻¹ g with S = Re⟨ΔO†ΔO⟩, g = 2 Re⟨ΔO* ΔE⟩, by Cholesky.  The product S = aᵀa in
+    ``product_dtype`` (default: O's) after centring in O's precision, the solve in float64."""
     ob = (jnp.sqrt(weights)[:, None] * centred(o, weights)).astype(o.dtype)  # network precision
     eb = 2.0 * jnp.sqrt(weights) * centred(e_loc, weights)
     a = jnp.concatenate([ob.real, ob.imag], axis=0)  # S = aᵀa, g = aᵀ[Re; Im](2√p ΔE)
-    s = (a.T @ a).astype(jnp.float64)  # the product in the network's precision, the solve in float64
+    ap = a if product_dtype is None else a.astype(product_dtype)
+    s = (ap.T @ ap).astype(jnp.float64)
     f = (a.T @ jnp.concatenate([eb.real, eb.imag]).astype(a.dtype)).astype(jnp.float64)
     lam = _shift(jnp.mean(jnp.diag(s)), diag_shift)
     c = jax.scipy.linalg.cho_factor(s + lam * jnp.eye(s.shape[0], dtype=s.dtype))

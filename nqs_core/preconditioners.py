@@ -60,11 +60,12 @@ class Gradient:
 
 @dataclass(frozen=True)
 class DenseSR:
+    product_dtype: Any = None  # float32: the S = O†O product in float32 (dtype="mixed"), else O's precision
     name: str = "dense SR"
 
     def __call__(self, model, params, sigma, e_loc, weights, diag_shift):
         o = jacobian(model.apply, params, sigma)
-        return gradient_from_jacobian(o, e_loc, weights), sr_dense(o, e_loc, weights, diag_shift)
+        return gradient_from_jacobian(o, e_loc, weights), sr_dense(o, e_loc, weights, diag_shift, self.product_dtype)
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,10 @@ class MinSR:
         return gradient_from_jacobian(o, e_loc, weights), minsr(o, e_loc, weights, diag_shift)
 
 
-def preconditioner_for(optimizer: str, sr_solver: str, model: nn.Module, ravel: RealRavel) -> Preconditioner:
-    """The preconditioner of an optimizer setting: sr/minsr precondition, sgd/adam/adamw do not."""
+def preconditioner_for(optimizer: str, sr_solver: str, model: nn.Module, ravel: RealRavel,
+                       dtype: str = "float64") -> Preconditioner:
+    """The preconditioner of an optimizer setting: sr/minsr precondition, sgd/adam/adamw do not;
+    ``dtype`` "mixed" forms the dense SR product in float32."""
     holo = is_holomorphic(model) and ravel.all_complex
     if optimizer == "minsr":
         return MinSR(holo)
@@ -118,4 +121,4 @@ def preconditioner_for(optimizer: str, sr_solver: str, model: nn.Module, ravel: 
         return CGSR()
     if holo and has_fast_path(model, "holomorphic_moments"):
         return MomentsSR()
-    return HolomorphicDenseSR() if holo else DenseSR()
+    return HolomorphicDenseSR() if holo else DenseSR(jnp.float32 if dtype == "mixed" else None)

@@ -24,7 +24,7 @@ MODELS = ("rbm", "jastrow", "convnext")
 SIGNS = ("none", "marshall")
 OPTIMIZERS = ("sr", "minsr", "adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
-DTYPES = ("float64", "float32")
+DTYPES = ("float64", "float32", "mixed")
 SAMPLERS = ("metropolis", "exact")
 EXCHANGES = ("neighbours", "any")
 SR_SOLVERS = ("dense", "cg")
@@ -155,7 +155,9 @@ class RunSettings:
     sign: str = setting("none", "sign prior multiplying the network", choices=SIGNS)
     k: tuple[float, ...] | None = setting(
         None, "momentum sector in units of π, e.g. 0 or 1 (chain), 0,0 (square); none = no projection")
-    dtype: str = setting("float64", "parameter and network precision", choices=DTYPES)
+    dtype: str = setting("float64", "parameter and network precision; mixed: float64 parameters, Jacobian and "
+                                    "solve, float32 passes in sampling, local energies and the SR product",
+                         choices=DTYPES)
     # optimizer
     optimizer: str = setting("sr", "optimizer", choices=OPTIMIZERS)
     lr: float = setting(0.05, "learning rate", lo=0.0, hi=10.0, lo_open=True)

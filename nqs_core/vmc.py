@@ -26,7 +26,7 @@ from flax import struct
 from nqs_core.hamiltonians import Couplings, Hamiltonian, runtime_energy_scale
 from nqs_core.lattice import Lattice
 from nqs_core.local_energy import flip_ratio_fn, local_energies
-from nqs_core.models import make_model
+from nqs_core.models import make_forward, make_model
 from nqs_core.optimizers import RealRavel, optimizer_chain, with_hyperparameters
 from nqs_core.preconditioners import Preconditioner, preconditioner_for
 from nqs_core.problem import build_problem
@@ -55,10 +55,14 @@ class VMCState:
 
 def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
              weights: jax.Array, optimizer: str, sr_solver: str, diag_shift: jax.Array,
-             preconditioner: Preconditioner | None = None, couplings: Couplings | None = None):
+             preconditioner: Preconditioner | None = None, couplings: Couplings | None = None,
+             forward: Any = None):
     """E_loc, gradient g = 2Re⟨ΔO*ΔE⟩ and the direction d fed to optax (``preconditioner``, by default
-    ``preconditioner_for`` the optimizer setting); ``couplings``: run-time values, by default ``ham``'s."""
-    e_loc = local_energies(model.apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model), couplings=couplings)
+    ``preconditioner_for`` the optimizer setting); ``couplings``: run-time values, by default ``ham``'s;
+    ``forward``: the log ψ of the local energies' network passes (``models.make_forward``), by default
+    ``model.apply``."""
+    e_loc = local_energies(forward or model.apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model),
+                           couplings=couplings)
     pre = preconditioner or preconditioner_for(optimizer, sr_solver, model, RealRavel.of(params))
     g, d = pre(model, params, sigma, e_loc, weights, diag_shift)
     return e_loc, g.astype(d.dtype), d
@@ -81,6 +85,7 @@ class Engine:
     lattice: Lattice
     hamiltonian: Hamiltonian  # the structure (Hamiltonian.structure); the couplings come with each call
     model: nn.Module
+    forward: Any  # (params, σ) -> log ψ for sampling and local energies (models.make_forward)
     sampler: Sampler
     ravel: RealRavel
     preconditioner: Preconditioner
@@ -95,13 +100,13 @@ class Engine:
     # ----- one step -------------------------------------------------------------------------
     def _step(self, state: VMCState, hyper: dict[str, jax.Array]) -> tuple[VMCState, dict[str, jax.Array]]:
         params = state.params
-        sampler_state, sigma, lp, acceptance = self.sampler.sample(lambda x: self.model.apply(params, x), state.sampler)
+        sampler_state, sigma, lp, acceptance = self.sampler.sample(lambda x: self.forward(params, x), state.sampler)
         c, t, n = sigma.shape
         flat, lpf = sigma.reshape(c * t, n), lp.reshape(c * t)
         weights = jnp.full((c * t,), 1.0 / (c * t), dtype=jnp.float64)
         s = self.settings
         e_loc, g, d = estimate(self.model, params, self.hamiltonian, flat, lpf, weights, s.optimizer, s.sr_solver,
-                               hyper["diag_shift"], self.preconditioner, hyper["couplings"])
+                               hyper["diag_shift"], self.preconditioner, hyper["couplings"], self.forward)
         stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
         theta = self.ravel.ravel(params)
         opt_state = with_hyperparameters(state.opt_state, lr=hyper["lr"], momentum=hyper["momentum"],
@@ -132,7 +137,7 @@ class Engine:
             out["marshall_agreement"] = best_half_plane(theta).astype(jnp.float64)
         if lat.pbc:
             sub, lp = sigma[:OBSERVABLE_SAMPLES], log_psi[:OBSERVABLE_SAMPLES]
-            out["translation_eigenvalue"] = translation_eigenvalue(self.model.apply, params, sub, lp,
+            out["translation_eigenvalue"] = translation_eigenvalue(self.forward, params, sub, lp,
                                                                    lat.unit_translations()[0])
         return out
 
@@ -149,9 +154,9 @@ class Engine:
         @functools.partial(jax.jit, static_argnums=3)
         def run(params: PyTree, sampler_state: SamplerState, couplings: Couplings, per_chain: int):
             sampler_state, sigma, lp, acceptance = self.sampler.sample(
-                lambda x: self.model.apply(params, x), sampler_state, per_chain)
+                lambda x: self.forward(params, x), sampler_state, per_chain)
             c, t, n = sigma.shape
-            e_loc = local_energies(self.model.apply, params, self.hamiltonian, sigma.reshape(c * t, n), lp.reshape(-1),
+            e_loc = local_energies(self.forward, params, self.hamiltonian, sigma.reshape(c * t, n), lp.reshape(-1),
                                    ratios=flip_ratio_fn(self.model), couplings=couplings)
             stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
             stats["acceptance"] = jnp.asarray(acceptance, jnp.float64)
@@ -234,8 +239,8 @@ def _engine_for(static: RunSettings) -> Engine:
     sampler = make_sampler(static, ham)
     shapes = jax.eval_shape(lambda k: model.init(k, jnp.ones((1, lattice.n_sites), jnp.int8)), jax.random.key(0))
     ravel = RealRavel.of(shapes)
-    return Engine(static, lattice, ham, model, sampler, ravel,
-                  preconditioner_for(static.optimizer, static.sr_solver, model, ravel))
+    return Engine(static, lattice, ham, model, make_forward(static, lattice, model), sampler, ravel,
+                  preconditioner_for(static.optimizer, static.sr_solver, model, ravel, static.dtype))
 
 
 class VMC:

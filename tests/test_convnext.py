@@ -105,6 +105,36 @@ def test_float32_precision_and_momentum():
     assert_momentum(model, params, lat, (1.0, 0.0), sigma, rtol=2e-5)
 
 
+def test_mixed_precision_forward_keeps_float64_parameters_and_agrees_with_float64():
+    """dtype="mixed": float64 parameters (what the Jacobian, the gradient and the update see); the forward
+    passes of sampling and local energies run the same network in float32 and agree with float64 to
+    float32 rounding, local energies included; the dense SR product is formed in float32."""
+    from nqs_core.hamiltonians import make_hamiltonian
+    from nqs_core.local_energy import local_energies
+    from nqs_core.models import make_forward, make_model
+    from nqs_core.optimizers import RealRavel
+    from nqs_core.preconditioners import preconditioner_for
+
+    s = RunSettings(hamiltonian="j1j2", model="convnext", lattice="square", L=4, kernel=2, k=(0.0, 0.0), dtype="mixed")
+    lat = make_lattice("square", 4)
+    model = make_model(s, lat)
+    params = init(model, 16)
+    assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(params))
+    sigma = random_configs(16, 64, seed=4)
+    forward = make_forward(s, lat, model)
+    exact, fast = model.apply(params, sigma), forward(params, sigma)
+    assert exact.dtype == jnp.complex128 and fast.dtype == jnp.complex64
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(exact), rtol=0, atol=2e-5 * float(jnp.max(jnp.abs(exact))))
+    ham = make_hamiltonian("j1j2", lat, J2=0.5)
+    e64 = jax.jit(lambda p, x, lp: local_energies(model.apply, p, ham, x, lp))(params, sigma, exact)
+    e32 = jax.jit(lambda p, x, lp: local_energies(forward, p, ham, x, lp))(params, sigma, fast)
+    assert e32.dtype == jnp.complex128
+    np.testing.assert_allclose(np.asarray(e32), np.asarray(e64), rtol=0, atol=1e-4 * float(jnp.max(jnp.abs(e64))))
+    ravel = RealRavel.of(params)
+    assert preconditioner_for("sr", "dense", model, ravel, "mixed").product_dtype == jnp.float32
+    assert preconditioner_for("sr", "dense", model, ravel).product_dtype is None
+
+
 def test_projection_is_idempotent_and_orthogonal():
     """The ConvNeXt at k is a momentum eigenstate: the generic projector onto k leaves it unchanged
     and the projector onto any other k' annihilates it."""

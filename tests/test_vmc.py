@@ -185,6 +185,7 @@ def test_runs_with_other_couplings_share_the_compiled_step_and_measure_their_own
                                      dict(dtype="float32", model="jastrow", sign="marshall", momentum=0.5,
                                           schedule="cosine", optimizer="sgd"),
                                      dict(dtype="float32", sign="none"),  # RBM flip ratios and SR moments in complex64
+                                     dict(dtype="mixed", model="jastrow"),  # float32 passes, float64 parameters
                                      dict(hamiltonian="tfim", sign="none")])
 def test_variants_run_and_stay_finite(changes):
     vmc = VMC(SMALL.replace(**changes))

@@ -6,9 +6,10 @@ Every model is a Flax module with ``model.apply(params, σ (B, N)) -> log ψ (B,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from nqs_core.lattice import Lattice
@@ -19,13 +20,14 @@ from nqs_core.models.sign import MarshallSign
 if TYPE_CHECKING:
     from nqs_core.settings import RunSettings
 
-PARAM_DTYPES = {"float32": jnp.complex64, "float64": jnp.complex128}
+PARAM_DTYPES = {"float32": jnp.complex64, "float64": jnp.complex128, "mixed": jnp.complex128}
 
-__all__ = ["RBM", "Jastrow", "MarshallSign", "make_model", "param_dtype", "is_holomorphic", "has_fast_path"]
+__all__ = ["RBM", "Jastrow", "MarshallSign", "make_model", "make_forward", "param_dtype", "is_holomorphic",
+           "has_fast_path"]
 
 
 def param_dtype(settings: "RunSettings"):
-    """complex64 for dtype=float32, complex128 for dtype=float64."""
+    """complex64 for dtype=float32, complex128 for dtype=float64 and mixed."""
     if settings.dtype not in PARAM_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(PARAM_DTYPES)}; got {settings.dtype!r}")
     return PARAM_DTYPES[settings.dtype]
@@ -74,3 +76,21 @@ def make_model(settings: "RunSettings", lattice: Lattice) -> nn.Module:
             raise ValueError(f"momentum projection (setting k) is not available in this build ({e})") from e
         model = MomentumProjection.from_settings(model, settings, lattice)
     return model
+
+
+def _single(params: Any) -> Any:
+    """``params`` with float64 → float32 and complex128 → complex64 leaves."""
+    narrow = {jnp.dtype(jnp.float64): jnp.float32, jnp.dtype(jnp.complex128): jnp.complex64}
+    return jax.tree_util.tree_map(lambda x: x.astype(narrow.get(jnp.dtype(x.dtype), x.dtype)), params)
+
+
+def make_forward(settings: "RunSettings", lattice: Lattice, model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
+    """``(params, σ) -> log ψ(σ)`` for the forward-only passes of a step (sampling, local energies, the
+    translation eigenvalue): ``model.apply``, or for dtype="mixed" the same network in float32
+    arithmetic, from the float64 parameters rounded once per call (mixed precision as in
+    Micikevicius et al., ICLR 2018: float32 passes, float64 master weights and updates; the Jacobian,
+    gradient and linear solve use ``model`` itself)."""
+    if settings.dtype != "mixed":
+        return model.apply
+    fast = make_model(settings.replace(dtype="float32"), lattice)
+    return lambda params, sigma: fast.apply(_single(params), sigma)

@@ -39,7 +39,7 @@ from nqs_core.lattice import Lattice
 from nqs_core.models.log_cosh import log_cosh, sum_log_cosh  # noqa: F401  (log_cosh re-exported)
 from nqs_core.models.symmetry import log_sum_exp, marshall_momentum, phases, shift_permutation
 
-DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64, "mixed": jnp.float64}
 LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default
 
 
