@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from app.run_queue import RunQueue, Ticket
-from nqs_core.executors import Executor, Finished, ThreadExecutor
+from nqs_core.executors import Executor, Finished, RemoteRunError, ThreadExecutor
 from nqs_core.settings import RunSettings
 
 log = logging.getLogger("nqs_lab.runner")
@@ -167,7 +167,8 @@ class Runner:
                 self._finish(executor.execute(settings, after=self._after, **kwargs), q, live)
             except Exception as exc:  # the page must stay usable: report, don't crash the server
                 log.warning("run failed in %s: %s", self.name, traceback.format_exc())
-                q.put(("phase", "error", f"{type(exc).__name__}: {exc}", time.monotonic()))
+                why = str(exc) if isinstance(exc, RemoteRunError) else f"{type(exc).__name__}: {exc}"  # the same text
+                q.put(("phase", "error", why, time.monotonic()))
             finally:
                 if ticket is not None:
                     ticket.release()  # the next run in line may start

@@ -13,8 +13,8 @@ of ``after(result)``, computed where the run ran (e.g. the lab's final pictures)
 * :class:`DaskExecutor`: a task on a Dask ``distributed`` cluster (``NQS_DASK_SCHEDULER``); events and
   commands travel through two ``distributed.Queue``\\ s held by the scheduler.
 
-Remote events lose their ``params`` (JAX arrays stay where they live) and a remote result its final
-``state`` (``None``): ``after`` sees the full result before it leaves.  :func:`executor_from_env`
+Remote events lose their ``params`` (JAX arrays stay where they live); a remote result's final ``state``
+comes back as NumPy arrays.  :func:`executor_from_env`
 picks one from ``NQS_EXECUTOR`` / ``NQS_DASK_SCHEDULER``.
 """
 
@@ -41,6 +41,7 @@ from nqs_core.settings import RunSettings
 log = logging.getLogger("nqs_core.executors")
 
 POLL_SECONDS = 0.05  # how often the caller's side forwards pause/resume/stop and looks for events
+HEARTBEAT_SECONDS = 5.0  # the caller says "alive" this often; a run that hears nothing for 6x that stops
 EXECUTORS = ("thread", "process", "dask")
 After = Callable[[Any], dict[str, Any]]
 
@@ -101,18 +102,26 @@ def portable_event(event: RunEvent) -> RunEvent:
     return dataclasses.replace(event, params=None) if event.params is not None else event
 
 
-def _relay_commands(commands: Any, control: RunControl, done: threading.Event) -> None:
-    """Apply ``"pause"`` / ``"resume"`` / ``"stop"`` from the command channel to ``control``."""
-    actions = {"pause": control.pause, "resume": control.resume, "stop": control.stop}
+def relay_commands(commands: Any, control: RunControl, done: threading.Event,
+                   silence: float = 6 * HEARTBEAT_SECONDS) -> None:
+    """Apply ``"pause"`` / ``"resume"`` / ``"stop"`` from the command channel to ``control`` until
+    ``done``; stop the run when the caller has said nothing (not even ``"alive"``) for ``silence`` s or
+    the channel fails: a server that went away must not leave its runs computing unseen."""
+    actions = {"pause": control.pause, "resume": control.resume, "stop": control.stop, "alive": lambda: None}
+    heard = time.monotonic()
     while not done.is_set():
         try:
             command = commands.get(timeout=POLL_SECONDS * 4)
         except (queue.Empty, TimeoutError):
+            if time.monotonic() - heard > silence and not control.stopped:
+                log.warning("nothing from the run's caller for %.0f s: stopping the run", silence)
+                control.stop()
             continue
-        except Exception:  # the channel is gone (the caller left): stop rather than run unseen
+        except Exception:
             log.warning("the run's command channel failed, stopping: %s", traceback.format_exc())
             control.stop()
             return
+        heard = time.monotonic()
         actions[command]()
 
 
@@ -124,10 +133,12 @@ def execute_here(settings: RunSettings, run_kwargs: dict[str, Any], after: After
     A ``checkpoint`` path whose folder is not on this machine (a Dask worker elsewhere) is written to a
     temporary folder here instead, and its final bytes travel back in the :class:`Finished`.
     """
+    import jax
+
     from nqs_core.driver import run
 
     control, done = RunControl(), threading.Event()
-    relay = threading.Thread(target=_relay_commands, args=(commands, control, done), daemon=True,
+    relay = threading.Thread(target=relay_commands, args=(commands, control, done), daemon=True,
                              name="nqs-run-commands")
     relay.start()
     asked = run_kwargs.get("checkpoint")
@@ -139,7 +150,7 @@ def execute_here(settings: RunSettings, run_kwargs: dict[str, Any], after: After
                          **kwargs)
             extras = apply_after(after, result)
             data = kwargs["checkpoint"].read_bytes() if elsewhere and kwargs["checkpoint"].exists() else None
-        events.put(("done", Finished(dataclasses.replace(result, state=None), extras, data)))
+        events.put(("done", Finished(dataclasses.replace(result, state=jax.device_get(result.state)), extras, data)))
     except BaseException as exc:
         log.warning("run failed: %s", traceback.format_exc())
         events.put(("error", f"{type(exc).__name__}: {exc}"))
@@ -159,12 +170,15 @@ def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[
     changes, until the remote run reports its end (its checkpoint bytes, if it sent them, written to
     ``checkpoint``); ``alive()`` false with nothing left to read means the remote side died (``where``
     names it in the error)."""
-    sent, ended = "resume", False
+    sent, ended, beat = "resume", False, time.monotonic()
     while True:
         state = _control_state(control)
         if state != sent:
             commands.put(state)
             sent = state
+        if time.monotonic() - beat > HEARTBEAT_SECONDS:
+            commands.put("alive")
+            beat = time.monotonic()
         try:
             item = events.get(timeout=POLL_SECONDS)
         except (queue.Empty, TimeoutError):
@@ -182,11 +196,19 @@ def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[
             raise RemoteRunError(item[1])
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this process at once when its parent is gone (killed server): nobody reads its events."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(3)
+
+
 def _execute_in_child(nice: int, *args: Any) -> None:
     """The child process: lower its own priority by ``nice`` (the server's threads come first when the
-    cores are busy), then :func:`execute_here`."""
+    cores are busy), end with its parent, then :func:`execute_here`."""
     if nice:
         os.nice(nice)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="nqs-orphan-watch").start()
     execute_here(*args)
 
 
@@ -329,6 +351,6 @@ def executor_from_env(default: str = "thread") -> Executor:
     return ProcessExecutor() if kind == "process" else ThreadExecutor()
 
 
-__all__ = ["EXECUTORS", "DaskExecutor", "Executor", "Finished", "ProcessExecutor", "RemoteRunError",
-           "ThreadExecutor", "apply_after", "execute_here", "executor_from_env", "follow", "portable_event",
-           "worker_nice"]
+__all__ = ["EXECUTORS", "HEARTBEAT_SECONDS", "DaskExecutor", "Executor", "Finished", "ProcessExecutor",
+           "RemoteRunError", "ThreadExecutor", "apply_after", "execute_here", "executor_from_env", "follow", "portable_event",
+           "relay_commands", "worker_nice"]

@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import queue
 import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
 import pytest
 from conftest import poll_until
 
@@ -27,6 +31,7 @@ from nqs_core.executors import (
     execute_here,
     executor_from_env,
     follow,
+    relay_commands,
 )
 from nqs_core.settings import RunSettings
 
@@ -65,6 +70,12 @@ def outcome(result: Any) -> tuple[list[float], float]:
     return [r.energy for r in result.history], result.summary["final_energy"]
 
 
+def same_leaves(a: Any, b: Any) -> bool:
+    """Whether two pytrees hold equal arrays."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
 @pytest.fixture(scope="module")
 def in_thread() -> dict[int, Any]:
     return run_queue_through(ThreadExecutor())
@@ -75,8 +86,12 @@ def test_local_processes_give_the_same_results_as_this_thread(in_thread: dict[in
     in_processes = run_queue_through(ProcessExecutor())
     for seed in SEEDS:
         assert outcome(in_processes[seed]) == outcome(in_thread[seed]), seed
-        assert in_processes[seed].state is None and in_processes[seed].phase == "done"
+        assert in_processes[seed].phase == "done"
+        assert same_leaves(in_processes[seed].state, in_thread[seed].state)  # the final state came back
         assert len(in_processes[seed].history) == CHAIN["steps"]
+    from app.pictures import final_pictures  # what the lab computes from a finished run's state
+
+    assert "configurations" in final_pictures(in_processes[0])
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +111,7 @@ def test_a_dask_cluster_gives_the_same_results_as_this_thread(in_thread: dict[in
         executor.close()
     for seed in SEEDS:
         assert outcome(on_cluster[seed]) == outcome(in_thread[seed]), seed
-        assert on_cluster[seed].phase == "done"
+        assert on_cluster[seed].phase == "done" and same_leaves(on_cluster[seed].state, in_thread[seed].state)
 
 
 def drain_until(runner: Runner, predicate: Any, what: str) -> None:
@@ -218,3 +233,59 @@ def test_a_class_is_not_served_with_an_unknown_executor() -> None:
     done = subprocess.run([str(script)], cwd=script.parents[1], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "NQS_EXECUTOR='threads': choose one of thread, process, dask" in done.stderr
     assert "Bokeh app running" not in done.stdout + done.stderr
+
+
+def test_a_run_whose_caller_went_silent_stops() -> None:
+    """The remote side obeys its commands, and stops by itself once the caller (a server that went away)
+    has said nothing, not even its heartbeat, for the allowed silence."""
+    commands, control, done = Channel("pause", "alive"), RunControl(), threading.Event()
+    relay = threading.Thread(target=relay_commands, args=(commands, control, done, 0.5))
+    relay.start()
+    try:
+        poll_until(lambda: None, lambda: control.stopped, 60, "the silent caller's run to stop")
+    finally:
+        done.set()
+        relay.join(60)
+    assert not relay.is_alive()
+
+
+ORPHAN = r"""
+import sys, threading
+from nqs_core.events import RunControl
+from nqs_core.executors import ProcessExecutor
+from nqs_core.settings import RunSettings
+if __name__ == "__main__":
+    settings = RunSettings(hamiltonian="heisenberg", lattice="chain", L=8, samples=128, chains=8, steps=100000)
+    def stepping(event):
+        if event.kind == "steps":
+            import multiprocessing
+            print("child", multiprocessing.active_children()[0].pid, flush=True)
+            threading.Event().wait()  # hold the follower: the run keeps computing, unread
+    ProcessExecutor().execute(settings, callback=stepping, control=RunControl(), reference=False, exact=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_worker_ends_with_its_server(tmp_path: Path) -> None:
+    """A server killed outright (no chance to stop its runs) leaves no run computing: the worker
+    process sees its parent gone and exits."""
+    script = tmp_path / "server.py"
+    script.write_text(ORPHAN)
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        line = server.stdout.readline()  # blocks until the run steps (or the server dies: "")
+        assert line.startswith("child "), line
+        child = int(line.split()[1])
+    finally:
+        server.kill()
+        server.wait(60)
+    poll_until(lambda: None, lambda: not Path(f"/proc/{child}").exists() or zombie(child), 120,
+               "the orphaned worker to exit")
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
