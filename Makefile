@@ -11,7 +11,7 @@ lab:
 	  --unused-session-lifetime 2000 --check-unused-sessions 1000
 
 # a class on the network: make class ORIGIN=host:port [AUTH=users.json or password] [MAX_RUNS=n]
-#   [EXECUTOR=thread|process] [DASK_SCHEDULER=tcp://host:8786: every run a task on that Dask cluster]
+#   [EXECUTOR=process (default) or thread] [DASK_SCHEDULER=tcp://host:8786: each run a task on that cluster]
 # (scripts/serve_class.sh; ORIGIN, AUTH, PORT, ADDRESS, MAX_UPLOAD_MB reach it as environment
 # variables, so a password is never echoed here)
 class:

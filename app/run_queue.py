@@ -167,7 +167,9 @@ class RunQueue:
 _SERVER_QUEUE: RunQueue | None = None
 _SERVER_EXECUTOR: Executor | None = None
 _SERVER_LOCK = threading.Lock()
-DEFAULT_EXECUTOR = "thread"  # the lab's default where NQS_EXECUTOR is not set (benchmarks/README.md)
+# the served lab's default where NQS_EXECUTOR is not set: a process per run kept the event loop 1.05-4.6x
+# less late and new tabs 1.05-1.7x quicker with 3 runs going (benchmarks/README.md, server_responsiveness.py)
+DEFAULT_EXECUTOR = "process"
 
 
 def server_queue() -> RunQueue:

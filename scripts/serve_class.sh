@@ -14,8 +14,9 @@
 # MAX_UPLOAD_MB  largest run a student may load (default 32; app/upload.py); the websocket's
 #           message limit follows it.
 # NQS_MAX_RUNS   runs computed at once on this server (default: the number of cores; app/run_queue.py).
-# NQS_EXECUTOR   where a run computes (nqs_core/executors.py): thread (default: a worker thread of the
-#           server), process (a fresh process per run) or dask (needs NQS_DASK_SCHEDULER).
+# NQS_EXECUTOR   where a run computes (nqs_core/executors.py): process (default: a fresh process per
+#           run, niced by NQS_WORKER_NICE=10), thread (a worker thread of the server) or dask (needs
+#           NQS_DASK_SCHEDULER).
 # NQS_DASK_SCHEDULER  tcp://host:port of a Dask distributed scheduler: every run is a task on its
 #           workers (README, "Serving a class on a Dask cluster"); set NQS_MAX_RUNS to their threads.
 set -euo pipefail
