@@ -489,7 +489,8 @@ class Lab:
                 self.summary = getattr(batch.result, "summary", None)
                 self._say(self._summary_text())
                 if self.runner.phase in ("done", "stopped"):
-                    self._notify(f"Run {self.runner.phase}: {self._summary_text()}")
+                    failed = (self.summary or {}).get("verdict") == "failed"
+                    self._notify(f"Run {self.runner.phase}: {self._summary_text()}", error=failed)
                 self.momentum.correlations.start_final(batch.result)
                 self.compare.run_finished(self.run_settings, self.history, reference_energy(self.reference),
                                           self.runner.phase)  # kept as an overlay; a comparison goes on
@@ -536,6 +537,11 @@ class Lab:
             rel, method = abs(e - ref_e) / abs(ref_e), self.reference.get("method")
         if rel is not None:
             text += f"; relative error {rel:.2e} vs {method_name(method)}"
+        exact_rel = s.get("exact_relative_error")
+        if exact_rel is not None:  # ⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ over the ED basis: the state's energy without sampling noise
+            text += f"; exact ⟨H⟩ of the final state {_number(s['exact_energy'])} (relative error {exact_rel:.2e})"
+        if s.get("verdict") in ("warning", "failed") and s.get("warnings"):
+            text += f" · {s['verdict']}: " + "; ".join(s["warnings"])
         return text
 
     # ----- export / load ----------------------------------------------------------------

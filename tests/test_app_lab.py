@@ -59,6 +59,8 @@ def test_run_export_and_load_again(tmp_path):
     assert len(lab.sign.config_source.data["phase"]) == 4
     assert len(lab.momentum.final_source.data["re"]) == 1
     assert lab.reference is not None and lab.energy.ref_source.data["energy"]
+    # the summary under the status: the sampled energy and the final state's exact one (ED reaches 6 sites)
+    assert "relative error" in lab.message.object and "exact ⟨H⟩ of the final state" in lab.message.object
 
     rows = list(csv.DictReader(io.StringIO(lab._csv_bytes().read().decode())))
     assert len(rows) == 15 and list(rows[0]) == list(HISTORY_FIELDS)
@@ -183,3 +185,15 @@ def test_typed_values_are_checked_against_the_parameter_and_refused_with_the_ran
     assert lab.settings.L == 6 and not field.error_state and lab.message.object == ""
     lab.settings.L = 4  # set elsewhere (a preset, a loaded run): the field follows
     assert field.value == "4"
+
+
+def test_the_summary_line_names_a_verdict_and_its_reasons():
+    """A run that ended with a warning or a failure says so, with the reasons (a restart, frozen chains)
+    next to its energy; an ok run shows no verdict."""
+    lab = Lab()
+    lab.summary = {"final_energy": -4.01, "final_error": 0.002, "final_source": "last step", "verdict": "warning",
+                   "warnings": ["restarted after step 26 from fresh parameters: the chains froze"]}
+    text = lab._summary_text()
+    assert text.startswith("E = -4.01") and "warning: restarted after step 26" in text
+    lab.summary = dict(lab.summary, verdict="ok", warnings=[])
+    assert "warning" not in lab._summary_text() and "ok" not in lab._summary_text()
