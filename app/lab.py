@@ -464,36 +464,9 @@ class Lab:
             return
         try:
             batch = self.runner.drain()
-            if batch.records:
-                self.history.extend(batch.records)
-                self.energy.update(batch.records)
-                self.sign.update(batch.records)
-                self.diagnostics.update(batch.records)
-            if batch.records or batch.frames:
-                self.momentum.update(batch.records, batch.frames)
-            if batch.frames:
-                self.spins.update(batch.frames)
-            if batch.reference is not None:
-                self._set_reference(batch.reference)
-            if batch.phase == "running" and self.runner.compile_seconds is not None:
-                self.diagnostics.set_compile_seconds(self.runner.compile_seconds)
-            configs = batch.extra.get("configurations")
-            if configs is not None:
-                self.sign.show_configurations(configs["log_psi"], configs["target"], configs["target_name"],
-                                              configs.get("label", ""))
-            final = batch.extra.get("final_translation")
-            if final is not None:
-                self.momentum.show_final(final["value"], final["n_samples"])
+            self._show_batch(batch)
             if batch.result is not None:
-                self.sign.note_if_empty()
-                self.summary = getattr(batch.result, "summary", None)
-                self._say(self._summary_text())
-                if self.runner.phase in ("done", "stopped"):
-                    failed = (self.summary or {}).get("verdict") == "failed"
-                    self._notify(f"Run {self.runner.phase}: {self._summary_text()}", error=failed)
-                self.momentum.correlations.start_final(batch.result)
-                self.compare.run_finished(self.run_settings, self.history, reference_energy(self.reference),
-                                          self.runner.phase)  # kept as an overlay; a comparison goes on
+                self._show_result(batch.result)
             if batch.phase in ("error", "diverged"):
                 what = "The run diverged" if batch.phase == "diverged" else "The run failed"
                 self._say(f"{what}: {batch.message} (the plots keep its last finite steps)", error=True)
@@ -505,18 +478,58 @@ class Lab:
                 self._refresh_buttons()
             elif self.runner.phase in ("running",):
                 self._set_status(self.runner.status_text(reason=False))
-            self._poll_reference()
-            self._apply_loaded()
-            self._refresh_stage()
-            self.server_line.object = self._server_text()
-            self.ising.tick()
-            snap = self.snapshot()
-            self.spins.poll(snap)  # the Metropolis movie
-            self.slides.refresh(snap)
-            for view in (self.compare, self.sweep, self.momentum):
-                view.tick()
+            self._refresh_views()
         except Exception:  # a broken update must not kill the periodic callback
             log.exception("tick failed")
+
+    def _show_batch(self, batch: Any) -> None:
+        """The worker's records, frames, reference and pictures of one drain, in the views."""
+        if batch.records:
+            self.history.extend(batch.records)
+            self.energy.update(batch.records)
+            self.sign.update(batch.records)
+            self.diagnostics.update(batch.records)
+        if batch.records or batch.frames:
+            self.momentum.update(batch.records, batch.frames)
+        if batch.frames:
+            self.spins.update(batch.frames)
+        if batch.reference is not None:
+            self._set_reference(batch.reference)
+        if batch.phase == "running" and self.runner.compile_seconds is not None:
+            self.diagnostics.set_compile_seconds(self.runner.compile_seconds)
+        configs = batch.extra.get("configurations")
+        if configs is not None:
+            self.sign.show_configurations(configs["log_psi"], configs["target"], configs["target_name"],
+                                          configs.get("label", ""))
+        final = batch.extra.get("final_translation")
+        if final is not None:
+            self.momentum.show_final(final["value"], final["n_samples"])
+
+    def _show_result(self, result: Any) -> None:
+        """A finished run: its summary under the status (and as a notification), its final correlation
+        map, and its place among the overlays."""
+        self.sign.note_if_empty()
+        self.summary = getattr(result, "summary", None)
+        self._say(self._summary_text())
+        if self.runner.phase in ("done", "stopped"):
+            failed = (self.summary or {}).get("verdict") == "failed"
+            self._notify(f"Run {self.runner.phase}: {self._summary_text()}", error=failed)
+        self.momentum.correlations.start_final(result)
+        self.compare.run_finished(self.run_settings, self.history, reference_energy(self.reference),
+                                  self.runner.phase)  # kept as an overlay; a comparison goes on
+
+    def _refresh_views(self) -> None:
+        """What every tick refreshes whether or not the worker sent anything."""
+        self._poll_reference()
+        self._apply_loaded()
+        self._refresh_stage()
+        self.server_line.object = self._server_text()
+        self.ising.tick()
+        snap = self.snapshot()
+        self.spins.poll(snap)  # the Metropolis movie
+        self.slides.refresh(snap)
+        for view in (self.compare, self.sweep, self.momentum):
+            view.tick()
 
     @staticmethod
     def _server_text() -> str:
