@@ -76,7 +76,7 @@ class Batch:
                     or self.extra)
 
 
-def _queueing_callback(q: queue.Queue, live: Any) -> Callable[[Any], None]:
+def _queueing_callback(q: queue.Queue) -> Callable[[Any], None]:
     """The driver's callback: every event as NumPy data on ``q`` (runs in the worker thread)."""
 
     def callback(event: Any) -> None:
@@ -85,8 +85,6 @@ def _queueing_callback(q: queue.Queue, live: Any) -> Callable[[Any], None]:
             samples = getattr(event, "samples", None)
             if samples is not None:
                 samples = np.asarray(samples).copy()  # NumPy in the worker, never on the event loop
-                if live is not None and event.records:
-                    live.add_samples(event.records[-1].step, samples)
             q.put(("steps", list(event.records), samples, time.monotonic()))
         elif kind == "phase":
             q.put(("phase", event.phase, getattr(event, "message", "") or "", time.monotonic()))
@@ -112,7 +110,6 @@ class Runner:
         self._after = after  # run where the run ran, on the RunResult; returns extra payloads by name
         self._run_kwargs = dict(run_kwargs or {})  # e.g. n_show, checkpoint_every for the driver
         self._live_pictures = live_pictures  # per-configuration sign picture from the checkpoint while running
-        self.live: Any = None
         self.name = name
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -127,7 +124,7 @@ class Runner:
         self._t_compile = None
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=64)
         self._generation = 0
-        self._started: list[threading.Thread] = []  # every worker and live-picture thread, abandoned ones too
+        self._started: list[threading.Thread] = []  # every worker thread, abandoned ones too
 
     # ----- control ----------------------------------------------------------------------
     @property
@@ -152,19 +149,18 @@ class Runner:
         self._t_compile = None
         self._rate_window.clear()
         q, control = self._queue, self._control
-        live = self.live = self._live_view(settings, checkpoint, q)
-
-        callback = _queueing_callback(q, live)
+        callback = _queueing_callback(q)
         ticket = self._ticket = self.run_queue.join(self.name) if self.run_queue is not None else None
 
         def target() -> None:
             try:
                 if ticket is not None and not self._wait_turn(ticket, q):
                     return
-                kwargs: dict[str, Any] = {"callback": callback, "control": control, **self._run_kwargs}
+                kwargs: dict[str, Any] = {"callback": callback, "control": control, **self._run_kwargs,
+                                          **self._live_view(q)}
                 if checkpoint is not None:
                     kwargs["checkpoint"] = checkpoint
-                self._finish(executor.execute(settings, after=self._after, **kwargs), q, live)
+                self._finish(executor.execute(settings, after=self._after, **kwargs), q)
             except Exception as exc:  # the page must stay usable: report, don't crash the server
                 log.warning("run failed in %s: %s", self.name, traceback.format_exc())
                 why = str(exc) if isinstance(exc, RemoteRunError) else f"{type(exc).__name__}: {exc}"  # the same text
@@ -172,8 +168,6 @@ class Runner:
             finally:
                 if ticket is not None:
                     ticket.release()  # the next run in line may start
-                if live is not None:
-                    live.stop()
                 with _live_lock:
                     _live_workers.discard(threading.current_thread())
                     _stopping_workers.discard(threading.current_thread())
@@ -184,19 +178,18 @@ class Runner:
             _live_workers.add(thread)
         self._thread = thread
         self._started = [t for t in self._started if t.is_alive()] + [thread]
-        if live is not None:
-            self._started.append(live.thread)
         thread.start()
         log.info("worker of %s started: %s", self.name, settings)
 
-    def _live_view(self, settings: RunSettings, checkpoint: str | Path | None, q: queue.Queue) -> Any:
-        """The live per-configuration sign picture of this run (None without a checkpoint)."""
-        if not (self._live_pictures and checkpoint is not None):
-            return None
+    def _live_view(self, q: queue.Queue) -> dict[str, Any]:
+        """The executor's ``live`` and ``on_extra``: the per-configuration sign picture from the run's
+        checkpoint, computed where the run runs (none without a checkpoint), its payloads onto ``q``."""
+        if not self._live_pictures:
+            return {}
         from app.pictures import LivePictures
 
-        return LivePictures(settings, checkpoint, lambda name, payload: q.put(("extra", name, payload,
-                                                                               time.monotonic())))
+        return {"live": LivePictures,
+                "on_extra": lambda name, payload: q.put(("extra", name, payload, time.monotonic()))}
 
     def _wait_turn(self, ticket: Ticket, q: queue.Queue) -> bool:
         """In the worker, before anything is built: wait for a place in the server's run queue,
@@ -220,11 +213,8 @@ class Runner:
         return granted
 
     @staticmethod
-    def _finish(finished: Finished, q: queue.Queue, live: Any) -> None:
+    def _finish(finished: Finished, q: queue.Queue) -> None:
         """In the worker, after the run: the final pictures (after the last live one), then the result."""
-        if live is not None:
-            live.stop()
-            live.join(10.0)
         for name, payload in finished.extras.items():
             q.put(("extra", name, payload, time.monotonic()))
         q.put(("result", finished.result, None, time.monotonic()))
@@ -259,15 +249,15 @@ class Runner:
             with _live_lock:
                 _live_workers.discard(thread)
                 _stopping_workers.add(thread)
-        self._thread, self._control, self.live, self._ticket = None, None, None, None
+        self._thread, self._control, self._ticket = None, None, None
         self._queue = queue.Queue()
         self.phase, self.message, self.step = "idle", "", 0
         self.compile_seconds = None
         self._rate_window.clear()
 
     def threads(self) -> list[threading.Thread]:
-        """The threads this runner started that still run (abandoned workers included): what may
-        still write into the session's folder."""
+        """The worker threads this runner started that still run (abandoned ones included): what may
+        still write into the session's folder (a worker ends after its run and its live picture did)."""
         return [t for t in self._started if t.is_alive()]
 
     def seconds(self) -> float:

@@ -4,7 +4,9 @@ An :class:`Executor` runs :func:`nqs_core.driver.run` for one :class:`RunSetting
 calling thread until it ends, exactly like calling ``run`` there: the ``callback`` hears every
 :class:`RunEvent` in order (in the calling thread), the caller's :class:`RunControl` pauses, resumes
 and stops the run, and the :class:`Finished` it returns holds the :class:`RunResult` and the payloads
-of ``after(result)``, computed where the run ran (e.g. the lab's final pictures).
+of ``after(result)``, computed where the run ran (e.g. the lab's final pictures).  A ``live`` view
+(``live(settings, checkpoint, emit)``, fed every sample set, e.g. the lab's live sign picture) also runs
+where the run runs; what it emits reaches ``on_extra(name, payload)`` in the calling thread.
 
 * :class:`ThreadExecutor`: in the calling thread (the lab's worker thread; today's behaviour).
 * :class:`ProcessExecutor`: a fresh process (``spawn``) per run, at a lower priority than the server
@@ -35,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import numpy as np
+
 from nqs_core.events import RunControl, RunEvent
 from nqs_core.settings import RunSettings
 
@@ -44,6 +48,8 @@ POLL_SECONDS = 0.05  # how often the caller's side forwards pause/resume/stop an
 HEARTBEAT_SECONDS = 5.0  # the caller says "alive" this often; a run that hears nothing for 6x that stops
 EXECUTORS = ("thread", "process", "dask")
 After = Callable[[Any], dict[str, Any]]
+Emit = Callable[[str, Any], None]
+Live = Callable[[RunSettings, Any, Emit], Any]  # -> an object with add_samples(step, samples), stop(), join(timeout)
 
 
 @dataclass
@@ -66,7 +72,8 @@ class Executor(Protocol):
     name: str
 
     def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
-                after: After | None = None, **run_kwargs: Any) -> Finished: ...
+                after: After | None = None, live: Live | None = None, on_extra: Emit | None = None,
+                **run_kwargs: Any) -> Finished: ...
 
 
 def apply_after(after: After | None, result: Any) -> dict[str, Any]:
@@ -80,6 +87,32 @@ def apply_after(after: After | None, result: Any) -> dict[str, Any]:
         return {}
 
 
+def start_live(live: Live | None, settings: RunSettings, run_kwargs: dict[str, Any], emit: Emit | None) -> Any:
+    """The run's live view (None without ``live``, a checkpoint to watch or anyone to hear it)."""
+    checkpoint = run_kwargs.get("checkpoint")
+    return live(settings, checkpoint, emit) if live and checkpoint is not None and emit else None
+
+
+def feeding(callback: Callable[[RunEvent], None], view: Any) -> Callable[[RunEvent], None]:
+    """``callback``, handing each ``steps`` event's configurations to the live view first."""
+    if view is None:
+        return callback
+
+    def fed(event: RunEvent) -> None:
+        if event.kind == "steps" and event.samples is not None and event.records:
+            view.add_samples(event.records[-1].step, np.asarray(event.samples))
+        callback(event)
+
+    return fed
+
+
+def stop_live(view: Any) -> None:
+    """End the live view before the final pictures, so that they come after its last one."""
+    if view is not None:
+        view.stop()
+        view.join(10.0)
+
+
 class ThreadExecutor:
     """The run in the calling thread (``run_fn`` defaults to :func:`nqs_core.driver.run`)."""
 
@@ -89,10 +122,15 @@ class ThreadExecutor:
         self._run_fn = run_fn
 
     def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
-                after: After | None = None, **run_kwargs: Any) -> Finished:
+                after: After | None = None, live: Live | None = None, on_extra: Emit | None = None,
+                **run_kwargs: Any) -> Finished:
         from nqs_core.driver import run
 
-        result = (self._run_fn or run)(settings, callback=callback, control=control, **run_kwargs)
+        view = start_live(live, settings, run_kwargs, on_extra)
+        try:
+            result = (self._run_fn or run)(settings, callback=feeding(callback, view), control=control, **run_kwargs)
+        finally:
+            stop_live(view)
         return Finished(result, apply_after(after, result))
 
 
@@ -125,10 +163,10 @@ def relay_commands(commands: Any, control: RunControl, done: threading.Event,
         actions[command]()
 
 
-def execute_here(settings: RunSettings, run_kwargs: dict[str, Any], after: After | None, events: Any,
-                 commands: Any) -> None:
-    """Run in this process, streaming ``("event", e)`` items, then ``("done", Finished)`` or
-    ``("error", message)``, on ``events``; obey the commands read from ``commands``.
+def execute_here(settings: RunSettings, run_kwargs: dict[str, Any], after: After | None, live: Live | None,
+                 events: Any, commands: Any) -> None:
+    """Run in this process, streaming ``("event", e)`` and ``("extra", name, payload)`` items, then
+    ``("done", Finished)`` or ``("error", message)``, on ``events``; obey the commands read from ``commands``.
 
     A ``checkpoint`` path whose folder is not on this machine (a Dask worker elsewhere) is written to a
     temporary folder here instead, and its final bytes travel back in the :class:`Finished`.
@@ -146,8 +184,12 @@ def execute_here(settings: RunSettings, run_kwargs: dict[str, Any], after: After
     try:
         with tempfile.TemporaryDirectory(prefix="nqs-run-") as tmp:
             kwargs = {**run_kwargs, "checkpoint": Path(tmp) / "checkpoint.npz"} if elsewhere else run_kwargs
-            result = run(settings, callback=lambda e: events.put(("event", portable_event(e))), control=control,
-                         **kwargs)
+            view = start_live(live, settings, kwargs, lambda name, payload: events.put(("extra", name, payload)))
+            try:
+                result = run(settings, callback=feeding(lambda e: events.put(("event", portable_event(e))), view),
+                             control=control, **kwargs)
+            finally:
+                stop_live(view)
             extras = apply_after(after, result)
             data = kwargs["checkpoint"].read_bytes() if elsewhere and kwargs["checkpoint"].exists() else None
         events.put(("done", Finished(dataclasses.replace(result, state=jax.device_get(result.state)), extras, data)))
@@ -165,11 +207,12 @@ def _control_state(control: RunControl) -> str:
 
 
 def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[RunEvent], None],
-           alive: Callable[[], bool], where: str, checkpoint: str | Path | None = None) -> Finished:
-    """On the caller's side: hand the remote events to ``callback`` and forward ``control``'s
-    changes, until the remote run reports its end (its checkpoint bytes, if it sent them, written to
-    ``checkpoint``); ``alive()`` false with nothing left to read means the remote side died (``where``
-    names it in the error)."""
+           alive: Callable[[], bool], where: str, checkpoint: str | Path | None = None,
+           on_extra: Emit | None = None) -> Finished:
+    """On the caller's side: hand the remote events to ``callback`` (the live view's payloads to
+    ``on_extra``) and forward ``control``'s changes, until the remote run reports its end (its checkpoint
+    bytes, if it sent them, written to ``checkpoint``); ``alive()`` false with nothing left to read means
+    the remote side died (``where`` names it in the error)."""
     sent, ended, beat = "resume", False, time.monotonic()
     while True:
         state = _control_state(control)
@@ -188,6 +231,9 @@ def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[
             continue
         if item[0] == "event":
             callback(item[1])
+        elif item[0] == "extra":
+            if on_extra is not None:
+                on_extra(item[1], item[2])
         elif item[0] == "done":
             if item[1].checkpoint is not None and checkpoint is not None:
                 Path(checkpoint).write_bytes(item[1].checkpoint)
@@ -225,15 +271,17 @@ class ProcessExecutor:
         self.nice = worker_nice() if nice is None else nice
 
     def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
-                after: After | None = None, **run_kwargs: Any) -> Finished:
+                after: After | None = None, live: Live | None = None, on_extra: Emit | None = None,
+                **run_kwargs: Any) -> Finished:
         events, commands = self._ctx.Queue(), self._ctx.Queue()
+        live = live if on_extra is not None else None
         process = self._ctx.Process(target=_execute_in_child,
-                                    args=(self.nice, settings, run_kwargs, after, events, commands),
+                                    args=(self.nice, settings, run_kwargs, after, live, events, commands),
                                     name="nqs-run", daemon=True)
         process.start()
         try:
             return follow(events, commands, control, callback, process.is_alive, "process",
-                          run_kwargs.get("checkpoint"))
+                          run_kwargs.get("checkpoint"), on_extra)
         finally:
             commands.put("stop")  # nothing if it ended; a run left behind by an error here stops
             process.join(POLL_SECONDS * 20)
@@ -271,14 +319,14 @@ class _PickledQueue:
         self._queue.close()
 
 
-def _execute_on_worker(settings: RunSettings, run_kwargs: dict[str, Any], after: After | None, events: str,
-                       commands: str) -> str:
+def _execute_on_worker(settings: RunSettings, run_kwargs: dict[str, Any], after: After | None, live: Live | None,
+                       events: str, commands: str) -> str:
     """The Dask task: the run, with its queues bound to this worker's client (the command relay's
     thread has no task context to find it)."""
     from distributed import get_client
 
     client = get_client()
-    execute_here(settings, run_kwargs, after, _PickledQueue(events, client), _PickledQueue(commands, client))
+    execute_here(settings, run_kwargs, after, live, _PickledQueue(events, client), _PickledQueue(commands, client))
     return "ended"
 
 
@@ -303,15 +351,17 @@ class DaskExecutor:
             return self._client
 
     def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
-                after: After | None = None, **run_kwargs: Any) -> Finished:
+                after: After | None = None, live: Live | None = None, on_extra: Emit | None = None,
+                **run_kwargs: Any) -> Finished:
         run_id = uuid.uuid4().hex
         events = _PickledQueue(f"nqs-events-{run_id}", self.client)
         commands = _PickledQueue(f"nqs-commands-{run_id}", self.client)
-        future = self.client.submit(_execute_on_worker, settings, run_kwargs, after, events.name, commands.name,
-                                    pure=False, key=f"nqs-run-{run_id}")
+        live = live if on_extra is not None else None
+        future = self.client.submit(_execute_on_worker, settings, run_kwargs, after, live, events.name,
+                                    commands.name, pure=False, key=f"nqs-run-{run_id}")
         try:
             return follow(events, commands, control, callback, lambda: not future.done(), "Dask task",
-                          run_kwargs.get("checkpoint"))
+                          run_kwargs.get("checkpoint"), on_extra)
         except RemoteRunError:
             if future.status == "error":
                 raise RemoteRunError(f"the Dask task failed: {future.exception()!r}") from None
@@ -352,5 +402,5 @@ def executor_from_env(default: str = "thread") -> Executor:
 
 
 __all__ = ["EXECUTORS", "HEARTBEAT_SECONDS", "DaskExecutor", "Executor", "Finished", "ProcessExecutor",
-           "RemoteRunError", "ThreadExecutor", "apply_after", "execute_here", "executor_from_env", "follow", "portable_event",
-           "relay_commands", "worker_nice"]
+           "RemoteRunError", "ThreadExecutor", "apply_after", "execute_here", "executor_from_env", "feeding", "follow",
+           "portable_event", "relay_commands", "start_live", "stop_live", "worker_nice"]

@@ -124,14 +124,20 @@ def niceness(result: Any) -> dict[str, Any]:
     return {"nice": os.nice(0)}
 
 
-def pause_resume_stop(executor: Any) -> tuple[Any, dict[str, Any]]:
-    """A long run: pause once it steps, resume, stop; its final result and extras."""
-    runner = Runner(name="long", executor=executor, run_kwargs=RUN_KWARGS, after=niceness)
-    runner.start(RunSettings(**{**CHAIN, "steps": 100_000}))
+def pause_resume_stop(executor: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
+    """A long run with the lab's live sign picture: pause once it steps, see the picture of the paused
+    state (from the checkpoint written on pause, computed where the run runs), resume, stop; its final
+    result and extras."""
+    runner = Runner(name="long", executor=executor, run_kwargs=RUN_KWARGS, after=niceness, live_pictures=True)
+    runner.start(RunSettings(**{**CHAIN, "steps": 100_000}), checkpoint=folder / "ck.npz")
     drain_until(runner, lambda r: r.step >= 2, "the first steps")
     runner.pause()
     drain_until(runner, lambda r: r.phase == "paused", "the pause")
     held = runner.step
+    pictures: list[Any] = []
+    poll_until(lambda: pictures.append(runner.drain().extra.get("configurations")), lambda: pictures[-1] is not None,
+               300, "the live sign picture of the paused run")
+    assert f"parameters after step {held}" in pictures[-1]["label"] and len(pictures[-1]["log_psi"]) > 0
     runner.resume()
     drain_until(runner, lambda r: r.step >= held + 2, "steps after the resume")
     runner.stop()
@@ -142,18 +148,18 @@ def pause_resume_stop(executor: Any) -> tuple[Any, dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_pause_resume_and_stop_reach_a_run_in_another_process() -> None:
-    result, extra = pause_resume_stop(ProcessExecutor(nice=5))
+def test_pause_resume_and_stop_reach_a_run_in_another_process(tmp_path: Path) -> None:
+    result, extra = pause_resume_stop(ProcessExecutor(nice=5), tmp_path)
     assert result.summary["stop_reason"] == "stopped" and 4 <= len(result.history) < 100_000
     assert [r.step for r in result.history] == list(range(len(result.history)))  # nothing lost or repeated
     assert extra["nice"] == min(19, os.nice(0) + 5)  # the run computed below the server's priority
 
 
 @pytest.mark.slow
-def test_stop_reaches_a_run_on_the_dask_cluster(dask_cluster: Any) -> None:
+def test_stop_reaches_a_run_on_the_dask_cluster(dask_cluster: Any, tmp_path: Path) -> None:
     executor = DaskExecutor(dask_cluster.scheduler_address)
     try:
-        result, _ = pause_resume_stop(executor)
+        result, _ = pause_resume_stop(executor, tmp_path)
     finally:
         executor.close()
     assert result.summary["stop_reason"] == "stopped"
@@ -219,7 +225,7 @@ def test_a_checkpoint_whose_folder_is_elsewhere_comes_back_at_the_end(tmp_path: 
 
     events = Channel()
     kwargs = {**RUN_KWARGS, "checkpoint": tmp_path / "not-on-this-machine" / "ck.npz"}
-    execute_here(RunSettings(**CHAIN, seed=0), kwargs, None, events, Channel())
+    execute_here(RunSettings(**CHAIN, seed=0), kwargs, None, None, events, Channel())
     wanted = tmp_path / "ck.npz"
     done = follow(events, Channel(), RunControl(), lambda e: None, lambda: False, "test", wanted)
     assert done.result.phase == "done" and not (tmp_path / "not-on-this-machine").exists()
