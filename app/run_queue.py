@@ -168,7 +168,7 @@ _SERVER_QUEUE: RunQueue | None = None
 _SERVER_EXECUTOR: Executor | None = None
 _SERVER_LOCK = threading.Lock()
 # the served lab's default where NQS_EXECUTOR is not set: a process per run kept the event loop 1.05-4.6x
-# less late and new tabs 1.05-1.7x quicker with 3 runs going (benchmarks/README.md, server_responsiveness.py)
+# less late and new tabs 1.05-1.7x quicker with 3 runs going, in 4 of 4 pairs (benchmarks/README.md)
 DEFAULT_EXECUTOR = "process"
 
 

@@ -10,14 +10,14 @@ where the run runs; what it emits reaches ``on_extra(name, payload)`` in the cal
 
 * :class:`ThreadExecutor`: in the calling thread (the lab's worker thread; today's behaviour).
 * :class:`ProcessExecutor`: a fresh process (``spawn``) per run, at a lower priority than the server
-  (``NQS_WORKER_NICE``); events come back through a ``multiprocessing`` queue, pause/resume/stop go
-  the other way through a second one.
+  (``NQS_WORKER_NICE``) and ending with it; events come back through a ``multiprocessing`` queue,
+  pause/resume/stop go the other way through a second one.
 * :class:`DaskExecutor`: a task on a Dask ``distributed`` cluster (``NQS_DASK_SCHEDULER``); events and
   commands travel through two ``distributed.Queue``\\ s held by the scheduler.
 
 Remote events lose their ``params`` (JAX arrays stay where they live); a remote result's final ``state``
-comes back as NumPy arrays.  :func:`executor_from_env`
-picks one from ``NQS_EXECUTOR`` / ``NQS_DASK_SCHEDULER``.
+comes back as NumPy arrays.  A remote run that hears nothing from its caller for 30 s (no heartbeat)
+stops.  :func:`executor_from_env` picks an executor from ``NQS_EXECUTOR`` / ``NQS_DASK_SCHEDULER``.
 """
 
 from __future__ import annotations
