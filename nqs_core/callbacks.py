@@ -139,8 +139,9 @@ class Control(Callback):
 
 
 class Divergence(Callback):
-    """A call whose energy or parameters became NaN/inf: keep the steps before it (the engine keeps
-    the last finite state inside a call, ``stats["finite"]``) and end with phase ``"diverged"``."""
+    """A call whose energy or parameters became NaN/inf, or whose energy left twice the bound on ‖H‖
+    (``Hamiltonian.norm_bound``): keep the steps before it (the engine keeps the last good state
+    inside a call, ``stats["finite"]``) and end with phase ``"diverged"``."""
 
     def check_call(self, ctx: RunContext, call: Call) -> None:
         finite = np.isfinite(np.atleast_1d(call.stats["energy"])) & np.atleast_1d(call.stats["finite"])
@@ -155,8 +156,9 @@ class Divergence(Callback):
         s = ctx.settings
         kept = len(ctx.history) + len(call.records)
         ctx.stop("diverged",
-                 f"diverged: the energy or the parameters became NaN/inf at step {where} (lr={s.lr:g}, "
-                 f"optimizer={s.optimizer}); kept the last finite state (after {kept} steps); "
+                 f"diverged: the energy or the parameters became NaN/inf, or |E| exceeded twice the bound on "
+                 f"the Hamiltonian's norm, at step {where} (lr={s.lr:g}, optimizer={s.optimizer}); kept the "
+                 f"last good state (after {kept} steps); "
                  f"try a smaller learning rate (e.g. lr={s.lr / 10:g})"
                  + ("" if s.optimizer in ("sr", "minsr") else " or optimizer=sr"), "diverged")
 

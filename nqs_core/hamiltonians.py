@@ -170,6 +170,15 @@ class Hamiltonian:
         out[np.arange(self.max_conn)[:, None], self.flip_sites] = -1
         return out
 
+    def norm_bound(self, couplings: Couplings | None = None) -> jax.Array:
+        """An upper bound on the operator norm ‖H‖ by the triangle inequality: ¾|J_b| per S·S bond
+        (S_i·S_j has the eigenvalues ¼ and −¾), |J| per σᶻσᶻ bond and |h| per site (TFIM).  Every
+        state has |⟨H⟩| ≤ ‖H‖, so an estimated energy far outside it means the run broke down."""
+        g = self.runtime_couplings() if couplings is None else couplings
+        if self.is_ising:
+            return jnp.abs(g["J"]) * len(self.lattice.bonds) + jnp.abs(g["h"]) * self.lattice.n_sites
+        return 0.75 * jnp.sum(jnp.abs(self._bond_couplings(g)))
+
     # ----- the jittable kernels ---------------------------------------------------------
     def _bond_couplings(self, g: Couplings) -> jax.Array:
         """(nb,) coupling of each exchange bond: J, or J1 (= J) on the nearest and J2 on the next bonds."""

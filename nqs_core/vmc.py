@@ -114,7 +114,9 @@ class Engine:
         direction = d / runtime_energy_scale(hyper["couplings"])  # lr: an imaginary-time step in units of 1/scale
         updates, opt_state = self.chain.update(direction.astype(theta.dtype), opt_state, theta)
         theta_new = theta + updates.astype(theta.dtype)
-        finite = jnp.isfinite(stats["energy"]) & jnp.all(jnp.isfinite(theta_new))
+        # a finite step is also a physical one: |E| within twice ‖H‖'s bound (margin for the MC noise)
+        bound = 2.0 * self.hamiltonian.norm_bound(hyper["couplings"])
+        finite = jnp.isfinite(stats["energy"]) & (jnp.abs(stats["energy"]) <= bound) & jnp.all(jnp.isfinite(theta_new))
         new = VMCState(self.ravel.unravel(theta_new), opt_state, sampler_state, state.step + 1)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
         stats.update(acceptance=jnp.asarray(acceptance, jnp.float64), grad_norm=jnp.linalg.norm(g).astype(jnp.float64),

@@ -152,3 +152,17 @@ def test_invalid_settings_name_the_setting(bad):
     with pytest.raises(ValueError) as err:
         make_hamiltonian(name, make_lattice("chain", 4), **bad)
     assert any(word in str(err.value) for word in ("hamiltonian", "J", "h"))
+
+
+@pytest.mark.parametrize("name,kind,L,bc,couplings", [c for c in CASES if c[2] <= 10 and c[1] == "chain"])
+def test_norm_bound_holds_for_the_whole_spectrum(name, kind, L, bc, couplings):
+    """‖H‖ ≤ norm_bound (the engine stops a step whose |E| exceeds twice it): checked against every
+    eigenvalue of the dense H; the bound is tight for one bond (S·S: −¾, σᶻσᶻ: ∓1)."""
+    lat = make_lattice(kind, L, bc)
+    ham = make_hamiltonian(name, lat, **couplings)
+    eig = np.linalg.eigvalsh(dense_reference(name, lat, J=ham.J, J2=ham.J2, h=ham.h))
+    assert max(abs(eig[0]), abs(eig[-1])) <= float(ham.norm_bound()) + 1e-12
+    two = make_lattice("chain", 2, "open")
+    ss = make_hamiltonian("heisenberg", two, J=0.7)
+    assert float(ss.norm_bound()) == pytest.approx(abs(np.linalg.eigvalsh(dense_reference("heisenberg", two, J=0.7))).max())
+
