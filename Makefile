@@ -6,7 +6,7 @@ PORT ?= 5006
 # this machine only: the page and its websocket answer on localhost
 lab:
 	@scripts/bootstrap.sh
-	.venv/bin/panel serve app --port $(PORT) --address 127.0.0.1 \
+	.venv/bin/panel serve app --port $(PORT) --address 127.0.0.1 --setup app/warm_start.py \
 	  --allow-websocket-origin=localhost:$(PORT) --allow-websocket-origin=127.0.0.1:$(PORT) \
 	  --unused-session-lifetime 2000 --check-unused-sessions 1000
 

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "run": ("nqs_core.cli.run", "a variational Monte Carlo run"),
     "presets": ("nqs_core.cli.presets", "the named recipes (talk and research) that nqs run --preset runs"),
     "sweep": ("nqs_core.cli.sweep", "one VMC run per value of one coupling, with a final table"),
+    "warm": ("nqs_core.cli.warm", "compile the default's and the presets' steps into the persistent compile cache"),
     "export": ("nqs_core.cli.export", "figures (PNG, SVG), a Metropolis movie (GIF, MP4) and a report of a saved run"),
 }
 

@@ -1,0 +1,20 @@
+"""``nqs warm``: compile the default's and the presets' steps into the persistent compilation cache."""
+
+from __future__ import annotations
+
+import argparse
+
+from nqs_core.presets import GROUPS
+from nqs_core.warm import warm
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group", action="append", choices=GROUPS, default=None,
+                        help="preset groups to warm besides the default settings (repeatable; default: talk)")
+    parser.add_argument("--preset", action="append", default=None, metavar="NAME",
+                        help="warm only this preset (repeatable; see nqs presets)")
+
+
+def main(args: argparse.Namespace) -> int:
+    warm(tuple(args.group or ("talk",)), tuple(args.preset or ()))
+    return 0
