@@ -6,6 +6,10 @@ position in line whenever it changes; a finished, failed or stopped run gives it
 (:meth:`Ticket.release`); a session that stops, resets or closes its tab while waiting leaves the
 line (:meth:`Ticket.cancel`) and the ones behind it move up.
 
+A waiting run also hears how long it may wait (:meth:`Ticket.status`, ``place 2 in line, about 40 s``): :meth:`RunQueue.expected_wait` gives each running run the mean duration of the last
+``RECENT_RUNS`` finished ones on this server minus its elapsed time, then lets every run ahead in line
+take the place that frees first for that mean; before any run finished there is no estimate.
+
 N comes from ``NQS_MAX_RUNS`` (``make class MAX_RUNS=4``), default: the cores this process may use.
 Only the served lab (``app/main.py``) uses the queue; a Runner without one starts at once.
 
@@ -15,6 +19,7 @@ Where a granted run computes is the server's executor (:func:`server_executor`, 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import threading
@@ -27,6 +32,7 @@ from nqs_core.executors import Executor, executor_from_env
 log = logging.getLogger("nqs_lab.queue")
 
 WAITING, RUNNING, DONE, CANCELLED = "waiting", "running", "done", "cancelled"
+RECENT_RUNS = 10  # finished runs whose mean duration the wait estimate uses
 
 
 def default_slots() -> int:
@@ -51,11 +57,16 @@ class Ticket:
     def __init__(self, queue: "RunQueue", name: str) -> None:
         self.queue, self.name = queue, name
         self.state = WAITING
+        self.started_at: float | None = None  # the queue's clock when the place was granted
 
     @property
     def position(self) -> int:
         """Runs ahead of this one in the waiting line (0: next); -1 once it is no longer waiting."""
         return self.queue._position(self)
+
+    def status(self) -> str:
+        """``place 2 in line, about 40 s`` (or ``…, no estimate yet``); "" once no longer waiting."""
+        return self.queue._status(self)
 
     def wait_for_turn(self, on_position: Callable[[int], None] | None = None,
                       timeout: float | None = None) -> bool:
@@ -78,13 +89,16 @@ class Ticket:
 class RunQueue:
     """At most ``slots`` tickets running at once; the others wait in the order they joined."""
 
-    def __init__(self, slots: int | None = None) -> None:
+    def __init__(self, slots: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 recent: int = RECENT_RUNS) -> None:
         self.slots = default_slots() if slots is None else int(slots)
         if self.slots < 1:
             raise ValueError(f"a run queue needs at least one place, not {self.slots}")
         self._cond = threading.Condition()
         self._waiting: deque[Ticket] = deque()
         self._running: set[Ticket] = set()
+        self._clock = clock  # seconds; tests pass a fake one
+        self._durations: deque[float] = deque(maxlen=recent)  # of the last finished runs
 
     def join(self, name: str = "") -> Ticket:
         """A new ticket at the end of the line (granted at once while a place is free)."""
@@ -110,6 +124,12 @@ class RunQueue:
             running, waiting = len(self._running), len(self._waiting)
         return f"{running} of {self.slots} places computing" + (f", {waiting} waiting" if waiting else "")
 
+    def expected_wait(self, position: int) -> float | None:
+        """Seconds until the run ``position`` places from the head of the line (0: next) may start;
+        None before any run finished on this server (see the module docstring)."""
+        with self._cond:
+            return self._expected_wait(position)
+
     # ----- under the lock ----------------------------------------------------------------------------
     def _grant(self) -> None:
         """First come, first served: the head of the line runs while places are free (lock held)."""
@@ -117,10 +137,30 @@ class RunQueue:
         while self._waiting and len(self._running) < self.slots:
             ticket = self._waiting.popleft()
             ticket.state = RUNNING
+            ticket.started_at = self._clock()
             self._running.add(ticket)
             changed = True
         if changed:
             self._cond.notify_all()
+
+    def _expected_wait(self, position: int) -> float | None:
+        if not self._durations:
+            return None
+        mean, now = sum(self._durations) / len(self._durations), self._clock()
+        # when each place frees: a running run after the mean duration (at once once past it), a free one now
+        free = [max(mean - (now - t.started_at), 0.0) for t in self._running if t.started_at is not None]
+        free += [0.0] * (self.slots - len(free))
+        heapq.heapify(free)
+        for _ in range(position):  # each run ahead takes the place that frees first, for the mean duration
+            heapq.heapreplace(free, free[0] + mean)
+        return free[0]
+
+    def _status(self, ticket: Ticket) -> str:
+        with self._cond:
+            if ticket.state != WAITING:
+                return ""
+            position = self._waiting.index(ticket)
+            return f"place {position + 1} in line, {wait_text(self._expected_wait(position))}"
 
     def _position(self, ticket: Ticket) -> int:
         with self._cond:
@@ -158,10 +198,21 @@ class RunQueue:
             if ticket.state == WAITING:
                 self._waiting.remove(ticket)
             self._running.discard(ticket)
+            if ticket.state == RUNNING and ticket.started_at is not None:
+                self._durations.append(self._clock() - ticket.started_at)
             if ticket.state in (WAITING, RUNNING):
                 ticket.state = DONE if ticket.state == RUNNING else CANCELLED
             self._grant()
             self._cond.notify_all()
+
+
+def wait_text(seconds: float | None) -> str:
+    """``about 40 s`` (5 s steps), ``about 3 min`` beyond 90 s, or ``no estimate yet`` for None."""
+    if seconds is None:
+        return "no estimate yet"
+    if seconds < 90:
+        return f"about {max(5, 5 * round(seconds / 5))} s"
+    return f"about {round(seconds / 60)} min"
 
 
 _SERVER_QUEUE: RunQueue | None = None
@@ -192,4 +243,5 @@ def server_executor() -> Executor:
         return _SERVER_EXECUTOR
 
 
-__all__ = ["DEFAULT_EXECUTOR", "RunQueue", "Ticket", "default_slots", "server_executor", "server_queue"]
+__all__ = ["DEFAULT_EXECUTOR", "RECENT_RUNS", "RunQueue", "Ticket", "default_slots", "server_executor", "server_queue",
+           "wait_text"]

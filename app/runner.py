@@ -197,8 +197,8 @@ class Runner:
         me = threading.current_thread()
 
         def report(position: int) -> None:
-            ahead = "next in line" if position == 0 else f"{position} run{'s' if position > 1 else ''} ahead"
-            q.put(("phase", "queued", f"{ahead}; this server computes {ticket.queue.slots} at once",
+            where = ticket.status() or f"place {position + 1} in line"  # and the wait it expects now
+            q.put(("phase", "queued", f"{where}; this server computes {ticket.queue.slots} at once",
                    time.monotonic()))
 
         with _live_lock:
@@ -324,9 +324,9 @@ class Runner:
         """``phase · step N / M · x it/s`` as shown under the buttons (``reason``: the end's reason too)."""
         label = {"compiling": "compiling…", "starting": "starting…", "pausing": "pausing…",
                  "resuming": "resuming…"}.get(self.phase, self.phase)
-        if self.phase == "queued" and self._ticket is not None and self._ticket.position >= 0:
-            position = self._ticket.position
-            label = "queued · next" if position == 0 else f"queued · {position} ahead"
+        if self.phase == "queued" and self._ticket is not None:
+            place = self._ticket.status()  # place 2 in line, about 40 s
+            label = f"waiting: {place}" if place else label
         parts = [label, f"step {self.step} / {self.total}"]
         rate = self.iterations_per_second()
         if self.phase == "running" and rate > 0:

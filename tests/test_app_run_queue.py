@@ -1,5 +1,5 @@
 """The server-wide run queue (app/run_queue.py): at most N runs at once, first come first served,
-positions heard while waiting, cancellation, and a closed tab freeing its place.
+positions and the expected wait heard while waiting, cancellation, and a closed tab freeing its place.
 
 Real threads and events throughout; nothing waits for something not to happen: a run that must
 not have started is seen as a ticket still in the "waiting" state, which only the queue changes.
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import poll_until, tick_until
 
-from app.run_queue import RUNNING, WAITING, RunQueue, Ticket, default_slots
+from app.run_queue import RUNNING, WAITING, RunQueue, Ticket, default_slots, wait_text
 
 TINY = dict(hamiltonian="heisenberg", lattice="chain", L=6, model="rbm", samples=64, chains=4, dtype="float32")
 
@@ -36,6 +36,90 @@ def test_first_come_first_served_within_the_places() -> None:
     assert q.running == 2
     t[2].cancel()  # no effect on a running ticket
     assert t[2].state == RUNNING
+
+
+class FakeClock:
+    """The queue's clock, moved by the test (no sleeps, no wall time)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def finished_runs(q: RunQueue, clock: FakeClock, durations: list[float]) -> None:
+    """Runs of these durations, one after the other, through the queue's places."""
+    for d in durations:
+        ticket = q.join("past")
+        assert ticket.state == RUNNING
+        clock.t += d
+        ticket.release()
+
+
+def test_the_wait_is_unknown_until_a_run_finished() -> None:
+    clock = FakeClock()
+    q = RunQueue(1, clock=clock)
+    running, waiting = q.join("a"), q.join("b")
+    assert q.expected_wait(0) is None and waiting.status() == "place 1 in line, no estimate yet"
+    assert running.status() == ""  # not waiting
+
+
+def test_the_wait_of_each_place_in_line_with_n_places() -> None:
+    clock = FakeClock()
+    q = RunQueue(2, clock=clock)
+    finished_runs(q, clock, [30.0, 50.0])  # mean 40 s
+    first = q.join("a")
+    clock.t += 10
+    second = q.join("b")
+    clock.t += 10  # a ran 20 s (20 s left on average), b 10 s (30 s left)
+    line = [q.join(f"w{i}") for i in range(4)]
+    assert first.state == second.state == RUNNING and all(t.state == WAITING for t in line)
+    # each place frees after the mean; every run ahead takes the first free place for 40 s
+    assert [q.expected_wait(p) for p in range(4)] == pytest.approx([20, 30, 60, 70])
+    assert [t.status() for t in line] == ["place 1 in line, about 20 s", "place 2 in line, about 30 s",
+                                         "place 3 in line, about 60 s", "place 4 in line, about 70 s"]
+    clock.t += 25  # a is 5 s past the mean: its place may free at any moment
+    assert q.expected_wait(0) == pytest.approx(0) and q.expected_wait(1) == pytest.approx(5)
+
+
+def test_the_wait_with_one_place_grows_by_the_mean_per_run_ahead() -> None:
+    clock = FakeClock()
+    q = RunQueue(1, clock=clock)
+    finished_runs(q, clock, [60.0])
+    q.join("running")
+    clock.t += 15
+    line = [q.join(f"w{i}") for i in range(3)]
+    assert [q.expected_wait(p) for p in range(3)] == pytest.approx([45, 105, 165])
+    assert line[2].status() == "place 3 in line, about 3 min"
+
+
+def test_the_estimate_follows_a_finished_run_and_a_cancelled_one() -> None:
+    clock = FakeClock()
+    q = RunQueue(1, clock=clock)
+    finished_runs(q, clock, [40.0])
+    running = q.join("running")
+    line = [q.join(f"w{i}") for i in range(3)]
+    assert line[2].status() == "place 3 in line, about 2 min"  # 40 + 40 + 40 s
+    clock.t += 20
+    running.release()  # a 20 s run: the mean is 30 s now, w0 runs, the others move up
+    assert line[0].state == RUNNING
+    assert [t.status() for t in line[1:]] == ["place 1 in line, about 30 s", "place 2 in line, about 60 s"]
+    line[1].cancel()  # cancel still works and the one behind gets its place and its wait
+    assert line[1].state == "cancelled" and line[1].status() == ""
+    assert line[2].status() == "place 1 in line, about 30 s"
+    clock.t += 100
+    line[1].release()  # a cancelled run never ran: its time is no duration
+    assert q.expected_wait(0) == pytest.approx(0)  # w0 ran 100 s, past the 30 s mean
+    line[0].release()
+    assert line[2].state == RUNNING and q.expected_wait(0) == pytest.approx((40 + 20 + 100) / 3)
+
+
+def test_the_wait_in_words() -> None:
+    assert wait_text(None) == "no estimate yet"
+    assert [wait_text(s) for s in (0, 3, 38, 42, 89)] == ["about 5 s", "about 5 s", "about 40 s", "about 40 s",
+                                                           "about 90 s"]
+    assert [wait_text(s) for s in (90, 150, 600)] == ["about 2 min", "about 2 min", "about 10 min"]
 
 
 class Worker:
@@ -129,14 +213,16 @@ def test_sessions_wait_for_their_turn_and_a_closed_tab_frees_its_place() -> None
         c._on_run()
         tick_until(b, lambda: b.runner.phase == "queued", 60, "the second session to queue")
         tick_until(c, lambda: c.runner.phase == "queued", 60, "the third session to queue")
-        assert "queued · next" in b.status.object and "queued · 1 ahead" in c.status.object
-        assert "Waiting for a free place" in b._stage_text() and "next in line" in b._stage_text()
-        assert "1 run ahead" in c._stage_text() and not b.stop_button.disabled
+        # no run has finished on this queue yet: places, but no estimate
+        assert "waiting: place 1 in line, no estimate yet" in b.status.object
+        assert "waiting: place 2 in line, no estimate yet" in c.status.object
+        assert "Waiting for a free place" in b._stage_text() and "place 1 in line" in b._stage_text()
+        assert "place 2 in line" in c._stage_text() and not b.stop_button.disabled
 
         b.shutdown()  # the second tab closes while it waits: its place goes
         b.runner.join(60)
         assert not b.runner.alive and q.waiting == 1
-        tick_until(c, lambda: "queued · next" in c.status.object, 60, "the third session to move up")
+        tick_until(c, lambda: "waiting: place 1 in line" in c.status.object, 60, "the third session to move up")
 
         a._on_stop()  # the first run ends: the third, now next, starts and finishes
         tick_until(c, lambda: c.runner.phase == "done", 180, "the third session's run")
