@@ -12,12 +12,15 @@ lab:
 
 # a class on the network: make class ORIGIN=host:port [AUTH=users.json or password] [MAX_RUNS=n]
 #   [EXECUTOR=process (default) or thread] [DASK_SCHEDULER=tcp://host:8786: each run a task on that cluster]
+#   [MAX_SITES=n MAX_SAMPLES=n MAX_PARAMETERS=n: per-session limits, or none; defaults in app/limits.py]
 # (scripts/serve_class.sh; ORIGIN, AUTH, PORT, ADDRESS, MAX_UPLOAD_MB reach it as environment
 # variables, so a password is never echoed here)
 class:
 	@scripts/bootstrap.sh
 	@NQS_MAX_RUNS="$${MAX_RUNS:-$${NQS_MAX_RUNS:-}}" NQS_EXECUTOR="$${EXECUTOR:-$${NQS_EXECUTOR:-}}" \
-	  NQS_DASK_SCHEDULER="$${DASK_SCHEDULER:-$${NQS_DASK_SCHEDULER:-}}" scripts/serve_class.sh
+	  NQS_DASK_SCHEDULER="$${DASK_SCHEDULER:-$${NQS_DASK_SCHEDULER:-}}" \
+	  NQS_MAX_SITES="$${MAX_SITES:-$${NQS_MAX_SITES:-}}" NQS_MAX_SAMPLES="$${MAX_SAMPLES:-$${NQS_MAX_SAMPLES:-}}" \
+	  NQS_MAX_PARAMETERS="$${MAX_PARAMETERS:-$${NQS_MAX_PARAMETERS:-}}" scripts/serve_class.sh
 
 test:
 	@scripts/bootstrap.sh --test

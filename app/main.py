@@ -2,7 +2,8 @@
 
 Module-level state of imported modules (the engine's compiled-code cache, ``nqs_core.vmc.engine_for``,
 JAX's persistent compilation cache, the run queue ``app.run_queue.server_queue`` and its executor) is shared by all
-sessions of the server process; this script itself runs once per session.
+sessions of the server process; this script itself runs once per session.  The per-session limits on problem
+size (``app.limits``) come from the environment: ``make class`` sets them, ``make lab`` only where set.
 """
 
 import logging
@@ -11,6 +12,7 @@ from pathlib import Path
 import panel as pn
 
 from app.lab import Lab
+from app.limits import Limits
 from app.run_queue import server_executor, server_queue
 
 pn.extension(notifications=True, raw_css=[(Path(__file__).resolve().parents[1] / "assets" / "lab.css").read_text()])
@@ -25,5 +27,6 @@ if not _log.handlers:
 lab = Lab()
 lab.runner.run_queue = server_queue()  # at most NQS_MAX_RUNS runs of all sessions compute at once
 lab.runner.executor = server_executor()  # where they compute: NQS_EXECUTOR / NQS_DASK_SCHEDULER
+lab.limits = Limits.from_env()  # NQS_MAX_SITES, _SAMPLES, _PARAMETERS (make class sets them; app/limits.py)
 lab.start_session()
 lab.page.servable(title="NQS Lab")

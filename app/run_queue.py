@@ -6,7 +6,8 @@ position in line whenever it changes; a finished, failed or stopped run gives it
 (:meth:`Ticket.release`); a session that stops, resets or closes its tab while waiting leaves the
 line (:meth:`Ticket.cancel`) and the ones behind it move up.
 
-A waiting run also hears how long it may wait (:meth:`Ticket.status`, ``place 2 in line, about 40 s``): :meth:`RunQueue.expected_wait` gives each running run the mean duration of the last
+A waiting run also hears how long it may wait (:meth:`Ticket.status`, ``place 2 in line, about 40 s``):
+:meth:`RunQueue.expected_wait` gives each running run the mean duration of the last
 ``RECENT_RUNS`` finished ones on this server minus its elapsed time, then lets every run ahead in line
 take the place that frees first for that mean; before any run finished there is no estimate.
 

@@ -19,6 +19,9 @@
 #           NQS_DASK_SCHEDULER).
 # NQS_DASK_SCHEDULER  tcp://host:port of a Dask distributed scheduler: every run is a task on its
 #           workers (README, "Serving a class on a Dask cluster"); set NQS_MAX_RUNS to their threads.
+# NQS_MAX_SITES, NQS_MAX_SAMPLES, NQS_MAX_PARAMETERS  per-session limits on problem size: lattice sites,
+#           samples per step, network parameters (a whole number, or none; default: app/limits.py's
+#           class defaults); the lab refuses a larger Run naming the setting and the limit.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -58,6 +61,9 @@ try:
 except ValueError as err:
     sys.exit(str(err))
 print(e.name + (" at " + e.address if e.name == "dask" else ""))')" || refuse "choose NQS_EXECUTOR (EXECUTOR=) or NQS_DASK_SCHEDULER (DASK_SCHEDULER=) again"
+# the limits too: a bad value names its variable now; the server gets every limit explicitly
+limits="$("$py" -m app.limits)" || refuse "set NQS_MAX_SITES, NQS_MAX_SAMPLES, NQS_MAX_PARAMETERS to whole numbers >= 1 or none"
+while IFS= read -r assignment; do export "${assignment?}"; done <<< "$limits"
 args=(serve app --port "$port" --address "${ADDRESS:-0.0.0.0}" --allow-websocket-origin "$origin"
       --websocket-max-message-size "$ws_max" --unused-session-lifetime 2000 --check-unused-sessions 1000)
 if [ -n "${AUTH:-}" ]; then
@@ -73,5 +79,5 @@ fi
 unset BOKEH_ALLOW_WS_ORIGIN
 echo "serve_class: http://$origin/app (listening on ${ADDRESS:-0.0.0.0}:$port; websocket origin $origin only;" \
      "basic authentication $([ -n "${AUTH:-}" ] && echo on || echo off); uploads up to $max_upload_mb MB;" \
-     "runs in: $executor)" >&2
+     "runs in: $executor; per session: $(echo $limits))" >&2
 exec "$py" -m panel "${args[@]}"

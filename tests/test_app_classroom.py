@@ -3,7 +3,8 @@
 * ``make lab`` listens on localhost only; ``scripts/serve_class.sh`` (``make class``) refuses to start
   without an explicit websocket origin, then refuses every other origin and, with ``AUTH``, asks for
   Panel's basic-authentication login.  Both are started here as real servers on 127.0.0.1 (no
-  session is opened: the origin and login checks happen before one exists).
+  session is opened: the origin and login checks happen before one exists).  ``make class`` hands the
+  per-session limits (``MAX_SITES``…, app/limits.py) to the server, or refuses to start naming a bad one.
 * Uploads (the lab's Load): size-limited with a message naming the limit (in ``load_run_file`` and
   on the server while the browser's chunks arrive), parsed without pickle, refused with a reason
   and no traceback, and never written anywhere but a file named by the session inside its folder.
@@ -19,6 +20,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -152,6 +154,48 @@ def test_a_class_server_reads_its_users_from_a_json_file(tmp_path: Path) -> None
         assert login_cookie(port, "ada", "lovelace") and login_cookie(port, "alan", "turing")
         assert login_cookie(port, "ada", "turing") == "" and login_cookie(port, "eve", "lovelace") == ""
         assert websocket_status(port, f"http://localhost:{port}", login_cookie(port, "ada", "lovelace")) == 403
+
+
+def python_without_server(tmp_path: Path) -> dict[str, str]:
+    """serve_class.sh's python (NQS_SERVE_PYTHON) for everything but the server, which it replaces by
+    writing the limits it was started with to ``served.env``."""
+    fake = tmp_path / "python"
+    limits = "^NQS_MAX_(SITES|SAMPLES|PARAMETERS)="
+    fake.write_text(f'#!/usr/bin/env bash\nif [ "$1 $2" = "-m panel" ]; then env | grep -E "{limits}" | sort '
+                    f'> "{tmp_path}/served.env"; exit 0; fi\nexec "{sys.executable}" "$@"\n')
+    fake.chmod(0o755)
+    return {"NQS_SERVE_PYTHON": str(fake), "ORIGIN": "localhost:5006"}
+
+
+def test_a_class_server_gets_its_limits_or_refuses_a_bad_one(tmp_path: Path) -> None:
+    from app.limits import CLASS_DEFAULTS
+
+    env = python_without_server(tmp_path)
+    done = serve_class({**env, "NQS_MAX_SITES": "36", "NQS_MAX_SAMPLES": "none", "NQS_MAX_PARAMETERS": ""})
+    assert done.returncode == 0, done.stderr
+    served = (tmp_path / "served.env").read_text().split()
+    assert served == [f"NQS_MAX_PARAMETERS={CLASS_DEFAULTS['NQS_MAX_PARAMETERS']}", "NQS_MAX_SAMPLES=none",
+                      "NQS_MAX_SITES=36"]  # unset: the class default, explicitly
+    assert "per session: NQS_MAX_SITES=36" in done.stderr
+    (tmp_path / "served.env").unlink()
+    done = serve_class({**env, "NQS_MAX_SAMPLES": "many"})
+    assert done.returncode == 2 and "NQS_MAX_SAMPLES='many' is not a whole number >= 1" in done.stderr
+    assert not (tmp_path / "served.env").exists()
+
+
+def test_make_class_passes_the_limits(tmp_path: Path) -> None:
+    """``make class MAX_SITES=16 …`` (read from ``make -n``, without its setup step; make exports its
+    command-line variables to the recipe) starts the server with those limits."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "class"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True)
+    command = " ".join(line.rstrip("\\").strip() for line in dry.stdout.splitlines() if "bootstrap" not in line)
+    limits = {"MAX_SITES": "16", "MAX_SAMPLES": "512", "MAX_PARAMETERS": "none", "NQS_MAX_SITES": "99"}
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, env={**env, **python_without_server(tmp_path), **limits},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "served.env").read_text().split() == [
+        "NQS_MAX_PARAMETERS=none", "NQS_MAX_SAMPLES=512", "NQS_MAX_SITES=16"]  # MAX_SITES= wins over NQS_MAX_SITES
 
 
 def test_make_lab_serves_this_machine_only(tmp_path: Path) -> None:
