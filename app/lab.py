@@ -20,6 +20,7 @@ import param
 
 from app.export_panel import ExportPanel
 from app.export import HISTORY_FIELDS, LoadedRun, history_csv, load_run_file, parse_run_json, run_json
+from app.limits import Limits
 from app.pictures import final_pictures
 from app.reference_job import ReferenceJob, hamiltonian_key
 from app.runner import FINAL_PHASES, Runner, live_workers, queued_workers, stopping_workers
@@ -80,6 +81,7 @@ class Lab:
         self._location: Any = None  # pn.state.location of the session (deep links)
         self.runner = Runner(name=f"s{id(self) % 100000}", after=final_pictures, run_kwargs=RUN_KWARGS,
                              live_pictures=True)
+        self.limits: Limits | None = None  # the server's per-session limits on problem size (app/main.py)
         self.ref_job: ReferenceJob | None = None
         self.dmrg_options: dict[str, Any] = {}  # rel_tol, chi_max of nqs_core.references.dmrg_job (defaults)
         self._inbox: queue.Queue = queue.Queue()  # loaded runs, from the loading thread
@@ -268,6 +270,10 @@ class Lab:
         except SettingsError as err:
             self._say(f"Not started: {err} (fix the setting marked in red).", error=True, cause="settings")
             self._refresh_controls()
+            return
+        too_big = self.limits.problem(settings) if self.limits is not None else None
+        if too_big:
+            self._say(f"Not started: {too_big}.", error=True, cause="settings")
             return
         self._forget_loading()
         self._reset_views(settings)
