@@ -28,7 +28,6 @@ import panel as pn
 
 from app.file_stamp import stamp
 from app.snapshot import RunSnapshot
-from app.views.common import heading_pane
 from nqs_core.exports import RunRecord
 
 log = logging.getLogger("nqs_lab.exports")
@@ -112,7 +111,7 @@ class ExportPanel(pn.viewable.Viewer):
         names = list(self.buttons)
         rows = [pn.Row(*[self.buttons[n] for n in names[i:i + 2]], sizing_mode="stretch_width")
                 for i in range(0, len(names), 2)]
-        self._layout = pn.Column(heading_pane("Export for slides"), *rows, self.note, sizing_mode="stretch_width")
+        self._layout = pn.Column(*rows, self.note, sizing_mode="stretch_width")  # under the lab's sidebar heading
 
     def __panel__(self) -> pn.Column:
         return self._layout

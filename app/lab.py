@@ -196,7 +196,7 @@ class Lab:
             self.preset, self.story, self.compare.sidebar_button, buttons, self.status, self.message,
             *self.control_groups,
             heading("Export and load"),
-            pn.Row(self.download_csv, self.download_json), self.download_ckpt, self.slides,
+            pn.Row(self.download_csv, self.download_json), self.download_ckpt, heading("Export for slides"), self.slides,
             pn.pane.HTML("Load an exported run (the JSON or the checkpoint) to view it again:",
                          styles={"font-size": "0.9rem"}, margin=(0, 8)), self.upload,
             heading("Display"), self.large_font, self.server_line,

@@ -263,9 +263,17 @@ def test_the_movie_strip_of_a_chain_holds_every_sub_step(tmp_path):
     assert len(view.source.data["x"]) == 60 * 6  # the strip scrolls: 60 columns of 6 sites
 
 
-def test_exports_without_a_run_say_why():
+def _await(coroutine):
+    """Run an export button's async callback to its end on an event loop of its own thread (the
+    browser tests' Playwright keeps this thread's loop running for the whole session)."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def test_exports_without_a_run_say_why():
     from app.export_panel import ExportPanel, ExportUnavailable
     from app.lab import Lab
 
@@ -274,14 +282,13 @@ def test_exports_without_a_run_say_why():
     assert all(b.disabled for b in lab.slides.buttons.values())
     assert "Nothing to export yet" in lab.slides.note.object
     with pytest.raises(ExportUnavailable):
-        asyncio.run(lab.slides.buttons["report.html"].callback())
+        _await(lab.slides.buttons["report.html"].callback())
     assert "Nothing to export yet: run (or load) a run first." in lab.slides.note.object
     assert isinstance(lab.slides, ExportPanel)
 
 
 @pytest.mark.slow
 def test_exports_of_a_finished_run_from_the_lab(finished_lab):
-    import asyncio
     import io
     import xml.etree.ElementTree as ET
 
@@ -292,7 +299,7 @@ def test_exports_of_a_finished_run_from_the_lab(finished_lab):
     assert not any(b.disabled for b in lab.slides.buttons.values()), lab.slides.note.object
 
     def fetch(name: str) -> bytes:
-        return asyncio.run(lab.slides.buttons[name].callback()).read()
+        return _await(lab.slides.buttons[name].callback()).read()
 
     with Image.open(io.BytesIO(fetch("energy.png"))) as img:
         assert img.size == (1920, 1080)

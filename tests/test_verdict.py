@@ -27,12 +27,15 @@ PEAKED = RunSettings(hamiltonian="tfim", lattice="chain", L=6, h=10.0, model="rb
 
 
 def peaked_checkpoint(settings: RunSettings, path, bias: float = 20.0):
-    """A checkpoint of ``settings``' initial state with every visible bias set to ``bias`` (|ψ|² ∝ e^{2a·Σσ})."""
+    """A checkpoint of ``settings``' initial state with every visible bias set to ``bias`` (|ψ|² ∝ e^{2a·Σσ})
+    and every chain at the all-up configuration it peaks on (a chain elsewhere would see ψ(σ')/ψ(σ) ~ e^{2a}
+    and an energy far outside the Hamiltonian's norm, which the engine refuses as a divergence)."""
     vmc = VMC(settings)
     state = vmc.init()
     params = state.params["params"]
     peaked = {"params": {**params, "visible_bias": jnp.full_like(params["visible_bias"], bias)}}
-    save_checkpoint(path, state.replace(params=peaked), settings.to_dict(), [])
+    chains = state.sampler.replace(sigma=jnp.ones_like(state.sampler.sigma))
+    save_checkpoint(path, state.replace(params=peaked, sampler=chains), settings.to_dict(), [])
     return path
 
 

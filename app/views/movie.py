@@ -29,7 +29,8 @@ HOLD_TICKS = 15  # the last frame stays this long before the movie plays again
 STRIP_COLUMNS = 60  # frames a chain's strip shows at once
 COLUMNS = ("x", "y", "site", "spin", "line_color", "line_width")
 MARK = "#111111"  # the outline of the spins a move changed: dark on both spin colours
-IDLE_TEXT = "The movie starts from the run's first checkpoint (2 s after its first step)."
+IDLE_TEXT = "no samples yet: press Run (or load a run); the movie starts from the run's first checkpoint " \
+            "(2 s after its first step)."
 
 
 def frame_order(traj: Trajectory, accepted_only: bool) -> list[int]:
@@ -60,7 +61,10 @@ class MovieView:
         self.pos = 0  # index into ``order`` of the drawn frame
         self.movies = 0  # movies started (a new one restarts the stream)
         self._ticks = 0
-        self.panel = pn.Column(with_heading(self.fig, self.caption), self.accepted_only, sizing_mode="stretch_width")
+        block = with_heading(self.fig, self.caption)
+        self.figure_pane = block[-1]  # hidden until a movie plays: no empty box before the first samples
+        self.figure_pane.visible = False
+        self.panel = pn.Column(block, self.accepted_only, sizing_mode="stretch_width")
 
     @property
     def traj(self) -> Trajectory | None:
@@ -72,6 +76,7 @@ class MovieView:
         self.movie, self.order, self.pos = None, [], 0
         self.source.data = {k: [] for k in COLUMNS}
         self.caption.object = html.escape(IDLE_TEXT)
+        self.figure_pane.visible = False
 
     def _on_accepted_only(self, event) -> None:
         self._replay = self.movie is not None
@@ -121,6 +126,7 @@ class MovieView:
         self.source.data = {k: [] for k in COLUMNS}
         self.pos = 0
         self._draw()
+        self.figure_pane.visible = True
 
     def advance(self) -> None:
         """The next frame; after the last one (held ``HOLD_TICKS``) the movie plays again."""
