@@ -53,34 +53,53 @@ def _server_env(cache: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def lab_server(tmp_path_factory):
+def _start_server(root: Path, executor: str) -> LabServer:
+    """``panel serve app`` on a free localhost port, its runs on ``executor`` (NQS_EXECUTOR)."""
     port = _free_port()
-    root = tmp_path_factory.mktemp("lab")
     log_path = root / "server.log"
     panel = Path(sys.executable).with_name("panel")
     cmd = [str(panel), "serve", "app", "--port", str(port), "--address", "127.0.0.1",
            "--allow-websocket-origin", f"127.0.0.1:{port}", "--unused-session-lifetime", "2000",
            "--check-unused-sessions", "1000"]
+    env = {**_server_env(root / "cache"), "NQS_EXECUTOR": executor}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=_server_env(root / "cache"))
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/app"
     t_end = time.monotonic() + 180  # imports and the first session under load
     while True:
         try:
             urllib.request.urlopen(url, timeout=30).read()
-            break
+            return LabServer(url, log_path, proc)
         except Exception:
             if proc.poll() is not None or time.monotonic() > t_end:
                 proc.kill()
                 pytest.fail(f"panel serve did not start:\n{log_path.read_text(errors='replace')}")
             time.sleep(0.5)
-    yield LabServer(url, log_path, proc)
-    proc.terminate()
+
+
+def _stop_server(server: LabServer) -> None:
+    server.proc.terminate()
     try:
-        proc.wait(15)
+        server.proc.wait(15)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        server.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def lab_server(tmp_path_factory):
+    """The lab with its runs on threads: what every view shows does not depend on where a run computes,
+    and a worker process per run would add its start to every run of these tests."""
+    server = _start_server(tmp_path_factory.mktemp("lab"), "thread")
+    yield server
+    _stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def process_lab_server(tmp_path_factory):
+    """The lab as ``make lab`` serves it: each run in a worker process (app/run_queue.DEFAULT_EXECUTOR)."""
+    server = _start_server(tmp_path_factory.mktemp("lab-process"), "process")
+    yield server
+    _stop_server(server)
 
 
 @pytest.fixture(scope="session")
@@ -119,14 +138,14 @@ def open_lab(browser, lab_server):
     """Open a fresh lab page (its own browser context = its own session)."""
     contexts = []
 
-    def _open(viewport=(1500, 1000), query: str = ""):
+    def _open(viewport=(1500, 1000), query: str = "", server: LabServer | None = None):
         ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
         contexts.append(ctx)
         page = ctx.new_page()
         console = ConsoleLog(page)
         page.set_default_timeout(60_000)  # a worker shared by three engineers: load 4+ is normal
         page.bring_to_front()  # a background page defers its rendering and its "document ready"
-        page.goto(lab_server.url + query, timeout=180_000, wait_until="domcontentloaded")
+        page.goto((server or lab_server).url + query, timeout=180_000, wait_until="domcontentloaded")
         page.get_by_role("button", name="Run", exact=True).wait_for(timeout=180_000)
         # the page renders from the embedded document before its websocket is up; the server marks
         # the status line once the session has loaded (pn.state.onload), and only then clicks arrive

@@ -155,9 +155,11 @@ def test_pause_resume_and_stop_drive_the_run(open_lab, screenshots):
     print(f"paused at {held}, stopped at {n_stop}")
 
 
-def test_closing_the_page_stops_its_worker(open_lab, lab_server):
-    observer, _ = open_lab()
-    page, console = open_lab()
+def test_closing_the_page_stops_its_worker(open_lab, process_lab_server):
+    """On the lab as served (a worker process per run): Run, then closing the tab stops the run's worker."""
+    lab_server = process_lab_server
+    observer, _ = open_lab(server=lab_server)
+    page, console = open_lab(server=lab_server)
     page.bring_to_front()
     button(page, "Run").click()
     wait_for(lambda: step_of(page)[0] >= 1, 120, "the run to start")
