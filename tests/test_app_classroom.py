@@ -389,6 +389,7 @@ def test_the_session_folder_goes_when_a_served_session_ends() -> None:
     def page() -> Any:
         lab = Lab()
         lab.start_session()
+        (lab.workdir / "checkpoint-1.npz").write_bytes(b"x")  # a file of the session (before it can end)
         made.append(lab)
         return lab.page
 
@@ -399,7 +400,6 @@ def test_the_session_folder_goes_when_a_served_session_ends() -> None:
         poll_until(lambda: None, lambda: _answers(port), 60, "the server")
         assert request(port, "GET", "/").status == 200
         (lab,) = made
-        (lab.workdir / "checkpoint-1.npz").write_bytes(b"x")
         assert lab.folder.removed.wait(60), "the session's folder was not removed after the session ended"
         assert not lab.workdir.exists() and lab._closed
     finally:
