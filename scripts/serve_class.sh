@@ -65,7 +65,8 @@ print(e.name + (" at " + e.address if e.name == "dask" else ""))')" || refuse "c
 limits="$("$py" -m app.limits)" || refuse "set NQS_MAX_SITES, NQS_MAX_SAMPLES, NQS_MAX_PARAMETERS to whole numbers >= 1 or none"
 while IFS= read -r assignment; do export "${assignment?}"; done <<< "$limits"
 args=(serve app --port "$port" --address "${ADDRESS:-0.0.0.0}" --allow-websocket-origin "$origin"
-      --websocket-max-message-size "$ws_max" --unused-session-lifetime 2000 --check-unused-sessions 1000)
+      --websocket-max-message-size "$ws_max" --unused-session-lifetime 2000 --check-unused-sessions 1000
+      --setup app/warm_start.py)  # nqs warm in the background (NQS_WARM=0 skips it)
 if [ -n "${AUTH:-}" ]; then
   secret="${COOKIE_SECRET:-$("$py" -c 'import secrets; print(secrets.token_urlsafe(32))')}"
   # the --name=value form: a secret (token_urlsafe) may begin with "-", which argparse would take for a flag

@@ -52,7 +52,9 @@ def free_port() -> int:
 def serving(command: list[str], port: int, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
     """Start a server command, wait until ``port`` answers on 127.0.0.1, stop it afterwards."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+        # NQS_WARM=0: the served lab's background warm-up (app/warm_start.py) is tested in test_warm.py
+        proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "NQS_WARM": "0", **env}, stdout=out,
+                                stderr=subprocess.STDOUT)
     try:
         def listening() -> bool:
             assert proc.poll() is None, f"the server exited ({proc.returncode}): {log.read_text()[-2000:]}"
@@ -111,7 +113,7 @@ def listening_addresses(port: int) -> set[str]:
 
 
 def serve_class(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPT)], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+    return subprocess.run([str(SCRIPT)], cwd=ROOT, env={**os.environ, "NQS_WARM": "0", **env}, capture_output=True, text=True,
                           timeout=60)
 
 

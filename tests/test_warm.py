@@ -44,4 +44,5 @@ def test_the_served_lab_starts_nqs_warm_in_the_background(monkeypatch):
     monkeypatch.setenv("NQS_WARM", "0")
     runpy.run_path(str(ROOT / "app" / "warm_start.py"))
     assert len(started) == 1
-    assert "--setup app/warm_start.py" in (ROOT / "Makefile").read_text()
+    assert "--setup app/warm_start.py" in (ROOT / "Makefile").read_text()  # make lab
+    assert "--setup app/warm_start.py" in (ROOT / "scripts" / "serve_class.sh").read_text()  # make class
