@@ -20,37 +20,14 @@ p95, memory within ±10 %); exit code 1 when a goal is missed.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from lab_first_progress import serve  # benchmarks/: the same localhost server
+
 STEP = re.compile(r"step (\d+) / (\d+)")
-
-
-def serve(max_runs: int) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "NQS_MAX_RUNS": str(max_runs), "NQS_WARM": "0"}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("panel")), "serve", "app", "--port", str(port),
-                             "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
-                             "--unused-session-lifetime", "2000", "--check-unused-sessions", "1000"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/app"
-    for _ in range(360):
-        try:
-            urllib.request.urlopen(url, timeout=30).read()
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("panel serve did not answer within 3 minutes")
 
 
 def rss_mb(pid: int) -> float:
@@ -148,7 +125,7 @@ def main() -> int:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    proc, url = serve(args.max_runs)
+    proc, url = serve({"NQS_MAX_RUNS": str(args.max_runs), "NQS_WARM": "0"})
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium")

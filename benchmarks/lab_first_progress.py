@@ -13,6 +13,7 @@ the browser test it replaces the old 30 s bound of): progress within 30 s of Run
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import subprocess
@@ -28,13 +29,15 @@ POINTS = """() => Math.max(-1, ...[...(window.Bokeh ? window.Bokeh.documents : [
     const c = d instanceof Map ? d.get("energy") : d["energy"]; return c ? c.length : -1; })))"""
 
 
-def _serve() -> tuple[subprocess.Popen, str]:
+def serve(env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``panel serve app`` on a free localhost port (``env`` on top of this one's): (process, page url)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     panel = Path(sys.executable).with_name("panel")
     proc = subprocess.Popen([str(panel), "serve", "app", "--port", str(port), "--address", "127.0.0.1",
-                             "--allow-websocket-origin", f"127.0.0.1:{port}"], cwd=ROOT,
+                             "--allow-websocket-origin", f"127.0.0.1:{port}", "--unused-session-lifetime", "2000",
+                             "--check-unused-sessions", "1000"], cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/app"
     for _ in range(360):
@@ -79,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    proc, url = _serve()
+    proc, url = serve()
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium")
