@@ -72,15 +72,17 @@ class Hamiltonian:
     def couplings(self) -> dict[str, float]:
         return dict(self.coupling_items())
 
-    @property
-    def energy_scale(self) -> float:
+    def energy_scale(self, couplings: Couplings | None = None) -> jax.Array:
         """The largest |coupling| (1 when all vanish): the unit in which the VMC step measures the
-        gradient, so that one learning rate means one imaginary-time step at every field or J."""
-        return max([abs(v) for _, v in self.coupling_items()] + [0.0]) or 1.0
+        gradient, so that one learning rate means one imaginary-time step at every field or J.
+        ``couplings``: run-time values (``runtime_couplings``), by default this one's."""
+        g = self.runtime_couplings() if couplings is None else couplings
+        scale = jnp.max(jnp.abs(jnp.stack([jnp.asarray(g[k], jnp.float64) for k in RUNTIME_COUPLINGS])))
+        return jnp.where(scale > 0, scale, 1.0)
 
     def runtime_couplings(self) -> dict[str, jax.Array]:
         """J, J2 and h as float64 scalars (those a model lacks are 0): the run-time values of
-        ``matrix_elements`` and ``runtime_energy_scale``."""
+        ``matrix_elements``, ``energy_scale`` and ``norm_bound``."""
         return {name: jnp.asarray(float(getattr(self, name)), jnp.float64) for name in RUNTIME_COUPLINGS}
 
     def structure(self) -> "Hamiltonian":
@@ -214,12 +216,6 @@ class Hamiltonian:
         flips = jnp.asarray(self.flip_signs, dtype=sigma.dtype)[None]  # (1, M, N)
         sigma_p = jnp.where((mels != 0)[:, :, None], sigma[:, None, :] * flips, sigma[:, None, :])
         return diag, sigma_p, mels
-
-
-def runtime_energy_scale(couplings: Couplings) -> jax.Array:
-    """``Hamiltonian.energy_scale`` of run-time couplings: max |g| over J, J2, h, or 1 when all vanish."""
-    scale = jnp.max(jnp.abs(jnp.stack([jnp.asarray(couplings[k], jnp.float64) for k in RUNTIME_COUPLINGS])))
-    return jnp.where(scale > 0, scale, 1.0)
 
 
 def make_hamiltonian(

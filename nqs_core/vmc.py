@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from nqs_core.hamiltonians import Couplings, Hamiltonian, runtime_energy_scale
+from nqs_core.hamiltonians import Couplings, Hamiltonian
 from nqs_core.lattice import Lattice
 from nqs_core.local_energy import flip_ratio_fn, local_energies
 from nqs_core.models import make_forward, make_model
@@ -40,7 +40,7 @@ STAT_KEYS = ("energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_
 OBSERVABLE_SAMPLES = 256  # samples per step for the translation eigenvalue (one extra network pass each)
 RUNTIME_FIELDS = dict(seed=0, steps=1, lr=1.0, diag_shift=0.0, momentum=0.0, eval_samples=0, steps_per_call=1,
                       time_budget=None, target_error=None, target_v_score=None,
-                      J=1.0, J1=None, J2=1.0, h=1.0)  # couplings: every one nonzero (Hamiltonian.structure)
+                      J=None, J1=None, J2=None, h=None)  # couplings: the engine holds Hamiltonian.structure()
 
 
 @struct.dataclass
@@ -111,7 +111,7 @@ class Engine:
         theta = self.ravel.ravel(params)
         opt_state = with_hyperparameters(state.opt_state, lr=hyper["lr"], momentum=hyper["momentum"],
                                          total_steps=hyper["total_steps"])
-        direction = d / runtime_energy_scale(hyper["couplings"])  # lr: an imaginary-time step in units of 1/scale
+        direction = d / self.hamiltonian.energy_scale(hyper["couplings"])  # lr: an imaginary-time step in 1/scale
         updates, opt_state = self.chain.update(direction.astype(theta.dtype), opt_state, theta)
         theta_new = theta + updates.astype(theta.dtype)
         # a finite step is also a physical one: |E| within twice ‖H‖'s bound (margin for the MC noise)

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from nqs_core.basis import basis_codes, decode, encode, sparse_matrix
-from nqs_core.hamiltonians import make_hamiltonian, runtime_energy_scale
+from nqs_core.hamiltonians import make_hamiltonian
 from nqs_core.lattice import make_lattice
 
 # Basis state with code c has σ_i = +1 where bit i of c is set.  In the Kronecker product the
@@ -107,7 +107,8 @@ def test_runtime_couplings_give_the_dense_matrix_from_one_compiled_kernel(name, 
         diag, sigma_p, mels = (np.asarray(a) for a in kernel(decode(codes, n), ham.runtime_couplings()))
         want = dense_reference(name, lat, J=ham.J, J2=ham.J2, h=ham.h)
         np.testing.assert_allclose(_rows(codes, n, diag, sigma_p, mels), want, atol=1e-12)
-        assert float(runtime_energy_scale(ham.runtime_couplings())) == ham.energy_scale
+        want_scale = max([abs(v) for v in c.values()] + [0.0]) or 1.0  # the largest |coupling|, else 1
+        assert float(structure.energy_scale(ham.runtime_couplings())) == float(ham.energy_scale()) == want_scale
     assert kernel._cache_size() == 1
 
 
