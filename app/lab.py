@@ -107,7 +107,8 @@ class Lab:
         self.compare = CompareView(self.settings, run_preset=self._run_preset,  # finished runs as overlays
                                    busy=lambda: self.runner.alive or self.sweep.alive)
         self.compare.attach(self.energy.overlays)
-        self.sweep = SweepView(self.settings, busy=lambda: self.runner.alive, run_queue=lambda: self.runner.run_queue)
+        self.sweep = SweepView(self.settings, busy=lambda: self.runner.alive, run_queue=lambda: self.runner.run_queue,
+                               problem=lambda s: self.limits.problem(s) if self.limits is not None else None)
         self.views[4:4] = [self.compare, self.sweep]  # after Momentum
 
         self._build_controls()

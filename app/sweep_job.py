@@ -1,8 +1,9 @@
 """A coupling sweep of one session in background threads (``nqs_core.sweep``'s public API).
 
 :class:`SweepJob` runs ``run_sweep`` in a worker thread (after waiting for a place in the server's
-run queue, like a run) and, in a second thread, the exact curve (``exact_observables.exact_curve``
-on a fine grid of the swept coupling, where ED reaches).  Both only put events on a queue;
+run queue, like a run) and, once the place is granted, the exact curve in a second thread
+(``exact_observables.exact_curve`` on a fine grid of the swept coupling, where ED reaches; the worker
+waits for it before it gives the place back).  Both only put events on a queue;
 :meth:`SweepJob.drain` hands them to the page's periodic callback.  Stop asks the sweep's
 ``RunControl`` (checked between fused calls) and ends the curve between two of its points.
 """
@@ -62,8 +63,8 @@ class SweepJob:
         self.curve_thread = threading.Thread(target=self._curve, daemon=True, name=f"nqs-sweep-curve-{name}")
 
     def start(self) -> "SweepJob":
+        """Start the worker: it waits for its run-queue ticket, then starts the exact curve and the points."""
         self.thread.start()
-        self.curve_thread.start()
         return self
 
     @property
@@ -94,11 +95,14 @@ class SweepJob:
                 if not ticket.wait_for_turn():
                     self.events.put(SweepEvent("stopped", message="cancelled while waiting for a free place"))
                     return
+            self.curve_thread.start()  # the exact curve (ED) counts against the ticket too
             run_sweep(self.sweep, callback=self.events.put, control=self.control)
         except Exception as err:  # the page must stay usable
             log.warning("sweep failed: %s", traceback.format_exc())
             self.events.put(SweepEvent("error", message=f"{type(err).__name__}: {err}"))
         finally:
+            if self.curve_thread.is_alive():
+                self.curve_thread.join()  # the curve's ED holds the place until it ends (Stop ends it too)
             if ticket is not None:
                 ticket.release()
 

@@ -9,14 +9,15 @@ import pytest
 
 from app.overlays import MAX_KEPT, OverlayStore, difference_labels, run_series, setting_text
 from app.settings import LabSettings
-from app.sweep_job import CurvePoint, curve_grid
+from app.run_queue import RUNNING, WAITING, RunQueue
+from app.sweep_job import CurvePoint, SweepJob, curve_grid
 from app.views.compare import SIGN_PROBLEM, CompareView
 from app.views.correlations import map_rows, sample_map
 from app.views.sweep import SweepView, point_row
 from nqs_core.lattice import make_lattice
 from nqs_core.presets import get_preset
 from nqs_core.settings import RunSettings
-from nqs_core.sweep import SweepEvent
+from nqs_core.sweep import SweepEvent, make_sweep
 
 
 def record(step: int, energy: float, **extra) -> SimpleNamespace:
@@ -220,3 +221,22 @@ def test_correlation_map_of_a_neel_state_alternates():
     rows = map_rows(sample_map(np.where(square.sublattice == 0, 1, -1)[None, :], square, ising=True))
     by_position = {(x, y): c for x, y, c in zip(rows["x"], rows["y"], rows["c"])}
     assert by_position[(0, 0)] == 1 and by_position[(1, 0)] == -1 and by_position[(1, 1)] == 1
+
+
+def test_a_queued_sweep_starts_its_exact_curve_only_with_its_place():
+    """The exact curve (ED) waits for the sweep's run-queue place, like its points: a sweep cancelled
+    while queued never starts it, and leaves the line without taking a place."""
+    q = RunQueue(1)
+    other = q.join("other-run")
+    assert other.state == RUNNING
+    sweep = make_sweep(get_preset("tfim-critical").settings().replace(L=8, steps=2), "h", "0.5:1.5:3")
+    job = SweepJob(sweep, q, name="queued").start()
+    first = job.events.get(timeout=60)
+    assert first.kind == "queued" and job._ticket.state == WAITING
+    assert job.curve_thread.ident is None  # not started while the ticket waits
+    job.stop()
+    job.thread.join(60)
+    assert not job.thread.is_alive() and job.curve_thread.ident is None
+    assert [e.kind for e in job.drain()] == ["stopped"] and q.running == 1 and q.waiting == 0
+    other.release()
+    assert q.running == 0

@@ -60,3 +60,16 @@ def test_the_lab_refuses_a_run_beyond_a_limit() -> None:
     lab.settings.L = 4  # within the limit: the message goes
     assert lab.message.object == ""
     lab.shutdown()
+
+
+def test_the_lab_refuses_a_sweep_beyond_a_limit() -> None:
+    """The Sweep tab checks the server's limits as Run does: refused, naming the setting, nothing started."""
+    from app.lab import Lab
+
+    lab = Lab()
+    lab.limits = Limits({"NQS_MAX_SITES": 16})
+    lab.settings.param.update(preset="custom", hamiltonian="tfim", lattice="square", L=6)
+    assert not lab.sweep.start() and lab.sweep.job is None and not lab.sweep.sweep_button.disabled
+    assert lab.sweep.message == ("Not started: L = 6 on the square (36 sites) is more than this server allows a "
+                                 "session: at most 16 sites (NQS_MAX_SITES).")
+    lab.shutdown()

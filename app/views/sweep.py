@@ -25,7 +25,7 @@ from app.views.common import SMALL_TEXT, BLUE, GREEN, ORANGE, PURPLE, VERMILION,
     make_figure, set_text, with_heading
 from nqs_core.hamiltonians import COUPLINGS
 from nqs_core.lattice import momentum_text
-from nqs_core.settings import SettingsError
+from nqs_core.settings import RunSettings, SettingsError
 from nqs_core.sweep import SweepEvent, SweepPoint, make_sweep
 
 DEFAULT_RANGES = {"h": "0.5:1.5:5", "J2": "0:1:6", "J": "0.5:1.5:5", "J1": "0.5:1.5:5"}
@@ -85,9 +85,11 @@ class SweepView(pn.viewable.Viewer):
     range_text = param.String(default=DEFAULT_RANGES["h"], doc="START:STOP:N (both ends) or V1,V2,…")
 
     def __init__(self, settings: LabSettings, busy: Callable[[], bool] = lambda: False,
-                 run_queue: Callable[[], Any] = lambda: None, **params: Any):
+                 run_queue: Callable[[], Any] = lambda: None,
+                 problem: Callable[[RunSettings], str | None] = lambda settings: None, **params: Any):
         super().__init__(**params)
         self.settings, self._busy, self._run_queue = settings, busy, run_queue
+        self._problem = problem  # the server's limits, as the Lab's Run checks them (app/limits.py)
         self.job: SweepJob | None = None
         self._pending_reset = False  # a new sweep: empty the plots on the next tick (under the document lock)
         self.points = ColumnDataSource({c: [] for c in POINT_COLUMNS})
@@ -199,6 +201,10 @@ class SweepView(pn.viewable.Viewer):
             sweep = make_sweep(self.settings.to_run_settings(), self.coupling, self.range_text)
         except SettingsError as err:
             self._say(f"Not started: {err}", error=True)
+            return False
+        too_big = self._problem(sweep.settings)
+        if too_big:
+            self._say(f"Not started: {too_big}.", error=True)
             return False
         self.tfim = sweep.settings.hamiltonian == "tfim"
         self.n_sites = sweep.settings.n_sites
