@@ -21,9 +21,17 @@ from typing import Callable, Mapping
 from nqs_core.settings import RunSettings
 
 
-@functools.lru_cache(maxsize=64)
 def network_parameters(settings: RunSettings) -> int:
-    """Parameters of the network ``settings`` build (a complex one counts once, as in the run's summary)."""
+    """Parameters of the network ``settings`` build (a complex one counts once, as in the run's summary);
+    cached on the settings' static part (``nqs_core.vmc.static_settings``: the seed, lr, steps and the
+    couplings do not change the network)."""
+    from nqs_core.vmc import static_settings
+
+    return _network_parameters(static_settings(settings))
+
+
+@functools.lru_cache(maxsize=64)
+def _network_parameters(settings: RunSettings) -> int:
     import jax
     import jax.numpy as jnp
 

@@ -73,3 +73,16 @@ def test_the_lab_refuses_a_sweep_beyond_a_limit() -> None:
     assert lab.sweep.message == ("Not started: L = 6 on the square (36 sites) is more than this server allows a "
                                  "session: at most 16 sites (NQS_MAX_SITES).")
     lab.shutdown()
+
+
+def test_the_parameter_count_is_cached_on_the_static_settings() -> None:
+    """A new seed, learning rate, step count or coupling builds the same network: counted once."""
+    from app.limits import _network_parameters
+
+    _network_parameters.cache_clear()
+    base = RunSettings(hamiltonian="tfim", h=1.0)
+    counts = {network_parameters(base.replace(**change)) for change in
+              ({}, {"seed": 7}, {"lr": 0.02}, {"steps": 500}, {"h": 0.5})}
+    assert counts == {288} and _network_parameters.cache_info().misses == 1
+    assert network_parameters(base.replace(alpha=2)) == 2 * 256 + 32 + 16  # the network changes: counted again
+    assert _network_parameters.cache_info().misses == 2
