@@ -511,17 +511,19 @@ class Lab:
         final = batch.extra.get("final_translation")
         if final is not None:
             self.momentum.show_final(final["value"], final["n_samples"])
+        correlation_map = batch.extra.get("correlation_map")
+        if correlation_map is not None:
+            self.momentum.correlations.show_final(correlation_map)
 
     def _show_result(self, result: Any) -> None:
-        """A finished run: its summary under the status (and as a notification), its final correlation
-        map, and its place among the overlays."""
+        """A finished run: its summary under the status (and as a notification) and its place among the
+        overlays (its final correlation map comes with the final pictures, ``_show_batch``)."""
         self.sign.note_if_empty()
         self.summary = getattr(result, "summary", None)
         self._say(self._summary_text())
         if self.runner.phase in ("done", "stopped"):
             failed = (self.summary or {}).get("verdict") == "failed"
             self._notify(f"Run {self.runner.phase}: {self._summary_text()}", error=failed)
-        self.momentum.correlations.start_final(result)
         self.compare.run_finished(self.run_settings, self.history, reference_energy(self.reference),
                                   self.runner.phase)  # kept as an overlay; a comparison goes on
 
@@ -535,7 +537,7 @@ class Lab:
         snap = self.snapshot()
         self.spins.poll(snap)  # the Metropolis movie
         self.slides.refresh(snap)
-        for view in (self.compare, self.sweep, self.momentum):
+        for view in (self.compare, self.sweep):
             view.tick()
 
     @staticmethod

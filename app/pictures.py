@@ -10,7 +10,8 @@ engine's own checkpoint, which the worker asks the driver to write every few sec
   and, when it changed, restores the parameters (``nqs_core.checkpoint``) and evaluates
   ``model.apply`` on the latest sampled configurations; the payload names both the parameter
   step and the sample step, since they can differ by one fused call.
-* :func:`final_pictures` does the same from the finished ``RunResult`` (in the worker thread).
+* :func:`final_pictures` does the same from the finished ``RunResult`` (in the worker thread), and
+  adds the final state's ``correlation_map`` (``nqs_core.state_observables``).
 
 Targets: Marshall's sign (−1)^{N↑ on A} for Heisenberg / J1-J2 on a bipartite lattice, the
 positive sign for the TFIM (its ground state is positive), none otherwise.
@@ -90,6 +91,13 @@ def final_pictures(result: Any, n_max: int = N_CONFIGURATIONS) -> dict[str, Any]
     out = state_pictures(vmc, result.state.params, samples)
     if "configurations" in out:
         out["configurations"]["label"] = f"final state after step {result.history[-1].step}"
+    try:  # the final state's correlation map (fresh samples), beside S(q) in the Momentum view
+        from nqs_core.state_observables import state_observables
+
+        observables = state_observables(vmc.engine, result.settings, result.state)
+        out["correlation_map"] = np.asarray(observables["correlation_map"], dtype=float)
+    except Exception as err:  # a picture must never break the run
+        log.warning("final correlation map failed: %s: %s", type(err).__name__, err)
     return out
 
 

@@ -223,6 +223,22 @@ def test_correlation_map_of_a_neel_state_alternates():
     assert by_position[(0, 0)] == 1 and by_position[(1, 0)] == -1 and by_position[(1, 1)] == 1
 
 
+@pytest.mark.slow
+def test_the_final_correlation_map_comes_with_the_final_pictures():
+    """Computed where the run ran (the Runner's ``after`` hook), drawn by ``show_final``."""
+    from app.pictures import final_pictures
+    from app.views.correlations import CorrelationMap
+    from nqs_core.driver import run
+
+    settings = RunSettings(hamiltonian="heisenberg", lattice="chain", L=6, samples=64, chains=4, steps=2, eval_samples=0)
+    c = final_pictures(run(settings))["correlation_map"]
+    assert c.shape == (6,) and np.isclose(c[0], 0.75)  # ⟨S_0·S_0⟩ = 3/4
+    view = CorrelationMap()
+    view.reset(make_lattice("chain", 6, "periodic"), ising=False)
+    view.show_final(c)
+    assert view.source.data["c"] == c.tolist() and "⟨S_0·S_r⟩ of the final state" in view.note.object
+
+
 def test_a_queued_sweep_starts_its_exact_curve_only_with_its_place():
     """The exact curve (ED) waits for the sweep's run-queue place, like its points: a sweep cancelled
     while queued never starts it, and leaves the line without taking a place."""

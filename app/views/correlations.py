@@ -3,17 +3,13 @@
 Live, from the recent samples of |ψ|² (a diagonal observable): ⟨σᶻ_0σᶻ_r⟩ for the TFIM, ⟨Sᶻ_0Sᶻ_r⟩
 for the S·S models.  When a run ends, the full ⟨S_0·S_r⟩ of the final state (S·S models: the
 exchange part needs ψ(σ^{ij})/ψ(σ), one network pass per pair) or ⟨σᶻ_0σᶻ_r⟩ from fresh samples,
-``nqs_core.state_observables`` in a background thread.  Both through
+``nqs_core.state_observables``, computed where the run ran (``app.pictures.final_pictures``) and
+drawn by :meth:`CorrelationMap.show_final`.  Both through
 ``nqs_core.correlations``: translation-averaged C(r) on a periodic lattice, the central site's row
 with open boundaries (``by_displacement``).  Bokeh models change only on the event loop.
 """
 
 from __future__ import annotations
-
-import logging
-import queue
-import threading
-from typing import Any
 
 import numpy as np
 from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d
@@ -23,7 +19,6 @@ from app.views.common import caption_pane, make_figure, set_text
 from nqs_core.correlations import by_displacement, zz_correlations
 from nqs_core.lattice import Lattice
 
-log = logging.getLogger("nqs_lab.correlations")
 PALETTE = RdBu11  # Bokeh orders it blue (negative) to red (positive)
 
 
@@ -40,19 +35,8 @@ def map_rows(c: np.ndarray) -> dict[str, list[float]]:
     return dict(x=x.ravel().tolist(), y=y.ravel().tolist(), c=c.ravel().tolist())
 
 
-def final_map(result: Any) -> np.ndarray | None:
-    """The final state's correlation map (``state_observables``' ``correlation_map``), None without steps."""
-    from nqs_core.state_observables import state_observables
-    from nqs_core.vmc import VMC
-
-    if not getattr(result, "history", None):
-        return None
-    vmc = VMC(result.settings)
-    return np.asarray(state_observables(vmc.engine, result.settings, result.state)["correlation_map"])
-
-
 class CorrelationMap:
-    """The figure, its live update from samples and the final map computed in a thread."""
+    """The figure, its live update from samples and the final state's map."""
 
     def __init__(self) -> None:
         self.mapper = LinearColorMapper(palette=PALETTE, low=-1, high=1)
@@ -67,12 +51,9 @@ class CorrelationMap:
         self.note = caption_pane("")
         self.lattice: Lattice | None = None
         self.ising = False
-        self._final: queue.Queue = queue.Queue()
-        self._generation = 0
 
     def reset(self, lattice: Lattice, ising: bool) -> None:
         self.lattice, self.ising = lattice, ising
-        self._generation += 1  # a final map still being computed for the previous run is dropped
         self.source.data = dict(x=[], y=[], c=[])
         w, h = (lattice.L, lattice.L if lattice.dim > 1 else 1)
         self.fig.x_range.update(start=-0.6, end=w - 0.4)
@@ -98,27 +79,10 @@ class CorrelationMap:
         if self.lattice is not None and samples.shape[1] == self.lattice.n_sites:
             self.draw(sample_map(samples, self.lattice, self.ising))
 
-    def start_final(self, result: Any) -> None:
-        """Compute the final state's map in a thread; ``poll`` draws it."""
-        generation, out = self._generation, self._final
-
-        def work() -> None:
-            try:
-                out.put((generation, final_map(result)))
-            except Exception:
-                log.warning("final correlation map failed", exc_info=True)
-
-        threading.Thread(target=work, daemon=True, name="nqs-correlation-map").start()
-
-    def poll(self) -> None:
-        """Draw a finished final map of the current run (call on the event loop)."""
-        try:
-            generation, c = self._final.get_nowait()
-        except queue.Empty:
-            return
-        if generation == self._generation and c is not None:
-            self.draw(c)
-            set_text(self.note, f"{self._what(final=True)} of the final state, from fresh samples")
+    def show_final(self, c: np.ndarray) -> None:
+        """The final state's map (``app.pictures.final_pictures``' ``correlation_map``)."""
+        self.draw(np.asarray(c))
+        set_text(self.note, f"{self._what(final=True)} of the final state, from fresh samples")
 
 
-__all__ = ["CorrelationMap", "sample_map", "map_rows", "final_map"]
+__all__ = ["CorrelationMap", "sample_map", "map_rows"]

@@ -194,10 +194,6 @@ class MomentumView:
         self.sq_source.data = dict(qx=qx.tolist(), qy=qy.tolist(), s=s.tolist(), w=w.tolist(), h=h.tolist())
         self.correlations.update(samples)
 
-    def tick(self) -> None:
-        """Draw what finished in the background (the final correlation map); the lab's periodic callback."""
-        self.correlations.poll()
-
 
 
 __all__ = ["MomentumView", "k_over_pi", "structure_factor_over_pi", "ROLLOVER"]
