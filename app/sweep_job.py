@@ -34,10 +34,12 @@ FINE_MAX_DIM = 5000  # a basis up to this size gets the fine grid (TFIM, 12 site
 
 def curve_grid(values: tuple[float, ...], n: int = CURVE_POINTS) -> list[float]:
     """The swept values first, then a fine grid over their range (``n`` values; no repeats): the
-    curve's coarse shape comes before its detail."""
+    curve's coarse shape comes before its detail.  The swept values stay exactly the sweep's (its
+    points then find their exact states in ``exact_state``'s cache)."""
+    coarse = [float(v) for v in values]
+    seen = {round(v, 12) for v in coarse}
     fine = [round(float(v), 12) for v in np.linspace(min(values), max(values), n)] if n else []
-    coarse = [round(float(v), 12) for v in values]
-    return list(dict.fromkeys([*coarse, *fine]))
+    return list(dict.fromkeys([*coarse, *(v for v in fine if v not in seen)]))
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ on a periodic lattice, else the global ground state; scipy Lanczos, ``nqs_core.r
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 
@@ -59,14 +61,56 @@ def exact_problem(settings: RunSettings) -> str | None:
     return ed_problem(build_problem(settings)[1])
 
 
+class _StateCache:
+    """The last exact states, by their problem (the Hamiltonian: model, lattice and couplings, and the
+    momentum sector), up to ``max_bytes`` of arrays: a sweep's exact curve and its points ask for the
+    same states (``app.sweep_job``, ``nqs_core.sweep``).  Thread-safe; a state is computed outside the
+    lock (two threads asking at once may both compute it)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._states: OrderedDict[Hashable, tuple[ExactState, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable, compute: Callable[[], ExactState]) -> ExactState:
+        with self._lock:
+            if key in self._states:
+                self._states.move_to_end(key)
+                self.hits += 1
+                return self._states[key][0]
+            self.misses += 1
+        state = compute()
+        size = state.configs.nbytes + sum(np.asarray(a).nbytes for a in (state.result.vector, state.result.codes)
+                                          if a is not None)
+        with self._lock:
+            self._states[key] = (state, size)
+            while len(self._states) > 1 and sum(n for _, n in self._states.values()) > self.max_bytes:
+                self._states.popitem(last=False)
+        return state
+
+    def clear(self) -> None:
+        with self._lock:
+            self._states.clear()
+            self.hits = self.misses = 0
+
+
+STATE_CACHE = _StateCache(64 << 20)  # TFIM on 12 sites: 0.2 MB a state; the largest ED basis: about 9 MB
+
+
 def exact_state(settings: RunSettings) -> ExactState | None:
-    """The ED ground state of the run's sector, or None beyond ED (``exact_problem``)."""
+    """The ED ground state of the run's sector, or None beyond ED (``exact_problem``); kept in
+    :data:`STATE_CACHE` by its Hamiltonian and sector (callers must not change it)."""
     if exact_problem(settings) is not None:
         return None
     lattice, ham = build_problem(settings)
     k = tuple(float(x) for x in settings.k) if settings.k is not None and lattice.pbc else None
-    res = exact_diagonalization(ham, want_vector=True, k=k)
-    return ExactState(res, decode(res.codes, lattice.n_sites), lattice, ham.is_ising, k)
+
+    def compute() -> ExactState:
+        res = exact_diagonalization(ham, want_vector=True, k=k)
+        return ExactState(res, decode(res.codes, lattice.n_sites), lattice, ham.is_ising, k)
+
+    return STATE_CACHE.get((ham, k), compute)
 
 
 def _peak(q: np.ndarray, s_q: np.ndarray) -> dict[str, Any]:

@@ -67,6 +67,26 @@ def test_exact_curve_shows_where_marshalls_rule_breaks_and_obeys_the_energy_iden
     assert -zz - 0.6 * 8 * point["sigma_x"] == pytest.approx(st.result.energy, abs=1e-9)
 
 
+def test_the_exact_state_of_a_problem_is_computed_once():
+    """``exact_state`` keeps states by their Hamiltonian and sector: the sweep's curve and its points
+    (``curve_grid`` keeps the swept values exact) share them; another coupling or sector is new."""
+    from app.sweep_job import curve_grid
+    from nqs_core.exact_observables import STATE_CACHE
+
+    STATE_CACHE.clear()
+    sweep = make_sweep(TFIM, "h", "0:1:6")  # 0.6000000000000001 among the values: kept exactly
+    grid = curve_grid(sweep.values, 5)
+    exact_curve(sweep.settings, "h", grid)
+    assert STATE_CACHE.misses == len(grid) == 9 and STATE_CACHE.hits == 0  # 6 swept values, 3 between
+    states = [exact_state(sweep.point_settings(v).replace(seed=3, lr=0.2, steps=7)) for v in sweep.values]
+    assert STATE_CACHE.misses == 9 and STATE_CACHE.hits == 6  # the points' states: from the curve
+    assert exact_state(sweep.point_settings(0.2)) is states[1]
+    other = exact_state(sweep.point_settings(0.2).replace(k=(1.0,)))  # another sector: its own state
+    assert STATE_CACHE.misses == 10 and other.sector == (1.0,) and other.result.energy > states[1].result.energy
+    open_chain = exact_state(sweep.point_settings(0.2).replace(bc="open"))
+    assert STATE_CACHE.misses == 11 and not open_chain.lattice.pbc
+
+
 def test_cli_json_prints_a_summary_per_point_and_a_table(capsys):
     code, out, err = nqs_main(["sweep", *TFIM_FLAGS, "--h", "0.5:1.5:3", "--json"], capsys)
     assert code == 0, err
