@@ -121,6 +121,8 @@ class Lab:
         self.large_font.jscallback(value=LARGE_FONT_JS)
         self.server_line = pn.pane.HTML(self._server_text(), margin=(4, 8))
         self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
+        self.spins.shown = self._shown_view() is self.spins  # until the first tick tells them
+        self.momentum.correlations.shown = self._shown_view() is self.momentum
         self.stage = pn.pane.HTML("", sizing_mode="stretch_width", margin=(6, 10),
                                   styles={"font-size": "1.05rem", "font-weight": "500"})
         self.page = self._build_page()
@@ -535,10 +537,17 @@ class Lab:
         self.server_line.object = self._server_text()
         self.ising.tick()
         snap = self.snapshot()
-        self.spins.poll(snap)  # the Metropolis movie
+        shown = self._shown_view()
+        self.spins.poll(snap, shown=shown is self.spins)  # the Metropolis movie or the batch, when seen
+        self.momentum.correlations.set_shown(shown is self.momentum)  # the live correlation map, when seen
         self.slides.refresh(snap)
         for view in (self.compare, self.sweep):
             view.tick()
+
+    def _shown_view(self) -> Any:
+        """The view of the active tab (the views draw some pictures only while seen)."""
+        active = self.tabs.active
+        return self.views[active] if isinstance(active, int) and 0 <= active < len(self.views) else None
 
     @staticmethod
     def _server_text() -> str:

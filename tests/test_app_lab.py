@@ -53,7 +53,10 @@ def test_run_export_and_load_again(tmp_path):
     assert lab.runner.phase == "done", lab.runner.status_text()
     assert "step 15 / 15" in lab.status.object
     assert len(lab.history) == 15 and lab.energy.n_points == 15
-    assert len(lab.spins.frames) == 15 and lab.spins.source.data["image"][0].shape == (6, 15)
+    assert len(lab.spins.frames) == 15
+    lab.spins.mode.value = "Sampled batch"  # the batch draws its frames once shown (the Spins tab is active)
+    lab.tick()
+    assert lab.spins.source.data["image"][0].shape == (6, 15)
     assert not lab.run_button.disabled and lab.stop_button.disabled, "buttons follow the finished worker"
     # the final-state pictures computed in the worker
     assert len(lab.sign.config_source.data["phase"]) == 4

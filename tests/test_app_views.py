@@ -368,6 +368,53 @@ def test_the_accepted_moves_checkbox_replays_the_movie():
     assert np.array_equal(view.shown(), c0)
 
 
+def test_hidden_pictures_wait_until_they_are_shown():
+    """The movie plays, the batch and the live correlation map draw only while seen; shown again,
+    they draw the latest (the final correlation map is not replaced by samples)."""
+    from app.chain_movie import Movie
+    from app.snapshot import RunSnapshot
+    from app.views.correlations import CorrelationMap
+    from app.views.spins import BATCH, MOVIE, SpinsView
+    from nqs_core.exports.movie import Trajectory
+    from nqs_core.lattice import make_lattice
+
+    snap = RunSnapshot(None, [], None, None, None, "done", False)
+    chain = make_lattice("chain", 6, "periodic")
+    view = SpinsView()
+    view.reset("chain", 6)
+    c0 = np.array([1, -1] * 3, dtype=np.int8)
+    view.movie.accepted_only.value = False
+    view.movie.play(Movie(Trajectory(np.stack([c0, -c0, c0, -c0]), chain), 1))
+    for _ in range(10):
+        view.poll(snap, shown=False)  # another tab: the movie stands still
+    assert view.movie.pos == 0
+    for _ in range(4):
+        view.poll(snap, shown=True)
+    assert view.movie.pos == 2
+    frames = [np.tile(c0, (4, 1)) for _ in range(3)]
+    view.update(frames)  # the batch is hidden (movie mode): frames are only kept
+    assert len(view.frames) == 3 and view.source.data["image"][0].shape == (1, 1)
+    view.mode.value = BATCH
+    view.poll(snap, shown=False)
+    assert view.source.data["image"][0].shape == (1, 1)
+    view.poll(snap, shown=True)  # shown: the strip of every frame kept
+    assert view.source.data["image"][0].shape == (6, 3)
+    view.update(frames[:1])
+    assert view.source.data["image"][0].shape == (6, 4)
+    view.mode.value = MOVIE
+
+    cmap = CorrelationMap()
+    cmap.reset(chain, ising=True)
+    cmap.set_shown(False)
+    cmap.update(np.tile(c0, (4, 1)))
+    assert cmap.source.data["c"] == []
+    cmap.set_shown(True)
+    assert np.allclose(cmap.source.data["c"], [1, -1, 1, -1, 1, -1])
+    cmap.show_final(np.zeros(6))
+    cmap.update(np.tile(c0, (4, 1)))
+    assert cmap.source.data["c"] == [0.0] * 6 and "final state" in cmap.note.object
+
+
 def test_what_can_be_exported_follows_the_run(tmp_path):
     """Running: nothing (pause first); paused or finished: everything the run allows; the movie needs
     this session's checkpoint and a Metropolis sampler, the relative error a reference."""

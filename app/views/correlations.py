@@ -1,7 +1,7 @@
 """The real-space spin correlation map on the lattice, drawn beside S(q) in the Momentum view.
 
 Live, from the recent samples of |ψ|² (a diagonal observable): ⟨σᶻ_0σᶻ_r⟩ for the TFIM, ⟨Sᶻ_0Sᶻ_r⟩
-for the S·S models.  When a run ends, the full ⟨S_0·S_r⟩ of the final state (S·S models: the
+for the S·S models, computed only while the Momentum tab is shown (the latest samples when it shows).  When a run ends, the full ⟨S_0·S_r⟩ of the final state (S·S models: the
 exchange part needs ψ(σ^{ij})/ψ(σ), one network pass per pair) or ⟨σᶻ_0σᶻ_r⟩ from fresh samples,
 ``nqs_core.state_observables``, computed where the run ran (``app.pictures.final_pictures``) and
 drawn by :meth:`CorrelationMap.show_final`.  Both through
@@ -16,15 +16,17 @@ from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d
 from bokeh.palettes import RdBu11
 
 from app.views.common import caption_pane, make_figure, set_text
-from nqs_core.correlations import by_displacement, zz_correlations
+from nqs_core.correlations import by_displacement
 from nqs_core.lattice import Lattice
 
 PALETTE = RdBu11  # Bokeh orders it blue (negative) to red (positive)
 
 
 def sample_map(samples: np.ndarray, lattice: Lattice, ising: bool) -> np.ndarray:
-    """C(r) from samples: ⟨σᶻ_0σᶻ_r⟩ (TFIM) or ⟨Sᶻ_0Sᶻ_r⟩ = ⟨σᶻ_0σᶻ_r⟩/4, as ``by_displacement`` lays it out."""
-    zz = np.asarray(zz_correlations(np.asarray(samples)))
+    """C(r) from samples: ⟨σᶻ_0σᶻ_r⟩ (TFIM) or ⟨Sᶻ_0Sᶻ_r⟩ = ⟨σᶻ_0σᶻ_r⟩/4, as ``by_displacement`` lays it out
+    (``nqs_core.correlations.zz_correlations`` in NumPy: no device round trip on the event loop)."""
+    s = np.asarray(samples, dtype=float)
+    zz = s.T @ s / max(len(s), 1)
     return by_displacement(zz if ising else zz / 4.0, lattice)
 
 
@@ -51,9 +53,13 @@ class CorrelationMap:
         self.note = caption_pane("")
         self.lattice: Lattice | None = None
         self.ising = False
+        self.shown = True  # the Momentum tab is the active one (the Lab tells every tick, ``set_shown``)
+        self._pending: np.ndarray | None = None  # the latest samples not drawn yet (hidden)
+        self._final = False  # the final state's map is drawn: the samples no longer replace it
 
     def reset(self, lattice: Lattice, ising: bool) -> None:
         self.lattice, self.ising = lattice, ising
+        self._pending, self._final = None, False
         self.source.data = dict(x=[], y=[], c=[])
         w, h = (lattice.L, lattice.L if lattice.dim > 1 else 1)
         self.fig.x_range.update(start=-0.6, end=w - 0.4)
@@ -75,12 +81,26 @@ class CorrelationMap:
         self.source.data = rows
 
     def update(self, samples: np.ndarray) -> None:
-        """Live map from the recent samples (S·S models: the Sᶻ part only)."""
-        if self.lattice is not None and samples.shape[1] == self.lattice.n_sites:
-            self.draw(sample_map(samples, self.lattice, self.ising))
+        """Live map from the recent samples (S·S models: the Sᶻ part only), drawn now if shown."""
+        if self._final or self.lattice is None or samples.shape[1] != self.lattice.n_sites:
+            return
+        self._pending = samples
+        if self.shown:
+            self._draw_pending()
+
+    def set_shown(self, shown: bool) -> None:
+        """The Momentum tab shows (or not): on showing, draw the latest samples that came while hidden."""
+        self.shown = shown
+        if shown and self._pending is not None:
+            self._draw_pending()
+
+    def _draw_pending(self) -> None:
+        samples, self._pending = self._pending, None
+        self.draw(sample_map(samples, self.lattice, self.ising))
 
     def show_final(self, c: np.ndarray) -> None:
         """The final state's map (``app.pictures.final_pictures``' ``correlation_map``)."""
+        self._pending, self._final = None, True
         self.draw(np.asarray(c))
         set_text(self.note, f"{self._what(final=True)} of the final state, from fresh samples")
 

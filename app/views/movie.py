@@ -6,7 +6,7 @@ its move changed.  The frames come from the real sampler (:mod:`app.chain_movie`
 checkpoint); with "accepted moves only" the rejected proposals are skipped, so each drawn frame differs
 from the one before by exactly one accepted move (one flipped spin, or two exchanged opposite spins).
 A movie plays at ``1000 / (TICK_MS · TICKS_PER_FRAME)`` frames per second from the lab's periodic
-callback; at its end the next movie starts from a newer checkpoint, or the same one plays again (a
+callback, while it is seen (the Spins view polls it only then: nothing is computed for a hidden movie); at its end the next movie starts from a newer checkpoint, or the same one plays again (a
 paused or ended run's checkpoint starts its movie at once).
 """
 
@@ -81,8 +81,9 @@ class MovieView:
     def _on_accepted_only(self, event) -> None:
         self._replay = self.movie is not None
 
-    def poll(self, snap: RunSnapshot, active: bool = True) -> None:
-        """Every tick: take a computed movie, advance the one playing, ask for the next one when due."""
+    def poll(self, snap: RunSnapshot) -> None:
+        """Every tick while the movie is seen: take a computed movie, advance the one playing, ask for
+        the next one when due."""
         movie = self.maker.take() or (self.movie if self._replay else None)
         self._replay = False
         if movie is not None:
@@ -93,7 +94,7 @@ class MovieView:
             self._ticks += 1
             if self._ticks % TICKS_PER_FRAME == 0:
                 self.advance()
-        if active and self._due(snap):
+        if self._due(snap):
             self.maker.request(snap)
 
     def _say_why_not(self, snap: RunSnapshot) -> None:

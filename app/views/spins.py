@@ -4,7 +4,8 @@ toggle, the sampled batch of the latest steps drawn on the lattice.
 Batch, square lattices: one L×L tile per shown sample, side by side (squares coloured by spin).
 Chains: a space–time strip, one row per successive sample, newest at the top.
 Every frame (one set of samples per update) is kept in a bounded ring so a player can scrub
-through them afterwards.
+through them afterwards.  Only what is seen is drawn: the movie plays while the Spins tab is shown
+in movie mode, and the hidden batch only collects frames (drawn when it shows).
 """
 
 from __future__ import annotations
@@ -81,20 +82,32 @@ class SpinsView:
         self.movie = MovieView()
         self.mode = pn.ui.RadioButtonGroup(options=[MOVIE, BATCH], value=MOVIE, margin=(8, 10))
         self.mode.param.watch(self._on_mode, "value")
+        self.shown = True  # the Spins tab is the active one (the Lab tells every tick, ``poll``)
+        self._stale = False  # frames came while the batch was hidden: draw them when it shows
         self.panel = pn.Column(self.mode, self.movie.panel, self.batch, sizing_mode="stretch_width", name=self.title)
 
     def _on_mode(self, event) -> None:
         self.movie.panel.visible = event.new == MOVIE
         self.batch.visible = event.new == BATCH
 
-    def poll(self, snap: RunSnapshot) -> None:
-        """Every tick: the movie plays, and is computed only while it is the chosen picture."""
-        self.movie.poll(snap, active=self.mode.value == MOVIE)
+    @property
+    def batch_shown(self) -> bool:
+        return self.shown and self.mode.value == BATCH
+
+    def poll(self, snap: RunSnapshot, shown: bool = True) -> None:
+        """Every tick (``shown``: the Spins tab is the active one): the movie plays, and is computed,
+        only while it is seen; the batch draws the frames that came while it was hidden."""
+        self.shown = shown
+        if shown and self.mode.value == MOVIE:
+            self.movie.poll(snap)
+        elif self.batch_shown and self._stale:
+            self._refresh_batch()
 
     def reset(self, kind: str, L: int) -> None:
         self.kind, self.L = kind, L
         self.movie.reset()
         self.frames.clear()
+        self._stale = False
         self.source.data = dict(image=[np.full((1, 1), np.nan)], x=[0], y=[0], dw=[1], dh=[1])
         self.player.param.update(start=0, end=1, value=0, disabled=True)
         square = kind == "square"
@@ -137,7 +150,17 @@ class SpinsView:
             return
         for f in frames:
             self.frames.append(np.asarray(f))
+        if self.batch_shown:
+            self._refresh_batch()
+        else:
+            self._stale = True  # hidden: drawn when the batch shows
+
+    def _refresh_batch(self) -> None:
+        """The player's range and, following the run, the newest frame."""
+        self._stale = False
         n = len(self.frames)
+        if not n:
+            return
         self.block.visible = True
         self.player.param.update(end=max(n - 1, 1), disabled=n < 2)
         if self.follow.value:
