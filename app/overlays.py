@@ -145,6 +145,8 @@ class OverlayStore(param.Parameterized):
     def set_visible(self, numbers: Iterable[int]) -> None:
         """Show the runs numbered ``numbers``, hide the others."""
         chosen = set(numbers)
+        if all(run.visible == (run.number in chosen) for run in self.runs):
+            return  # the tick that drew the checkboxes sets their value again: nothing to redraw
         for run in self.runs:
             run.visible = run.number in chosen
         self._changed()
@@ -162,15 +164,16 @@ class OverlayStore(param.Parameterized):
     @param.depends("current", watch=True)
     def _relabel(self) -> None:
         """New current settings: redraw only when a label changes."""
-        if self._labels() != [r.label for r in self.runs]:
-            self._changed()
+        labels = self._labels()
+        if labels != [r.label for r in self.runs]:
+            self._changed(labels)
 
     def _labels(self) -> list[str]:
         return [f"run {run.number} · {label}"
                 for run, label in zip(self.runs, difference_labels([r.settings for r in self.runs], self.current))]
 
-    def _changed(self) -> None:
-        for run, label in zip(self.runs, self._labels()):
+    def _changed(self, labels: list[str] | None = None) -> None:
+        for run, label in zip(self.runs, self._labels() if labels is None else labels):
             run.label = label
         self.version += 1
 

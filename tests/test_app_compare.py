@@ -55,6 +55,9 @@ def test_store_keeps_labels_hides_and_clears():
     version = store.version
     store.set_visible([2])
     assert not first.visible and second.visible and store.version > version
+    version = store.version
+    store.set_visible([2])  # unchanged: nothing to redraw
+    assert store.version == version
     for _ in range(MAX_KEPT + 2):
         store.keep(RunSettings(), [record(0, -1.0)], None)
     assert len(store.runs) == MAX_KEPT and store.runs[-1].number == MAX_KEPT + 4
@@ -91,6 +94,7 @@ def test_overlay_lines_name_each_run_in_the_legend_and_follow_hide():
     items = [item for item in view.figures[0].legend[0].items if item.visible]
     assert [item.label.value for item in items] == ["run 1 · sign prior: none", "run 2 · sign prior: Marshall"]
     assert view.choice.value == [1, 2]
+    assert view._drawn == view.store.version, "drawing the checkboxes changed the store: a second redraw"
     view.choice.value = [2]  # untick run 1
     view.tick()
     assert [i.label.value for i in view.figures[0].legend[0].items if i.visible] == ["run 2 · sign prior: Marshall"]

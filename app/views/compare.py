@@ -170,14 +170,17 @@ class CompareView(pn.viewable.Viewer):
             return
         self._drawn = self.store.version
         runs = self.store.runs
+        every, others = self.store.overlays(include_shown=True), self.store.overlays()  # once per tick
         for lines in self.lines:
-            lines.draw(self.store.overlays(include_shown=True))
+            lines.draw(every)
         for lines in self.attached:
-            lines.draw(self.store.overlays())
+            lines.draw(others)
         options = {run.label: run.number for run in runs}
         if self.choice.options != options:
             self.choice.options = options
-        self.choice.value = [run.number for run in runs if run.visible]
+        visible = [run.number for run in runs if run.visible]
+        if self.choice.value != visible:
+            self.choice.value = visible
         set_text(self.note, EMPTY if not runs else
                  f"{len(runs)} kept run(s), labelled by the settings that differ (among them and the current ones); "
                  "untick a run to hide it")
