@@ -17,7 +17,7 @@ from app.snapshot import RunSnapshot
 from nqs_core.exports.movie import Trajectory
 
 log = logging.getLogger("nqs_lab.movie")
-MOVIE_STEPS = 120  # Metropolis sub-steps per movie
+MOVIE_STEPS = 120  # Metropolis sub-steps per movie (the lab's and the exported one)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Callable
 
 import panel as pn
 
+from app.chain_movie import MOVIE_STEPS
 from app.file_stamp import stamp
 from app.snapshot import RunSnapshot
 from nqs_core.exports import RunRecord
@@ -38,7 +39,7 @@ EXPORTS = {  # file name: button label
     "relative_error.png": "Rel. error (PNG)", "relative_error.svg": "Rel. error (SVG)",
     "report.html": "Run report (HTML)",
 }
-MOVIE_STEPS, MOVIE_SIZE, MOVIE_MS = 120, (1920, 1080), 150  # Metropolis sub-steps, pixels, ms per frame
+MOVIE_SIZE, MOVIE_MS = (1920, 1080), 150  # pixels, ms per frame (MOVIE_STEPS: the lab's movie's sub-steps)
 MOVIE_NOTE = f"Movie: {MOVIE_STEPS} Metropolis steps of chain 0 from the run's last checkpoint, 1920×1080."
 _BUILD_LOCK = threading.Lock()
 
@@ -58,10 +59,19 @@ def unavailable(snap: RunSnapshot, name: str) -> str:
             return "The exact sampler draws independent configurations: there is no Markov chain to film."
         if snap.checkpoint_mtime is None:
             return "The movie needs this session's checkpoint of the run (a loaded run has none: run it here)."
-    if name.startswith("relative_error") and RunRecord("", "json", None, [], snap.reference,
-                                                       snap.summary).reference_energy is None:
+    if name.startswith("relative_error") and _reference_energy(snap) is None:
         return "The relative error needs a reference energy (none known yet)."
     return ""
+
+
+def _reference_energy(snap: RunSnapshot) -> float | None:
+    return RunRecord("", "json", None, [], snap.reference, snap.summary).reference_energy
+
+
+def _inputs(snap: RunSnapshot) -> tuple:
+    """What :func:`unavailable` decides on: the settings (by identity), whether there are steps,
+    whether the run is settled, whether the checkpoint exists, the reference energy."""
+    return snap.settings, bool(snap.history), snap.settled, snap.checkpoint_mtime is not None, _reference_energy(snap)
 
 
 def _record(snap: RunSnapshot) -> RunRecord:
@@ -107,6 +117,7 @@ class ExportPanel(pn.viewable.Viewer):
         self.note = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["nqs-export-note"],
                                  styles={"font-size": "0.85rem"}, margin=(2, 8))
         self._said = self._why = ""
+        self._inputs: tuple | None = None  # those of the last refresh (nothing to redo while they hold)
         self._downloads = 0
         names = list(self.buttons)
         rows = [pn.Row(*[self.buttons[n] for n in names[i:i + 2]], sizing_mode="stretch_width")
@@ -117,7 +128,12 @@ class ExportPanel(pn.viewable.Viewer):
         return self._layout
 
     def refresh(self, snap: RunSnapshot) -> None:
-        """Enable what can be exported from ``snap``; the note says why the rest cannot (periodic callback)."""
+        """Enable what can be exported from ``snap``; the note says why the rest cannot (periodic callback;
+        only when what decides it changed)."""
+        inputs = _inputs(snap)
+        if self._inputs is not None and inputs[0] is self._inputs[0] and inputs[1:] == self._inputs[1:]:
+            return
+        self._inputs = inputs
         reasons = {name: unavailable(snap, name) for name in self.buttons}
         for name, button in self.buttons.items():
             button.disabled = bool(reasons[name])

@@ -4,7 +4,7 @@ A :class:`KeptRun` holds a run's settings and its per-step series (E/N, relative
 agreement, exact sign agreement, fidelity, k_x/π from ⟨T_x⟩).  :class:`OverlayStore` keeps the
 latest ``MAX_KEPT`` of them, which are shown, and labels each by what differs
 (:func:`difference_labels`): the settings whose values are not the same for every kept run and the
-current settings, e.g. ``sign prior: none`` and ``sign prior: Marshall``.  Nothing here touches Bokeh.
+current settings, e.g. ``sign prior: none`` and ``sign prior: Marshall``.  Nothing here draws.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import param
 
 from app.settings import UI
+from app.views.momentum import k_over_pi
 from nqs_core.lattice import momentum_text
 from nqs_core.settings import RunSettings, schema
 
@@ -71,13 +72,13 @@ def _points(history: list[Any], value: Any) -> Series:
 
 
 def _momentum(record: Any) -> float | None:
-    """k_x/π of a record's translation eigenvalue ⟨T_x⟩ (None where not measured)."""
+    """k_x/π of a record's translation eigenvalue ⟨T_x⟩ (None where not measured), as the Momentum view
+    labels it (``k_over_pi``)."""
     t = getattr(record, "translation_eigenvalue", None)
     if t is None:
         return None
     z = np.asarray(t, dtype=float).reshape(-1)
-    k = float(np.angle(z[0] + 1j * (z[1] if z.size > 1 else 0.0))) / np.pi
-    return 1.0 if k <= -1.0 + 1e-6 else k
+    return k_over_pi(z[0] + 1j * (z[1] if z.size > 1 else 0.0))
 
 
 def run_series(history: list[Any], n_sites: int, reference_energy: float | None) -> dict[str, Series]:

@@ -415,6 +415,30 @@ def test_hidden_pictures_wait_until_they_are_shown():
     assert cmap.source.data["c"] == [0.0] * 6 and "final state" in cmap.note.object
 
 
+def test_export_buttons_are_decided_again_only_when_their_inputs_change(monkeypatch):
+    import app.export_panel as export_panel
+    from app.snapshot import RunSnapshot
+    from nqs_core.settings import RunSettings
+
+    calls: list[str] = []
+    real = export_panel.unavailable
+    monkeypatch.setattr(export_panel, "unavailable", lambda snap, name: calls.append(name) or real(snap, name))
+    panel = export_panel.ExportPanel(lambda: None)
+    settings = RunSettings()
+    panel.refresh(RunSnapshot(settings, [object()], None, None, None, "running", True))
+    n = len(calls)
+    assert n == len(export_panel.EXPORTS) and all(b.disabled for b in panel.buttons.values())
+    panel.refresh(RunSnapshot(settings, [object(), object()], None, None, None, "running", True))  # one more step
+    assert len(calls) == n
+    panel.refresh(RunSnapshot(settings, [object()], None, None, None, "paused", True))
+    assert len(calls) == 2 * n and not panel.buttons["report.html"].disabled
+    assert panel.buttons["relative_error.png"].disabled
+    panel.refresh(RunSnapshot(settings, [object()], {"energy": -1.0}, None, None, "paused", True))
+    assert len(calls) == 3 * n and not panel.buttons["relative_error.png"].disabled
+    panel.refresh(RunSnapshot(RunSettings(), [object()], {"energy": -1.0}, None, None, "paused", True))  # a new run
+    assert len(calls) == 4 * n
+
+
 def test_what_can_be_exported_follows_the_run(tmp_path):
     """Running: nothing (pause first); paused or finished: everything the run allows; the movie needs
     this session's checkpoint and a Metropolis sampler, the relative error a reference."""
