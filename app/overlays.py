@@ -23,7 +23,6 @@ from nqs_core.settings import RunSettings, schema
 
 MAX_KEPT = 6
 MAX_LABEL_SETTINGS = 3  # a label names at most this many differing settings, then "…"
-SERIES = ("energy", "relative_error", "marshall", "sign_agreement", "fidelity", "momentum")
 Series = tuple[list[int], list[float]]
 
 
@@ -82,7 +81,8 @@ def _momentum(record: Any) -> float | None:
 
 
 def run_series(history: list[Any], n_sites: int, reference_energy: float | None) -> dict[str, Series]:
-    """The per-step series of :data:`SERIES` of one run (relative error only with a reference)."""
+    """The per-step series of one run: energy (per site), relative error (only with a reference), marshall,
+    sign_agreement, fidelity and momentum."""
     def rel(r: Any) -> float | None:
         if reference_energy is None or r.energy is None:
             return None
@@ -184,4 +184,4 @@ class OverlayStore(param.Parameterized):
 
 
 __all__ = ["KeptRun", "OverlayStore", "difference_labels", "differing_settings", "run_series", "setting_text",
-           "MAX_KEPT", "SERIES"]
+           "MAX_KEPT"]

@@ -49,7 +49,6 @@ class CurvePoint:
     value: float = math.nan
     observables: dict[str, Any] | None = None
     message: str = ""
-    kind: str = "exact"
 
 
 class SweepJob:

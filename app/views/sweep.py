@@ -171,8 +171,7 @@ class SweepView(pn.viewable.Viewer):
         return self.panel
 
     def _follow_hamiltonian(self) -> None:
-        allowed = [c for c in COUPLINGS.get(self.settings.hamiltonian, ()) if c != "J" or
-                   self.settings.hamiltonian != "j1j2"]
+        allowed = list(COUPLINGS.get(self.settings.hamiltonian, ()))
         self.param.coupling.objects = allowed
         if self.coupling not in allowed:
             self.coupling = "J2" if "J2" in allowed else "h" if "h" in allowed else allowed[0]
