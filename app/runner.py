@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from app.run_queue import RunQueue, Ticket
+from nqs_core.events import RunControl
 from nqs_core.executors import Executor, Finished, RemoteRunError, ThreadExecutor
 from nqs_core.settings import RunSettings
 
@@ -100,11 +101,10 @@ def _queueing_callback(q: queue.Queue) -> Callable[[Any], None]:
 class Runner:
     """Start, pause, resume and stop one VMC run in a background thread; drain its events."""
 
-    def __init__(self, run_fn: Callable[..., Any] | None = None, name: str = "session",
-                 max_frames: int = 512, after: Callable[[Any], dict[str, Any]] | None = None,
-                 run_kwargs: dict[str, Any] | None = None, live_pictures: bool = False,
-                 run_queue: RunQueue | None = None, executor: Executor | None = None):
-        self.executor: Executor = executor or ThreadExecutor(run_fn)  # where runs execute (app/main.py)
+    def __init__(self, name: str = "session", max_frames: int = 512,
+                 after: Callable[[Any], dict[str, Any]] | None = None, run_kwargs: dict[str, Any] | None = None,
+                 live_pictures: bool = False, run_queue: RunQueue | None = None, executor: Executor | None = None):
+        self.executor: Executor = executor or ThreadExecutor()  # where runs execute (app/main.py)
         self.run_queue = run_queue  # the server's queue (app/main.py); None: a run starts at once
         self._ticket: Ticket | None = None
         self._after = after  # run where the run ran, on the RunResult; returns extra payloads by name
@@ -113,7 +113,7 @@ class Runner:
         self.name = name
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._control: Any = None
+        self._control: RunControl | None = None
         self._max_frames = max_frames
         self.phase = "idle"
         self.message = ""
@@ -123,7 +123,6 @@ class Runner:
         self._t_start = 0.0
         self._t_compile = None
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=64)
-        self._generation = 0
         self._started: list[threading.Thread] = []  # every worker thread, abandoned ones too
 
     # ----- control ----------------------------------------------------------------------
@@ -136,10 +135,7 @@ class Runner:
         settings.validate()
         if self.alive:
             raise RuntimeError("a run is still active: stop it first")
-        from nqs_core.driver import RunControl
-
         executor = self.executor
-        self._generation += 1
         self._queue = queue.Queue()
         self._control = RunControl()
         self.phase, self.message = "starting", ""

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import jax
 import numpy as np
@@ -98,12 +99,19 @@ def save_checkpoint(
     }
     arrays = {f"leaf_{i:05d}": a for i, a in enumerate(leaves)}
     arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
+    return write_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Path:
+    """``write(f)`` into a temporary file in ``path``'s folder (made if missing), then ``os.replace`` it
+    onto ``path``: a reader sees the old file or the new one, never half of it."""
+    path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -39,12 +39,13 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from nqs_core.events import RunControl, RunEvent
+from nqs_core.events import POLL_SECONDS, RunControl, RunEvent
 from nqs_core.settings import RunSettings
 
 log = logging.getLogger("nqs_core.executors")
 
-POLL_SECONDS = 0.05  # how often the caller's side forwards pause/resume/stop and looks for events
+# POLL_SECONDS (nqs_core.events): how often the caller's side forwards pause/resume/stop and looks for events
+DASK_POLL_SECONDS = 0.25  # a Dask queue is looked at (one RPC to the scheduler) this often at most
 HEARTBEAT_SECONDS = 5.0  # the caller says "alive" this often; a run that hears nothing for 6x that stops
 EXECUTORS = ("thread", "process", "dask")
 After = Callable[[Any], dict[str, Any]]
@@ -114,12 +115,9 @@ def stop_live(view: Any) -> None:
 
 
 class ThreadExecutor:
-    """The run in the calling thread (``run_fn`` defaults to :func:`nqs_core.driver.run`)."""
+    """The run in the calling thread (:func:`nqs_core.driver.run`)."""
 
     name = "thread"
-
-    def __init__(self, run_fn: Callable[..., Any] | None = None) -> None:
-        self._run_fn = run_fn
 
     def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
                 after: After | None = None, live: Live | None = None, on_extra: Emit | None = None,
@@ -128,7 +126,7 @@ class ThreadExecutor:
 
         view = start_live(live, settings, run_kwargs, on_extra)
         try:
-            result = (self._run_fn or run)(settings, callback=feeding(callback, view), control=control, **run_kwargs)
+            result = run(settings, callback=feeding(callback, view), control=control, **run_kwargs)
         finally:
             stop_live(view)
         return Finished(result, apply_after(after, result))
@@ -160,7 +158,11 @@ def relay_commands(commands: Any, control: RunControl, done: threading.Event,
             control.stop()
             return
         heard = time.monotonic()
-        actions[command]()
+        action = actions.get(command)
+        if action is None:
+            log.warning("unknown run command %r: ignored", command)
+        else:
+            action()
 
 
 def execute_here(settings: RunSettings, run_kwargs: dict[str, Any], after: After | None, live: Live | None,
@@ -236,7 +238,10 @@ def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[
                 on_extra(item[1], item[2])
         elif item[0] == "done":
             if item[1].checkpoint is not None and checkpoint is not None:
-                Path(checkpoint).write_bytes(item[1].checkpoint)
+                from nqs_core.checkpoint import write_atomically
+
+                data = item[1].checkpoint
+                write_atomically(checkpoint, lambda f: f.write(data))  # the lab may be reading it
             return item[1]
         else:
             raise RemoteRunError(item[1])
@@ -292,25 +297,30 @@ class ProcessExecutor:
 class _PickledQueue:
     """A ``distributed.Queue`` of pickled items (the scheduler only passes msgpack-able bytes).
 
-    ``get`` takes whatever waits in one call (``batch=True`` never blocks on the scheduler, where a
-    timed-out ``get`` logs an error) and looks once more after ``timeout`` before it raises Empty.
+    ``get`` hands out what the last look fetched; when that is used up it makes one look, one RPC taking
+    whatever waits (``batch=True`` never blocks on the scheduler, where a timed-out ``get`` logs an
+    error), at most every ``poll_seconds``: it first waits out the rest of that interval, whatever
+    ``timeout`` says.  Empty means that look found nothing.
     """
 
-    def __init__(self, name: str, client: Any = None) -> None:
+    def __init__(self, name: str, client: Any = None, poll_seconds: float = DASK_POLL_SECONDS) -> None:
         from distributed import Queue
 
         self.name, self._queue = name, Queue(name, client=client)
+        self.poll_seconds = poll_seconds
         self._buffer: deque[bytes] = deque()
+        self._next_look = 0.0
 
     def put(self, item: Any) -> None:
         self._queue.put(pickle.dumps(item))
 
     def get(self, timeout: float | None = None) -> Any:
         if not self._buffer:
+            wait = self._next_look - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             self._buffer.extend(self._queue.get(batch=True))
-        if not self._buffer and timeout:
-            time.sleep(timeout)
-            self._buffer.extend(self._queue.get(batch=True))
+            self._next_look = time.monotonic() + self.poll_seconds
         if not self._buffer:
             raise queue.Empty
         return pickle.loads(self._buffer.popleft())

@@ -232,6 +232,75 @@ def test_a_checkpoint_whose_folder_is_elsewhere_comes_back_at_the_end(tmp_path: 
     assert load_checkpoint(wanted).step == CHAIN["steps"]
 
 
+def test_the_final_checkpoint_replaces_the_old_one_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bytes a remote run sends back go to a temporary file in the checkpoint's folder, then replace
+    the checkpoint in one step (the lab may be reading it)."""
+    wanted = tmp_path / "ck.npz"
+    wanted.write_bytes(b"the previous checkpoint")
+    replaced: list[tuple[Path, Path]] = []
+    real_replace = os.replace
+
+    def spy(src: Any, dst: Any) -> None:
+        assert wanted.read_bytes() == b"the previous checkpoint"  # untouched until the replace
+        replaced.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    follow(Channel(("done", Finished("result", {}, b"the final checkpoint"))), Channel(), RunControl(),
+           lambda e: None, lambda: True, "test", wanted)
+    assert wanted.read_bytes() == b"the final checkpoint"
+    assert [(src.parent, dst) for src, dst in replaced] == [(tmp_path, wanted)] and replaced[0][0] != wanted
+    assert sorted(tmp_path.iterdir()) == [wanted]  # no temporary file left
+
+
+def test_an_unknown_command_is_ignored_and_the_relay_goes_on() -> None:
+    commands, control, done = Channel("pasue", "pause"), RunControl(), threading.Event()
+    relay = threading.Thread(target=relay_commands, args=(commands, control, done))
+    relay.start()
+    try:
+        poll_until(lambda: None, lambda: control.paused, 60, "the command after the unknown one to act")
+        assert relay.is_alive() and not control.stopped
+    finally:
+        done.set()
+        relay.join(60)
+    assert not relay.is_alive()
+
+
+def test_a_dask_queue_is_looked_at_once_per_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each look at a Dask queue is one RPC (a batch get, which never blocks on the scheduler), at most
+    every DASK_POLL_SECONDS; items it fetched are handed out without another one."""
+    import pickle
+    import time
+
+    import distributed
+
+    from nqs_core.executors import DASK_POLL_SECONDS, _PickledQueue
+
+    class Scheduler:  # stands in for distributed.Queue: records when it was asked
+        def __init__(self) -> None:
+            self.asked: list[float] = []
+            self.waiting: list[bytes] = []
+
+        def get(self, batch: bool = False) -> list[bytes]:
+            assert batch is True
+            self.asked.append(time.monotonic())
+            out, self.waiting = self.waiting, []
+            return out
+
+    scheduler = Scheduler()
+    monkeypatch.setattr(distributed, "Queue", lambda name, client=None: scheduler)
+    q = _PickledQueue("test")
+    for _ in range(3):
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.05)
+    scheduler.waiting = [pickle.dumps("a"), pickle.dumps("b")]
+    assert [q.get(timeout=0.05), q.get(timeout=0.05)] == ["a", "b"]
+    asked = scheduler.asked
+    assert len(asked) == 4  # three empty looks and one that fetched both items
+    assert all(b - a >= DASK_POLL_SECONDS for a, b in zip(asked, asked[1:]))
+    assert 0.2 <= DASK_POLL_SECONDS <= 0.3  # with the relay's poll on the other side, Pause acts within 1 s
+
+
 def test_a_class_is_not_served_with_an_unknown_executor() -> None:
     """``make class EXECUTOR=…`` (scripts/serve_class.sh) checks the executor before it serves anything."""
     script = Path(__file__).resolve().parents[1] / "scripts" / "serve_class.sh"
