@@ -86,6 +86,10 @@ WORKLOADS: dict[str, dict] = {
     "convnext-j1j2-4x4": dict(
         title="J1-J2 4x4 J2=0.5, ConvNeXt depth 2, features 8, patch 2, kernel 2, k=(0,0), float64, on both sides",
         settings=dict(_CONVNEXT, L=4, kernel=2), steps=200, shared_init=True),
+    "convnext-j1j2-4x4-mixed": dict(
+        title="the same J1-J2 4x4 ConvNeXt; NQS Lab with --dtype mixed (float32 forward passes and SR product, "
+              "float64 parameters, Jacobian and solve), NetKet in float64",
+        settings=dict(_CONVNEXT, L=4, kernel=2, dtype="mixed"), steps=200, shared_init=True),
     "convnext-j1j2-6x6": dict(
         title="J1-J2 6x6 J2=0.5, ConvNeXt depth 2, features 8, patch 2, kernel 3, k=(0,0), float64, on both sides",
         settings=dict(_CONVNEXT, L=6, kernel=3), steps=100, shared_init=True,
