@@ -148,6 +148,7 @@ class ExactObserver:
         self.psi0: np.ndarray | None = None
         self.configs: np.ndarray | None = None
         self.codes: np.ndarray | None = None  # of ``configs``
+        self.hamiltonian: Any = None  # the run's Hamiltonian, built by the background thread
         self.matrix: Any = None  # H on the basis of ``configs`` (scipy.sparse), built by ``energy``
         self.log_psi: np.ndarray | None = None  # of the last ``measure``
         self.label: str | None = None
@@ -197,7 +198,7 @@ class ExactObserver:
             if self.cancelled:
                 return
             log_psi_on_basis(self._apply, self._warm_params, configs[: self.batch(len(configs))])  # compile
-            self.configs, self.codes, self.psi0 = configs, res.codes, res.vector
+            self.hamiltonian, self.configs, self.codes, self.psi0 = ham, configs, res.codes, res.vector
             self.label = (f"ed ({momentum_label(self.settings.k)})" if k is not None else "ed") + \
                 f", {len(configs)} basis states"
         except Exception as err:  # the observer must never stop a run
@@ -244,5 +245,5 @@ class ExactObserver:
         """⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ of the last measured state on the whole basis (the Sᶻ = 0 sector for
         Sᶻ-conserving models: the state the sampler explores); H is built here, once, at the run's end."""
         if self.matrix is None:
-            self.matrix = sparse_matrix(build_problem(self.settings)[1], self.codes)
+            self.matrix = sparse_matrix(self.hamiltonian, self.codes)
         return variational_energy(self.log_psi, self.matrix)

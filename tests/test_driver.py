@@ -279,6 +279,31 @@ def test_exact_observer_reach_and_ed_sector_vector():
         assert abs(np.vdot(psi, res.vector)) ** 2 == pytest.approx(np.vdot(res.vector, res.vector).real, abs=1e-8)
 
 
+def test_the_exact_observer_measures_the_energy_with_the_hamiltonian_it_diagonalised(monkeypatch):
+    """``energy()`` uses the Hamiltonian the background thread built for ED (not a second one): the
+    uniform state on the Sᶻ = 0 basis of the Heisenberg chain of 6, ψ†Hψ/ψ†ψ with the dense H."""
+    import jax.numpy as jnp
+
+    from nqs_core import run_reference
+    from nqs_core.basis import sparse_matrix
+    from nqs_core.problem import build_problem
+
+    settings = RunSettings(hamiltonian="heisenberg", lattice="chain", L=6)
+    _, ham = build_problem(settings)
+    observer = run_reference.ExactObserver(settings, enabled=True)
+    observer.set_model(lambda p, s: p + jnp.zeros(s.shape[0]), jnp.zeros(()))
+    assert observer.wait(120) and observer.hamiltonian == ham
+
+    def rebuilt(_settings):
+        raise AssertionError("the Hamiltonian was built again")
+
+    monkeypatch.setattr(run_reference, "build_problem", rebuilt)
+    observer.measure(jnp.zeros(()))
+    dense = sparse_matrix(ham, observer.codes).toarray()
+    ones = np.ones(len(observer.codes))
+    assert observer.energy() == pytest.approx(ones @ dense @ ones / len(ones), abs=1e-12)
+
+
 # ----- stopping rules (issue 9, item 2) -----------------------------------------------------------
 def test_time_budget_ends_the_run_after_a_call_and_it_is_still_evaluated():
     """A budget shorter than one call: the loop stops after the first call (t + t_call > T), phase "done",
