@@ -12,4 +12,5 @@ import subprocess
 import sys
 
 if os.environ.get("NQS_WARM", "1").strip().lower() not in ("0", "false", "no", "off"):
-    subprocess.Popen([sys.executable, "-m", "nqs_core", "warm"], preexec_fn=lambda: os.nice(10))
+    # the child lowers its own priority (``--nice``): no Python code between fork and exec in a threaded server
+    subprocess.Popen([sys.executable, "-m", "nqs_core", "warm", "--nice", "10"])

@@ -125,7 +125,7 @@ def main() -> int:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    proc, url = serve({"NQS_MAX_RUNS": str(args.max_runs), "NQS_WARM": "0"})
+    proc, url = serve({"NQS_MAX_RUNS": str(args.max_runs)})
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium")

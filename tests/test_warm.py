@@ -40,9 +40,23 @@ def test_the_served_lab_starts_nqs_warm_in_the_background(monkeypatch):
     monkeypatch.setattr(subprocess, "Popen", lambda cmd, **kw: started.append(cmd))
     monkeypatch.setenv("NQS_WARM", "1")
     runpy.run_path(str(ROOT / "app" / "warm_start.py"))
-    assert started == [[sys.executable, "-m", "nqs_core", "warm"]]
+    assert started == [[sys.executable, "-m", "nqs_core", "warm", "--nice", "10"]]
     monkeypatch.setenv("NQS_WARM", "0")
     runpy.run_path(str(ROOT / "app" / "warm_start.py"))
     assert len(started) == 1
     assert "--setup app/warm_start.py" in (ROOT / "Makefile").read_text()  # make lab
     assert "--setup app/warm_start.py" in (ROOT / "scripts" / "serve_class.sh").read_text()  # make class
+
+
+def test_nqs_warm_lowers_its_own_priority_before_it_warms(monkeypatch, capsys):
+    import nqs_core.cli.warm as cli
+
+    calls = []
+    monkeypatch.setattr(cli.os, "nice", lambda n: calls.append(("nice", n)))
+    monkeypatch.setattr(cli, "warm", lambda groups, presets: calls.append(("warm", presets)))
+    code, _, err = nqs_main(["warm", "--nice", "10", "--preset", "tfim-critical"], capsys)
+    assert code == 0 and calls == [("nice", 10), ("warm", ("tfim-critical",))], err
+    calls.clear()
+    assert nqs_main(["warm", "--preset", "tfim-critical"], capsys)[0] == 0 and calls == [("warm", ("tfim-critical",))]
+    code, _, err = nqs_main(["warm", "--nice", "20"], capsys)
+    assert code == 2 and "--nice" in err and calls == [("warm", ("tfim-critical",))]
