@@ -104,6 +104,7 @@ class CompareView(pn.viewable.Viewer):
         self._build_controls()
         self.note = caption_pane(EMPTY)
         self._drawn = -1
+        self._resend = False  # re-send the ticks after new options (tick)
         self.panel = pn.Column(self.note, pn.Row(self.choice, self.clear_button), self.comparison_button,
                                pn.GridBox(*blocks, ncols=2, sizing_mode="stretch_width"),
                                sizing_mode="stretch_width", name=self.title)
@@ -166,6 +167,9 @@ class CompareView(pn.viewable.Viewer):
     # ----- drawing (under the document lock) ----------------------------------------------------
     def tick(self) -> None:
         """Redraw after the store changed (call from the lab's periodic callback)."""
+        if self._resend:  # the page clears its ticks when it gets new options: send them again, a tick later
+            self._resend = False
+            self.choice.param.trigger("value")
         if self._drawn == self.store.version:
             return
         self._drawn = self.store.version
@@ -178,6 +182,7 @@ class CompareView(pn.viewable.Viewer):
         options = {run.label: run.number for run in runs}
         if self.choice.options != options:
             self.choice.options = options
+            self._resend = True
         visible = [run.number for run in runs if run.visible]
         if self.choice.value != visible:
             self.choice.value = visible
