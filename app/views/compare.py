@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, Legend, LegendItem, Range1d
+from bokeh.models import ColumnDataSource, Legend, LegendItem
 
 from app.overlays import MAX_KEPT, KeptRun, OverlayStore
 from app.settings import LabSettings
@@ -69,13 +69,13 @@ class OverlayLines:
             line.visible = item.visible = bool(steps)
 
 
-FIGURES = (  # series, title, y label, figure options
+FIGURES = (  # series, title, y label, figure options (plain values: a Bokeh model here would be shared by sessions)
     ("energy", "Energy per site E/N", "E / N", {}),
     ("relative_error", "Relative error |E − E_ref| / |E_ref|", "relative error", {"y_axis_type": "log"}),
-    ("marshall", "Samples with Marshall's sign", "fraction", {"y_range": Range1d(-0.02, 1.02)}),
-    ("sign_agreement", "Sign agreement with the exact ground state (ED)", "fraction", {"y_range": Range1d(-0.02, 1.02)}),
-    ("fidelity", "Fidelity |⟨ψ₀|ψ⟩|² with the exact ground state", "fidelity", {"y_range": Range1d(-0.02, 1.02)}),
-    ("momentum", "Momentum k_x/π from ⟨T_x⟩", "k_x / π", {"y_range": Range1d(-1.1, 1.1)}),
+    ("marshall", "Samples with Marshall's sign", "fraction", {"y_range": (-0.02, 1.02)}),
+    ("sign_agreement", "Sign agreement with the exact ground state (ED)", "fraction", {"y_range": (-0.02, 1.02)}),
+    ("fidelity", "Fidelity |⟨ψ₀|ψ⟩|² with the exact ground state", "fidelity", {"y_range": (-0.02, 1.02)}),
+    ("momentum", "Momentum k_x/π from ⟨T_x⟩", "k_x / π", {"y_range": (-1.1, 1.1)}),
 )
 
 
