@@ -12,6 +12,7 @@ import io
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,7 @@ class Lab:
         self._closed = False
         self._was_alive = False
         self._message_cause = ""
+        self._pause_asked: float | None = None  # when Pause reached the server (its latency goes to the log)
 
         self.spins, self.energy, self.sign = SpinsView(), EnergyView(), SignView()
         self.momentum, self.diagnostics, self.ising = MomentumView(), DiagnosticsView(), IsingView()
@@ -337,6 +339,7 @@ class Lab:
         self._locked(run)
 
     def _on_pause(self, *_: Any) -> None:
+        self._pause_asked = time.monotonic()
         self.runner.pause()
         self._refresh_buttons()
         self._set_status(self.runner.status_text(reason=False))
@@ -515,6 +518,10 @@ class Lab:
                 what = "The run diverged" if batch.phase == "diverged" else "The run failed"
                 self._say(f"{what}: {batch.message} (the plots keep its last finite steps)", error=True)
                 self._notify(f"{what}: {batch.message}", error=True)
+            if batch.phase == "paused" and self._pause_asked is not None:  # benchmarks/class_load.py reads it
+                log.info("session %s paused %.3f s after Pause reached the server", self.runner.name,
+                         time.monotonic() - self._pause_asked)
+                self._pause_asked = None
             alive = self.runner.alive
             if not batch.empty or alive != self._was_alive:
                 self._was_alive = alive
