@@ -779,6 +779,7 @@ class Lab:
     def _on_session_destroyed(self, session_context: Any) -> None:
         log.info("session destroyed: %s", self.runner.name)
         self.shutdown()
+        release_page(self.page)  # Bokeh discarded the session: nothing is sent to its page any more
 
     def shutdown(self) -> None:
         """Stop the worker and the periodic callback (the session is gone)."""
@@ -787,7 +788,6 @@ class Lab:
         self.sweep.stop()
         self._cancel_reference()
         self.folder.remove(after=self.runner.threads())  # once its workers can no longer write there
-        release_page(self.page)
         if self._callback is not None:
             try:
                 self._callback.stop()

@@ -19,7 +19,7 @@ def test_an_ended_session_leaves_nothing_alive() -> None:
     page = weakref.ref(lab.page)
     assert any(getattr(getattr(w.fn, "__self__", None), "self", None) is lab.page
                for ws in pn.state.param.watchers.get("busy", {}).values() for w in ws)
-    lab.shutdown()
+    lab._on_session_destroyed(None)  # what Bokeh calls when it discards the session
     gone = weakref.ref(lab)
     del lab
     gc.collect()
