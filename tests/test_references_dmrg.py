@@ -30,6 +30,22 @@ def test_dmrg_open_tfim_equals_free_fermions():
     assert r["energy"] == pytest.approx(tfim_chain_open(20, 1.0, 0.8), rel=1e-6)
 
 
+def test_dmrg_sweeps_with_one_blas_thread_and_gives_the_others_back():
+    """OpenBLAS threads spin on cores the VMC run is using (nqs_core/references/dmrg.py): one thread while
+    TeNPy sweeps, the process's own setting again afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    spec = hamiltonian_spec(make_hamiltonian("heisenberg", make_lattice("chain", 8)))
+    with threadpool_limits(limits=2, user_api="blas"):
+        seen: list[set[int]] = []
+        run_dmrg(spec, progress=lambda p: seen.append(blas_threads()))
+        assert seen and all(s == {1} for s in seen), seen
+        assert blas_threads() == {2}
+
+
 def test_background_job_reports_progress_and_caches_its_result():
     job = dmrg_job("heisenberg", "chain", L=12, bc="open")
     run = job.result(timeout=300)

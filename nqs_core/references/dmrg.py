@@ -15,6 +15,11 @@ estimated by extrapolating the energy linearly in the discarded weight over the 
 is below ``rel_tol`` relative.  The estimate is reported next to TeNPy's truncation error (White, PRL 69, 2863 (1992); Hauschild & Pollmann, SciPost Phys. Lect.
 Notes 5 (2018)).
 
+Threads: the sweeps run with ONE BLAS thread (``blas_threads``).  The lab computes a DMRG reference
+beside a running VMC step on the same cores, and OpenBLAS threads spin-wait when the cores are busy:
+a periodic L = 32 chain took 26 s of CPU and 39 s of wall time with OpenBLAS's two threads against
+9.8 s and 15.5 s with one (2 cores, load ≈ 10; benchmarks/README.md, "DMRG threads").
+
 ``DMRGJob`` runs the same computation in a separate process (multiprocessing, spawn context)
 with ``.progress``, ``.result(timeout)`` and ``.cancel()`` for the app.
 """
@@ -172,11 +177,24 @@ def run_dmrg(
     chi_start: int = 32,
     max_sweeps_per_stage: int = 12,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    blas_threads: int | None = 1,
 ) -> dict[str, Any]:
     """Converged DMRG ground energy of ``spec`` (see ``hamiltonian_spec``) with its diagnostics: stages of
-    growing χ until the extrapolated error (``_error_estimate``) is below ``rel_tol`` relative."""
+    growing χ until the extrapolated error (``_error_estimate``) is below ``rel_tol`` relative.
+
+    ``blas_threads``: BLAS threads during the sweeps (the module docstring says why 1); None leaves them."""
     # local: TeNPy is a heavy optional dependency, imported only in the DMRG worker process
     import tenpy
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        return _converge(spec, rel_tol, chi_max, chi_start, max_sweeps_per_stage, progress) | {
+            "library": f"physics-tenpy {tenpy.__version__}"}
+
+
+def _converge(spec: dict[str, Any], rel_tol: float, chi_max: int, chi_start: int, max_sweeps_per_stage: int,
+              progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """The stages of ``run_dmrg`` (TeNPy imported by the caller)."""
     from tenpy.networks.mps import MPS
 
     logging.getLogger("tenpy").setLevel(logging.ERROR)
@@ -205,7 +223,6 @@ def run_dmrg(
         "extrapolated_energy": extrapolated, "truncation_error": stages[-1]["truncation_error"],
         "chi": stages[-1]["chi_used"], "chi_max": chi_max, "sweeps": where["sweeps"], "stages": stages,
         "rel_tol": rel_tol, "seconds": time.perf_counter() - where["start"],
-        "library": f"physics-tenpy {tenpy.__version__}",
     }
 
 
