@@ -25,17 +25,13 @@ timeout it hit.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from lab_first_progress import ROOT
+from lab_first_progress import serve  # the server's log: the lab's "paused … s after Pause" lines
 
 SERVER_PAUSE = re.compile(r"paused ([0-9.]+) s after Pause reached the server")
 
@@ -57,29 +53,6 @@ def chromium_without_boost(folder: Path) -> str:
     wrapper.write_text('#!/bin/sh\nexec setpriv --inh-caps=-sys_nice --bounding-set=-sys_nice /usr/bin/chromium "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
-
-
-def serve(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    """``panel serve app`` on a free localhost port as benchmarks/lab_first_progress.py starts it, its log
-    (the lab's "paused … s after Pause reached the server" lines) to ``log_path``: (process, page url)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    panel = Path(sys.executable).with_name("panel")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(panel), "serve", "app", "--port", str(port), "--address", "127.0.0.1",
-                                 "--allow-websocket-origin", f"127.0.0.1:{port}", "--unused-session-lifetime", "2000",
-                                 "--check-unused-sessions", "1000"], cwd=ROOT, env={**os.environ, **env},
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/app"
-    for _ in range(360):
-        try:
-            urllib.request.urlopen(url, timeout=30).read()
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("panel serve did not answer within 3 minutes")
 
 
 def rss_mb(pid: int) -> float:

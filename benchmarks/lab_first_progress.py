@@ -29,16 +29,18 @@ POINTS = """() => Math.max(-1, ...[...(window.Bokeh ? window.Bokeh.documents : [
     const c = d instanceof Map ? d.get("energy") : d["energy"]; return c ? c.length : -1; })))"""
 
 
-def serve(env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """``panel serve app`` on a free localhost port (``env`` on top of this one's): (process, page url)."""
+def serve(env: dict[str, str] | None = None, log_path: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """``panel serve app`` on a free localhost port (``env`` on top of this one's), its output to ``log_path``
+    (default: discarded): (process, page url)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     panel = Path(sys.executable).with_name("panel")
-    proc = subprocess.Popen([str(panel), "serve", "app", "--port", str(port), "--address", "127.0.0.1",
-                             "--allow-websocket-origin", f"127.0.0.1:{port}", "--unused-session-lifetime", "2000",
-                             "--check-unused-sessions", "1000"], cwd=ROOT, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log_path or os.devnull, "wb") as log:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen([str(panel), "serve", "app", "--port", str(port), "--address", "127.0.0.1",
+                                 "--allow-websocket-origin", f"127.0.0.1:{port}", "--unused-session-lifetime", "2000",
+                                 "--check-unused-sessions", "1000"], cwd=ROOT, env={**os.environ, **(env or {})},
+                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/app"
     for _ in range(360):
         try:
