@@ -17,8 +17,8 @@ import numpy as np
 import param
 
 from app.settings import UI
-from app.views.momentum import k_over_pi
 from nqs_core.lattice import momentum_text
+from nqs_core.observables import k_over_pi
 from nqs_core.settings import RunSettings, schema
 
 MAX_KEPT = 6
@@ -72,7 +72,7 @@ def _points(history: list[Any], value: Any) -> Series:
 
 def _momentum(record: Any) -> float | None:
     """k_x/π of a record's translation eigenvalue ⟨T_x⟩ (None where not measured), as the Momentum view
-    labels it (``k_over_pi``)."""
+    labels it (``nqs_core.observables.k_over_pi``)."""
     t = getattr(record, "translation_eigenvalue", None)
     if t is None:
         return None

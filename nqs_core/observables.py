@@ -52,6 +52,13 @@ def momentum_from_eigenvalues(eigenvalues: np.ndarray) -> np.ndarray:
     return np.mod(np.angle(np.asarray(eigenvalues)) / np.pi, 2.0)
 
 
+def k_over_pi(eigenvalue: complex) -> float:
+    """k/π in (−1, 1] of one translation eigenvalue e^{ik} (the lab's labels): at k = π a rounding-level
+    imaginary part of either sign must not turn the label from +1 into −1."""
+    k = float(np.angle(eigenvalue)) / np.pi
+    return 1.0 if k <= -1.0 + 1e-6 else k
+
+
 def nearest_allowed_momentum(eigenvalues: np.ndarray, lattice: Lattice) -> tuple[float, ...]:
     """The allowed k/π (multiples of 2/L per axis) closest to the phases of ``eigenvalues``."""
     k = momentum_from_eigenvalues(eigenvalues)

@@ -165,7 +165,7 @@ def test_brillouin_zone_shows_where_ed_puts_the_ground_state():
 
 def test_momentum_label_at_k_pi_does_not_flip_with_the_sign_of_rounding():
     """⟨T⟩ = −1 ± 1e-17 i (the 18-site chain at k = π) reads k/π = +1 mid-run and at the end."""
-    from app.views.momentum import k_over_pi
+    from nqs_core.observables import k_over_pi
 
     assert k_over_pi(-1.0 - 2e-18j) == k_over_pi(-1.0 + 2e-17j) == 1.0
     assert k_over_pi(1.0 - 1e-17j) == pytest.approx(0.0, abs=1e-12)

@@ -17,7 +17,7 @@ from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, Range1d
 from bokeh.palettes import Viridis256
 
 from nqs_core.lattice import Lattice
-from nqs_core.observables import structure_factor
+from nqs_core.observables import k_over_pi, structure_factor
 
 from app.views.correlations import CorrelationMap
 from app.views.common import SMALL_TEXT, append, caption_pane, set_text, with_heading, BLUE, GREY, ORANGE, ROLLOVER, VERMILION, empty_like, make_figure
@@ -29,13 +29,6 @@ def structure_factor_over_pi(samples: np.ndarray, lattice: Lattice) -> tuple[np.
     """(q in units of π (n_q, d), S(q) (n_q,)) on the allowed momenta: ``nqs_core.observables.structure_factor``."""
     q, s = structure_factor(np.asarray(samples), lattice)
     return np.asarray(q) / np.pi, np.asarray(s)
-
-
-def k_over_pi(eigenvalue: complex) -> float:
-    """k/π in (−1, 1] of a translation eigenvalue e^{ik}: at k = π a rounding-level imaginary part of
-    either sign must not turn the label from +1 into −1."""
-    k = float(np.angle(eigenvalue)) / np.pi
-    return 1.0 if k <= -1.0 + 1e-6 else k
 
 
 class MomentumView:
@@ -196,4 +189,4 @@ class MomentumView:
 
 
 
-__all__ = ["MomentumView", "k_over_pi", "structure_factor_over_pi", "ROLLOVER"]
+__all__ = ["MomentumView", "structure_factor_over_pi", "ROLLOVER"]
