@@ -122,12 +122,17 @@ class OverlayStore(param.Parameterized):
 
     def keep(self, settings: RunSettings, history: list[Any], reference_energy: float | None,
              outcome: str = "") -> KeptRun | None:
-        """Keep a finished run (None for a run without steps); the oldest goes beyond MAX_KEPT."""
+        """Keep a finished run (None for a run without steps); the oldest goes beyond MAX_KEPT.  A run
+        already kept (the same settings and series: a run loaded back after its export) is shown again,
+        not kept twice."""
         if not history:
             return None
-        self._count += 1
-        run = KeptRun(self._count, settings, run_series(history, settings.n_sites, reference_energy), outcome=outcome)
-        self.runs = [*self.runs, run][-MAX_KEPT:]
+        series = run_series(history, settings.n_sites, reference_energy)
+        run = next((r for r in self.runs if r.settings == settings and r.series == series), None)
+        if run is None:
+            self._count += 1
+            run = KeptRun(self._count, settings, series, outcome=outcome)
+            self.runs = [*self.runs, run][-MAX_KEPT:]
         self.shown = run.number
         self._changed()
         return run

@@ -58,8 +58,8 @@ def test_store_keeps_labels_hides_and_clears():
     version = store.version
     store.set_visible([2])  # unchanged: nothing to redraw
     assert store.version == version
-    for _ in range(MAX_KEPT + 2):
-        store.keep(RunSettings(), [record(0, -1.0)], None)
+    for i in range(MAX_KEPT + 2):  # different runs (an identical one is not kept twice)
+        store.keep(RunSettings(), [record(0, -1.0 - i)], None)
     assert len(store.runs) == MAX_KEPT and store.runs[-1].number == MAX_KEPT + 4
     store.clear()
     assert store.runs == [] and store.shown is None
@@ -137,6 +137,17 @@ def test_a_loaded_run_is_kept_to_compare_with():
     (kept,) = lab.compare.store.runs
     assert kept.settings == settings and kept.outcome == "loaded" and kept.series["relative_error"][0] == [0, 1]
     assert lab.compare.store.shown == kept.number  # drawn by the views: an overlay once another run starts
+
+
+def test_a_run_loaded_back_after_its_export_is_not_kept_twice():
+    """Run, export, load: the loaded run is the kept one (one entry, shown); another run is kept beside it."""
+    store = OverlayStore()
+    settings, history = RunSettings(lattice="chain", L=6), [record(0, -2.0), record(1, -2.4)]
+    first = store.keep(settings, history, -2.5, "done")
+    store.keep(settings.replace(seed=1), [record(0, -2.1)], -2.5, "done")
+    assert store.keep(settings, list(history), -2.5, "loaded") is first
+    assert [r.number for r in store.runs] == [1, 2] and store.shown == first.number
+    assert store.keep(settings, [record(0, -2.0), record(1, -2.3)], -2.5, "loaded").number == 3  # other steps
 
 
 def test_the_comparison_waits_for_a_free_session():
