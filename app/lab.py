@@ -340,7 +340,8 @@ class Lab:
     def _refresh_buttons(self) -> None:
         alive, phase = self.runner.alive, self.runner.phase
         self.run_button.disabled = alive
-        self.pause_button.disabled = not alive or phase in ("paused", "pausing")
+        # an ended run's worker may still draw its final pictures: nothing is left to pause
+        self.pause_button.disabled = not alive or phase in ("paused", "pausing", *FINAL_PHASES)
         self.resume_button.disabled = not alive or phase != "paused"
         self.stop_button.disabled = not alive
         has_data = bool(self.history)

@@ -43,6 +43,16 @@ def test_dependent_visibility_reaches_the_widgets():
     assert lab.widgets["depth"].visible and not lab.widgets["alpha"].visible
 
 
+def test_an_ended_run_finishing_its_pictures_cannot_be_paused(monkeypatch):
+    """Between "done" and the worker's end (its final pictures) Pause has nothing left to pause; Stop stays."""
+    lab = Lab()
+    monkeypatch.setattr(type(lab.runner), "alive", property(lambda runner: True))
+    for phase, pausable in (("running", True), ("done", False), ("stopped", False), ("diverged", False)):
+        lab.runner.phase = phase
+        lab._refresh_buttons()
+        assert lab.pause_button.disabled is not pausable and not lab.stop_button.disabled, phase
+
+
 @pytest.mark.slow
 def test_run_export_and_load_again(tmp_path):
     lab = Lab()
