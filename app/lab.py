@@ -339,12 +339,12 @@ class Lab:
 
     def _refresh_buttons(self) -> None:
         alive, phase = self.runner.alive, self.runner.phase
+        finishing = alive and phase in FINAL_PHASES  # the run ended; its worker still draws the final pictures
         self.run_button.disabled = alive
-        # an ended run's worker may still draw its final pictures: nothing is left to pause
-        self.pause_button.disabled = not alive or phase in ("paused", "pausing", *FINAL_PHASES)
+        self.pause_button.disabled = not alive or finishing or phase in ("paused", "pausing")
         self.resume_button.disabled = not alive or phase != "paused"
         self.stop_button.disabled = not alive
-        has_data = bool(self.history)
+        has_data = bool(self.history) and not finishing  # an export of an ended run carries its summary
         self.download_csv.disabled = not has_data
         self.download_json.disabled = not has_data
         self.download_ckpt.disabled = not self.checkpoint.exists()

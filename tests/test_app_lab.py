@@ -43,14 +43,17 @@ def test_dependent_visibility_reaches_the_widgets():
     assert lab.widgets["depth"].visible and not lab.widgets["alpha"].visible
 
 
-def test_an_ended_run_finishing_its_pictures_cannot_be_paused(monkeypatch):
-    """Between "done" and the worker's end (its final pictures) Pause has nothing left to pause; Stop stays."""
+def test_an_ended_run_finishing_its_pictures_is_neither_paused_nor_exported(monkeypatch):
+    """Between "done" and the worker's end (its final pictures, then the summary) Pause has nothing left to
+    pause and an exported run would lack its summary; Stop stays."""
     lab = Lab()
+    lab.history = [object()]  # a step to export
     monkeypatch.setattr(type(lab.runner), "alive", property(lambda runner: True))
-    for phase, pausable in (("running", True), ("done", False), ("stopped", False), ("diverged", False)):
+    for phase, going in (("running", True), ("done", False), ("stopped", False), ("diverged", False)):
         lab.runner.phase = phase
         lab._refresh_buttons()
-        assert lab.pause_button.disabled is not pausable and not lab.stop_button.disabled, phase
+        assert lab.pause_button.disabled is not going and not lab.stop_button.disabled, phase
+        assert lab.download_json.disabled is not going and lab.download_csv.disabled is not going, phase
 
 
 @pytest.mark.slow
