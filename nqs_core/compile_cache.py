@@ -5,11 +5,18 @@ The folder is ``$NQS_CACHE_DIR/jax`` when ``NQS_CACHE_DIR`` is set, otherwise
 ``NQS_COMPILE_CACHE=0`` turns the cache off (e.g. to measure cold compilation).  Every
 compiled program is cached (no minimum compile time), because the lab's steps compile
 in seconds on a CPU and that is exactly the wait a user notices.
+
+Processes whose JAX runtime is laid out differently keep their programs apart, in a subfolder
+named by :func:`runtime_layout`: JAX's cache key leaves out ``--xla_force_host_platform_device_count``
+and does not see ``jax.distributed``, so a program compiled for 2 host devices, or in one process of a
+distributed run, would otherwise be found under the same key by a plain one-device process (and the
+reverse), whose runtime was never built for it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import jax
@@ -27,8 +34,23 @@ def cache_dir() -> Path:
     return base / "nqs-lab" / "jax"
 
 
+def runtime_layout() -> str:
+    """The subfolder for this process's runtime: ``""`` (one process, one host device), ``host-devices-N``
+    (``XLA_FLAGS=--xla_force_host_platform_device_count=N``), ``distributed`` (``NQS_DISTRIBUTED=1``), or both."""
+    from nqs_core.devices import distributed_requested  # local: devices imports JAX's sharding modules
+
+    parts = []
+    forced = re.findall(r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
+    if forced and int(forced[-1]) > 1:
+        parts.append(f"host-devices-{int(forced[-1])}")
+    if distributed_requested():
+        parts.append("distributed")
+    return "-".join(parts)
+
+
 def enable_compile_cache(path: str | os.PathLike[str] | None = None) -> Path | None:
-    """Point JAX's persistent compilation cache at ``path`` (default :func:`cache_dir`).
+    """Point JAX's persistent compilation cache at ``path`` (default :func:`cache_dir`), in the subfolder
+    :func:`runtime_layout` names when that is not empty.
 
     Returns the folder in use, or None when disabled by ``NQS_COMPILE_CACHE=0`` or when the
     folder cannot be created (a read-only home must not stop a run).  Idempotent.
@@ -36,7 +58,7 @@ def enable_compile_cache(path: str | os.PathLike[str] | None = None) -> Path | N
     global _enabled_dir
     if os.environ.get("NQS_COMPILE_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
-    folder = Path(path).expanduser() if path is not None else cache_dir()
+    folder = (Path(path).expanduser() if path is not None else cache_dir()) / runtime_layout()
     if _enabled_dir == folder:
         return folder
     try:

@@ -24,27 +24,23 @@ import pytest
 POLL_INTERVAL = 0.1  # the lab's periodic callback runs about 10 times a second
 
 
-BROWSER_TESTS = "tests/browser/"
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist load`` (the default of ``-n``) with the browser tests as one unit of work.
-
-    Each test goes to whichever worker is free (the CPU-bound engine tests balance across both cores),
-    but the browser tests share a session-scoped lab server and Chromium, so they run in order on one
-    worker while the other takes the rest.  (``--dist loadgroup`` would do this with an
-    ``xdist_group`` mark, but pytest-xdist 3.8 cannot rename node ids under pytest 9.)
-    """
+    """The browser tests together on one worker, the rest spread (tests/_xdist_scheduling.py)."""
     if config.getoption("dist") != "load":
         return None  # an explicit --dist keeps its own scheduler
-    from xdist.scheduler import LoadScopeScheduling
-
-    class BrowserTestsTogether(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return BROWSER_TESTS if nodeid.startswith(BROWSER_TESTS) else nodeid
+    from _xdist_scheduling import BrowserTestsTogether
 
     return BrowserTestsTogether(config, log)
+
+
+def die_with_this_process() -> None:
+    """``preexec_fn`` for a server a test starts: Linux sends it SIGTERM when the pytest process that
+    started it ends, so a crashed or killed worker leaves no served lab computing behind it."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def run_nqs(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -87,14 +87,34 @@ def test_two_cpu_devices_split_the_chains_and_agree_with_one():
     assert abs(np.mean(two["energies"][-10:]) - np.mean(one["energies"][-10:])) < 0.1 * abs(e1) + 5 * err
 
 
-def test_cli_reports_two_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+def test_cli_reports_two_devices(tmp_path):
+    """... and keeps its compiled programs apart from one-device processes (JAX's cache key ignores the
+    forced device count)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", NQS_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-m", "nqs_core", "run", "--lattice", "chain", "--L", "8", "--samples",
                           "512", "--chains", "8", "--steps", "2", "--eval-samples", "0", "--no-reference", "--json"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])["summary"]
     assert summary["devices"] == 2 and summary["steps"] == 2
+    assert [p.name for p in (tmp_path / "jax").iterdir()] == ["host-devices-2"]
+    assert any((tmp_path / "jax" / "host-devices-2").iterdir())
+
+
+def test_each_runtime_layout_has_its_own_compile_cache_folder(monkeypatch):
+    from nqs_core.compile_cache import runtime_layout
+
+    for var in ("XLA_FLAGS", "NQS_DISTRIBUTED"):
+        monkeypatch.delenv(var, raising=False)
+    assert runtime_layout() == ""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=1")
+    assert runtime_layout() == ""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    assert runtime_layout() == "host-devices-4"
+    monkeypatch.setenv("NQS_DISTRIBUTED", "1")
+    assert runtime_layout() == "host-devices-4-distributed"
+    monkeypatch.delenv("XLA_FLAGS")
+    assert runtime_layout() == "distributed"
 
 
 SAMPLER_HLO = r"""
