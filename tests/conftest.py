@@ -34,13 +34,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return BrowserTestsTogether(config, log)
 
 
-def die_with_this_process() -> None:
-    """``preexec_fn`` for a server a test starts: Linux sends it SIGTERM when the pytest process that
-    started it ends, so a crashed or killed worker leaves no served lab computing behind it."""
-    import ctypes
-    import signal
+DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG
+                   "os.execvp(sys.argv[1], sys.argv[1:])")
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+def dying_with_this_process(command: list[str]) -> list[str]:
+    """``command`` started so that Linux sends it SIGTERM when the pytest process that started it ends:
+    a crashed or killed worker leaves no served lab computing behind it.  (A small Python sets the
+    signal and execs the command; ``preexec_fn`` would run Python in a forked copy of a threaded JAX
+    process.)"""
+    return [sys.executable, "-c", DIE_WITH_PARENT, *command]
 
 
 def run_nqs(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from conftest import die_with_this_process, poll_until, tick_until
+from conftest import dying_with_this_process, poll_until, tick_until
 
 from app.export import load_run_file, run_json
 from app.upload import CHUNK_BYTES, SessionFolder, display_name
@@ -53,8 +53,8 @@ def serving(command: list[str], port: int, env: dict[str, str], log: Path) -> It
     """Start a server command, wait until ``port`` answers on 127.0.0.1, stop it afterwards."""
     with open(log, "wb") as out:
         # NQS_WARM=0: the served lab's background warm-up (app/warm_start.py) is tested in test_warm.py
-        proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "NQS_WARM": "0", **env}, stdout=out,
-                                stderr=subprocess.STDOUT, preexec_fn=die_with_this_process)
+        proc = subprocess.Popen(dying_with_this_process(command), cwd=ROOT,
+                                env={**os.environ, "NQS_WARM": "0", **env}, stdout=out, stderr=subprocess.STDOUT)
     try:
         def listening() -> bool:
             assert proc.poll() is None, f"the server exited ({proc.returncode}): {log.read_text()[-2000:]}"

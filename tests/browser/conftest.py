@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import die_with_this_process
+from conftest import dying_with_this_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -64,8 +64,8 @@ def _start_server(root: Path, executor: str) -> LabServer:
            "--check-unused-sessions", "1000"]
     env = {**_server_env(root / "cache"), "NQS_EXECUTOR": executor}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=die_with_this_process)
+        proc = subprocess.Popen(dying_with_this_process(cmd), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env=env)
     url = f"http://127.0.0.1:{port}/app"
     t_end = time.monotonic() + 180  # imports and the first session under load
     while True:
