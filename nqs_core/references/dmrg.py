@@ -15,10 +15,13 @@ estimated by extrapolating the energy linearly in the discarded weight over the 
 is below ``rel_tol`` relative.  The estimate is reported next to TeNPy's truncation error (White, PRL 69, 2863 (1992); Hauschild & Pollmann, SciPost Phys. Lect.
 Notes 5 (2018)).
 
-Threads: the sweeps run with ONE BLAS thread (``blas_threads``).  The lab computes a DMRG reference
-beside a running VMC step on the same cores, and OpenBLAS threads spin-wait when the cores are busy:
-a periodic L = 32 chain took 26 s of CPU and 39 s of wall time with OpenBLAS's two threads against
-9.8 s and 15.5 s with one (2 cores, load ≈ 10; benchmarks/README.md, "DMRG threads").
+Threads: ``DMRGJob`` sweeps with ONE BLAS thread (``JOB_BLAS_THREADS``).  The lab computes a DMRG
+reference beside a running VMC step on the same cores, and OpenBLAS threads spin-wait when the cores
+are busy: a periodic L = 32 chain took 26 s of CPU and 39 s of wall time with OpenBLAS's two threads
+against 9.8 s and 15.5 s with one (2 cores, load ≈ 10; benchmarks/README.md, "DMRG threads").  A call
+of ``run_dmrg`` in the caller's process leaves the BLAS threads as they are unless asked
+(``blas_threads``): they are process-wide state, and changing them under other threads that use
+OpenBLAS (JAX's LAPACK calls, numpy) is not safe.
 
 ``DMRGJob`` runs the same computation in a separate process (multiprocessing, spawn context)
 with ``.progress``, ``.result(timeout)`` and ``.cancel()`` for the app.
@@ -26,6 +29,7 @@ with ``.progress``, ``.result(timeout)`` and ``.cancel()`` for the app.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import queue as queue_module
@@ -37,6 +41,7 @@ from nqs_core.hamiltonians import Hamiltonian
 
 DEFAULT_REL_TOL = 5e-7
 DEFAULT_CHI_MAX = 512
+JOB_BLAS_THREADS = 1  # DMRGJob's process: see "Threads" above
 
 
 def dmrg_problem(ham: Hamiltonian) -> str | None:
@@ -154,7 +159,7 @@ def reporting_engine(progress: Callable[[dict[str, Any]], None] | None, where: d
                     "stage": where["stage"], "chi": int(where["chi"]), "sweep": where["sweeps"] + self.sweeps,
                     "energy": float(self.sweep_stats["E"][-1]),
                     "truncation_error": float(self.sweep_stats["max_trunc_err"][-1]),
-                    "seconds": time.perf_counter() - where["start"],
+                    "seconds": time.perf_counter() - where["start"], "blas_threads": where["blas_threads"],
                 })
 
     return ReportingEngine
@@ -177,28 +182,31 @@ def run_dmrg(
     chi_start: int = 32,
     max_sweeps_per_stage: int = 12,
     progress: Callable[[dict[str, Any]], None] | None = None,
-    blas_threads: int | None = 1,
+    blas_threads: int | None = None,
 ) -> dict[str, Any]:
     """Converged DMRG ground energy of ``spec`` (see ``hamiltonian_spec``) with its diagnostics: stages of
     growing χ until the extrapolated error (``_error_estimate``) is below ``rel_tol`` relative.
 
-    ``blas_threads``: BLAS threads during the sweeps (the module docstring says why 1); None leaves them."""
+    ``blas_threads``: BLAS threads during the sweeps; None leaves the process's setting (module docstring,
+    "Threads").  Each progress report says how many threads the sweeps use."""
     # local: TeNPy is a heavy optional dependency, imported only in the DMRG worker process
     import tenpy
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    with threadpool_limits(limits=blas_threads, user_api="blas"):
-        return _converge(spec, rel_tol, chi_max, chi_start, max_sweeps_per_stage, progress) | {
+    # no threadpool_limits(None): leaving it sets every library's threads again, to the same value
+    with threadpool_limits(limits=blas_threads, user_api="blas") if blas_threads else contextlib.nullcontext():
+        threads = max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=None)
+        return _converge(threads, spec, rel_tol, chi_max, chi_start, max_sweeps_per_stage, progress) | {
             "library": f"physics-tenpy {tenpy.__version__}"}
 
 
-def _converge(spec: dict[str, Any], rel_tol: float, chi_max: int, chi_start: int, max_sweeps_per_stage: int,
+def _converge(blas_threads: int | None, spec: dict[str, Any], rel_tol: float, chi_max: int, chi_start: int, max_sweeps_per_stage: int,
               progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     """The stages of ``run_dmrg`` (TeNPy imported by the caller)."""
     from tenpy.networks.mps import MPS
 
     logging.getLogger("tenpy").setLevel(logging.ERROR)
-    where = {"stage": 1, "chi": chi_start, "sweeps": 0, "start": time.perf_counter()}
+    where = {"stage": 1, "chi": chi_start, "sweeps": 0, "start": time.perf_counter(), "blas_threads": blas_threads}
     model = build_model(spec)
     psi = MPS.from_product_state(model.lat.mps_sites(), initial_state(spec), bc="finite", unit_cell_width=spec["L"])
     engine_class = reporting_engine(progress, where)
@@ -247,7 +255,7 @@ def _error_estimate(coarse: dict[str, Any], fine: dict[str, Any]) -> tuple[float
 # ----- background process ---------------------------------------------------------------
 def _worker(spec: dict[str, Any], options: dict[str, Any], out: Any) -> None:
     try:
-        result = run_dmrg(spec, progress=lambda p: out.put(("progress", p)), **options)
+        result = run_dmrg(spec, progress=lambda p: out.put(("progress", p)), blas_threads=JOB_BLAS_THREADS, **options)
         out.put(("result", result))
     except BaseException as err:  # report, never hang the parent
         out.put(("error", f"{type(err).__name__}: {err}"))
