@@ -200,8 +200,8 @@ def run_dmrg(
             "library": f"physics-tenpy {tenpy.__version__}"}
 
 
-def _converge(blas_threads: int | None, spec: dict[str, Any], rel_tol: float, chi_max: int, chi_start: int, max_sweeps_per_stage: int,
-              progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+def _converge(blas_threads: int | None, spec: dict[str, Any], rel_tol: float, chi_max: int, chi_start: int,
+              max_sweeps_per_stage: int, progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     """The stages of ``run_dmrg`` (TeNPy imported by the caller)."""
     from tenpy.networks.mps import MPS
 
