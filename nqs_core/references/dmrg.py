@@ -194,7 +194,8 @@ def run_dmrg(
     from threadpoolctl import threadpool_info, threadpool_limits
 
     # no threadpool_limits(None): leaving it sets every library's threads again, to the same value
-    with threadpool_limits(limits=blas_threads, user_api="blas") if blas_threads else contextlib.nullcontext():
+    limits = contextlib.nullcontext() if blas_threads is None else threadpool_limits(blas_threads, user_api="blas")
+    with limits:
         threads = max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=None)
         return _converge(threads, spec, rel_tol, chi_max, chi_start, max_sweeps_per_stage, progress) | {
             "library": f"physics-tenpy {tenpy.__version__}"}
