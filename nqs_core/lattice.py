@@ -5,6 +5,13 @@ A translation by a lattice vector r acts on configurations as ``shift(σ, r)_i =
 (``sigma[..., perm]`` with ``perm = lattice.translations[t]``), so that the momentum-projected
 state Ψ^(k)(σ) = (1/|T|) Σ_t e^{−ik·r_t} Ψ(shift(σ, r_t)) obeys Ψ^(k)(shift(σ, a)) = e^{ik·a} Ψ^(k)(σ).
 Allowed momenta are k = 2πn/L per axis (periodic axes only).
+
+Point group (periodic lattices, about site 0): an orthogonal integer matrix g acts on configurations as
+``(gσ)_i = σ_{g x_i}`` (``sigma[..., perm]`` with ``perm = lattice.point_group(...)[e]``), the same
+convention as the translations.  On the square C4v = {R^n, R^n M : n = 0..3} with the 90° rotation
+R: (x, y) → (−y, x) and the mirror M: (x, y) → (−x, y) (``"full"``; ``"rotations"`` is C4 = {R^n}); on the
+chain the reflection x → −x (``"full"``).  Since g T_a g⁻¹ = T_{ga}, g maps momentum k to gk: a point-group
+projection keeps a momentum-k state in sector k only when gk ≡ k for every g (``point_group_problem``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ import numpy as np
 
 KINDS = ("chain", "square")
 BOUNDARIES = ("periodic", "open")
+POINT_GROUPS = ("none", "rotations", "full")  # none; C4 (square only); C4v on the square, the reflection on a chain
+
+_R90 = np.array([[0, -1], [1, 0]])
+_MIRROR = np.array([[-1, 0], [0, 1]])
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,51 @@ class Lattice:
         if np.any(np.abs(n - np.round(n)) > 1e-9):
             raise ValueError(f"k must be a multiple of 2/L in units of π per axis (L = {self.L}: {allowed}); got {list(k)}")
         return np.pi * (np.mod(np.round(n), self.L) * 2 / self.L)
+
+    def point_group_matrices(self, group: str) -> np.ndarray:
+        """(|G|, d, d) integer matrices of the point group about site 0 (module docstring): ``"none"`` the
+        identity alone; ``"rotations"`` R^n (square only); ``"full"`` R^n and R^n M on the square, ±1 on the chain.
+        ValueError (naming ``point_group``) where the group does not exist (see ``point_group_problem``)."""
+        problem = self.point_group_problem(group)
+        if problem:
+            raise ValueError(problem)
+        if group == "none":
+            return np.eye(self.dim, dtype=np.int32)[None]
+        if self.dim == 1:
+            return np.array([[[1]], [[-1]]], dtype=np.int32)
+        rotations = [np.linalg.matrix_power(_R90, n) for n in range(4)]
+        mirrored = [r @ _MIRROR for r in rotations] if group == "full" else []
+        return np.stack(rotations + mirrored).astype(np.int32)
+
+    def point_group(self, group: str) -> np.ndarray:
+        """(|G|, N) permutations: ``sigma[..., point_group(group)[e]]`` is g_e σ, i.e. σ_{g_e x_i}."""
+        return np.stack([self.site(self.coords @ g.T) for g in self.point_group_matrices(group)]).astype(np.int32)
+
+    def point_group_problem(self, group: str, k_over_pi: tuple[float, ...] | None = None) -> str | None:
+        """Why ``point_group=group`` does not apply here (with momentum ``k_over_pi``, units of π), or None.
+
+        The group is taken about a site of the periodic lattice (open boundaries: refused); ``rotations``
+        needs the square; with a momentum projection every g must map k onto itself modulo 2π (square:
+        k = (0,0) or (π,π); chain: k = 0 or π), else the point-group sum would mix momentum sectors."""
+        if group not in POINT_GROUPS:
+            return f"point_group must be one of {', '.join(POINT_GROUPS)}; got {group!r}"
+        if group == "none":
+            return None
+        if not self.pbc:
+            return (f"point_group={group} needs periodic boundaries (the group is taken about a site of the "
+                    f"periodic lattice); use point_group=none with open boundaries")
+        if group == "rotations" and self.dim == 1:
+            return ("point_group=rotations needs a square lattice; a chain's point group is its reflection: "
+                    "point_group=full")
+        if k_over_pi is None:
+            return None
+        k = np.atleast_1d(np.asarray(k_over_pi, dtype=float))
+        mats = self.point_group_matrices(group) if k.shape == (self.dim,) else []
+        if any(np.any(np.abs(np.mod(g @ k - k + 1.0, 2.0) - 1.0) > 1e-9) for g in mats):
+            allowed = "0 or 1 (k = π)" if self.dim == 1 else "0,0 or 1,1 (k = (π,π))"
+            return (f"point_group={group} maps momentum k to gk: it keeps only k = {allowed} in its sector; got k = "
+                    f"{','.join(f'{x:g}' for x in k)} (use point_group=none there)")
+        return None
 
     def describe(self) -> str:
         size = f"{self.L}" if self.dim == 1 else f"{self.L}×{self.L}"

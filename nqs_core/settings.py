@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from nqs_core.hamiltonians import HAMILTONIANS
-from nqs_core.lattice import BOUNDARIES, KINDS, make_lattice
+from nqs_core.lattice import BOUNDARIES, KINDS, POINT_GROUPS, make_lattice
 
 MODELS = ("rbm", "jastrow", "convnext")
 SIGNS = ("none", "marshall")
@@ -155,6 +155,11 @@ class RunSettings:
     sign: str = setting("none", "sign prior multiplying the network", choices=SIGNS)
     k: tuple[float, ...] | None = setting(
         None, "momentum sector in units of π, e.g. 0 or 1 (chain), 0,0 (square); none = no projection")
+    point_group: str = setting(
+        "none", "projection onto the trivial irrep A1 of the point group about a site (periodic lattices): "
+                "rotations = C4 (square), full = C4v on the square, the reflection on a chain; with k only where "
+                "the group keeps k (square 0,0 or 1,1; chain 0 or 1); costs |G| network passes",
+        choices=POINT_GROUPS)
     dtype: str = setting("float64", "parameter and network precision; mixed: float64 parameters, Jacobian and "
                                     "solve, float32 passes in sampling, local energies and the SR product",
                          choices=DTYPES)
@@ -232,7 +237,8 @@ class RunSettings:
             if message:
                 out.append(SettingsError(s.name, message))
         bad = {p.setting for p in out}
-        for rule in (_lattice_problems, _convnext_problems, _momentum_problems, _sampling_problems):
+        for rule in (_lattice_problems, _convnext_problems, _momentum_problems, _point_group_problems,
+                     _sampling_problems):
             out += rule(self, bad)
         return out
 
@@ -302,6 +308,14 @@ def _momentum_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
     shape = "KX" if lat.dim == 1 else "KX,KY"
     return [SettingsError("k", f"k must be {shape} on a {s.lattice} (units of π), each a multiple "
                                f"of 2/L = {2 / s.L:g}: one of {per_axis}; got {got}")]
+
+
+def _point_group_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
+    """The point group exists on this lattice (periodic; rotations on the square) and keeps the momentum k."""
+    if s.point_group == "none" or bad & {"L", "lattice", "bc", "k", "point_group"}:
+        return []
+    problem = make_lattice(s.lattice, s.L, s.bc).point_group_problem(s.point_group, s.k)
+    return [SettingsError("point_group", problem)] if problem else []
 
 
 def _sampling_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:

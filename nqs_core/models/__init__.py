@@ -1,5 +1,6 @@
 """Wavefunction models: ``make_model(settings, lattice)`` builds base network → Marshall prior →
-momentum projection (outermost), as fixed in docs/ARCHITECTURE.md.
+momentum projection → point-group projection (outermost, only with ``point_group`` set), as fixed in
+docs/ARCHITECTURE.md.
 
 Every model is a Flax module with ``model.apply(params, σ (B, N)) -> log ψ (B,)`` complex.
 """
@@ -61,7 +62,8 @@ def _base_model(settings: "RunSettings", lattice: Lattice) -> nn.Module:
 
 
 def make_model(settings: "RunSettings", lattice: Lattice) -> nn.Module:
-    """The wavefunction for ``settings`` on ``lattice``: base, then Marshall prior, then projection."""
+    """The wavefunction for ``settings`` on ``lattice``: base, then Marshall prior, then momentum projection,
+    then the point-group projection (``point_group`` ≠ none; it shares the parameter tree of what it wraps)."""
     model = _base_model(settings, lattice)
     if settings.sign == "marshall":
         if not lattice.is_bipartite:
@@ -75,6 +77,11 @@ def make_model(settings: "RunSettings", lattice: Lattice) -> nn.Module:
         except ImportError as e:  # pragma: no cover - depends on the symmetry part being present
             raise ValueError(f"momentum projection (setting k) is not available in this build ({e})") from e
         model = MomentumProjection.from_settings(model, settings, lattice)
+    point_group = getattr(settings, "point_group", "none")
+    if point_group != "none":
+        from nqs_core.models.symmetry import project_point_group  # local, as above
+
+        model = project_point_group(model, lattice, point_group, settings.k)
     return model
 
 

@@ -7,6 +7,20 @@ log-amplitudes with a log-sum-exp (``log_sum_exp``), stable for amplitudes that 
 of magnitude.  ``project`` is the constructor ``make_model`` calls: a model that can restrict
 itself to momentum k more cheaply (the ConvNeXt, via ``with_momentum``) does so; any other model
 is wrapped in ``MomentumProjection`` (|T| evaluations of the base per configuration).
+
+Point-group projection onto the trivial irrep A1 (``PointGroupProjection``, setting ``point_group``):
+
+    Ψ_P(σ) = (1/|G|) Σ_{g∈G} Ψ(gσ),   (gσ)_i = σ_{g x_i}   (``Lattice.point_group``, about site 0),
+
+as in Choo, Carleo, Regnault & Neupert, PRL 121, 167204 (2018), Choo, Neupert & Carleo, PRB 100,
+125124 (2019) and the group-convolutional networks of Roth & MacDonald (arXiv:2104.05085; NetKet's
+symmetric models), here as a wrapper around any model, outermost (base → Marshall prior → momentum →
+point group).  Ψ_P(hσ) = Ψ_P(σ) for every h ∈ G.  Composed with the momentum projection it is the
+projection onto the space group's A1 at k when gk ≡ k for all g (k = 0, or (π,π) on the square, π on the
+chain), where the two projectors commute (``Lattice.point_group_problem`` refuses other k).  The wrapped
+model's parameters stay where they were (``nn.share_scope``) and start from the same values: the projected
+and unprojected models share one parameter tree, so a state trained without the projection can be
+continued with it.  Cost: |G| base evaluations per configuration.
 """
 
 from __future__ import annotations
@@ -122,3 +136,61 @@ def project(base: nn.Module, lattice: Lattice, k_over_pi: tuple[float, ...]) -> 
     if hasattr(base, "with_momentum"):
         return base.with_momentum(k)
     return MomentumProjection(base=base, lattice=lattice, k_over_pi=k)
+
+
+class PointGroupProjection(nn.Module):
+    """Ψ_P(σ) = (1/|G|) Σ_{g∈G} Ψ(gσ): the model ``wrapped`` projected onto the trivial irrep A1 of the point
+    group ``group`` (``"rotations"``: C4; ``"full"``: C4v on the square, the reflection on a chain) of ``lattice``.
+
+    The wrapped model's parameters are this module's own (``nn.share_scope``): ``apply`` takes the same
+    parameter tree as ``wrapped.apply``.  (The field is not called ``base``: the wrappers it may hold, the
+    Marshall prior and ``MomentumProjection``, have a child of that name, which would collide in the shared
+    scope.)  The wrapped model's fast paths (``flip_ratios``, ``holomorphic_moments``) are not offered: they
+    do not hold for the sum over g.
+    """
+
+    wrapped: nn.Module
+    lattice: Lattice
+    group: str
+
+    @property
+    def holomorphic(self) -> bool:
+        """A log-sum-exp of holomorphic log-amplitudes is holomorphic."""
+        return bool(getattr(self.wrapped, "holomorphic", False))
+
+    @property
+    def has_flip_ratios(self) -> bool:
+        return False
+
+    @property
+    def has_holomorphic_moments(self) -> bool:
+        return False
+
+    def setup(self) -> None:
+        nn.share_scope(self, self.wrapped)
+
+    @nn.nowrap
+    def init(self, rngs: Any, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped model's own initial variables: one key gives the same parameters with and without the
+        projection (in the shared scope Flax would otherwise draw the grandchildren of a wrapped Marshall prior or
+        momentum projection from other keys), so a seed starts from one state whatever ``point_group`` is."""
+        if kwargs.get("method") is not None:
+            return super().init(rngs, *args, **kwargs)
+        return self.wrapped.init(rngs, *args, **kwargs)
+
+    def __call__(self, sigma: jnp.ndarray) -> jnp.ndarray:
+        perms = self.lattice.point_group(self.group)
+        return _project(self.wrapped, sigma, perms, np.zeros(len(perms)))
+
+
+def project_point_group(model: nn.Module, lattice: Lattice, group: str,
+                        k_over_pi: tuple[float, ...] | None = None) -> nn.Module:
+    """``model`` projected onto A1 of the point group ``group`` (one of ``lattice.POINT_GROUPS``); ``"none"`` returns
+    ``model`` itself.  ValueError (naming ``point_group``) where the group does not apply: open boundaries,
+    rotations on a chain, a momentum ``k_over_pi`` that the group does not map onto itself."""
+    problem = lattice.point_group_problem(group, k_over_pi)
+    if problem:
+        raise ValueError(problem)
+    if group == "none":
+        return model
+    return PointGroupProjection(wrapped=model, lattice=lattice, group=group)
