@@ -10,8 +10,8 @@ involve several settings (even site count, samples divisible by chains, patch di
 momenta, ...) come from ``RunSettings.problems()`` so the app, the CLI and the API say the same
 thing.  ``visible_parameters()`` says which controls are relevant for the current choice
 (J only for Heisenberg and TFIM, J1/J2 for J1-J2, h for TFIM, α for the RBM, the ConvNeXt
-hyper-parameters for ConvNeXt, the diagonal shift for SR/MinSR, the momentum picker with
-periodic boundaries).
+hyper-parameters for ConvNeXt, the diagonal shift for SR/MinSR, the momentum picker and the
+point-group projection with periodic boundaries).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ COUPLINGS_OF = COUPLINGS
 # Controls in the order of the sidebar, grouped by heading.
 GROUPS: dict[str, list[str]] = {
     "Hamiltonian": ["hamiltonian", "lattice", "L", "bc", "J", "J1", "J2", "h"],
-    "Wavefunction": ["model", "alpha", "depth", "features", "patch", "kernel", "sign", "k", "dtype"],
+    "Wavefunction": ["model", "alpha", "depth", "features", "patch", "kernel", "sign", "k", "point_group", "dtype"],
     "Optimizer": ["optimizer", "lr", "diag_shift"],
     "Sampling and run": ["samples", "chains", "steps", "time_budget", "seed"],
 }
@@ -50,6 +50,8 @@ UI: dict[str, dict[str, Any]] = {
     "features": dict(label="Features"), "patch": dict(label="Patch"), "kernel": dict(label="Kernel"),
     "sign": dict(label="Sign prior", names={"marshall": "Marshall"}),
     "k": dict(label="Momentum sector k"),
+    "point_group": dict(label="Point-group projection (A1)",
+                        names={"none": "none", "rotations": "rotations (C4)", "full": "full (C4v; chain: reflection)"}),
     "dtype": dict(label="Precision", names={"float64": "float64 (complex128)", "float32": "float32 (complex64)",
                                             "mixed": "mixed (float32 passes)"}),
     "optimizer": dict(names={"sr": "SR", "minsr": "MinSR", "adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}),
@@ -194,20 +196,22 @@ class LabSettings(RunParameters):  # type: ignore[misc,valid-type]
         if self.optimizer not in ("sr", "minsr"):
             hidden.add("diag_shift")
         if self.bc != "periodic":
-            hidden.add("k")
+            hidden |= {"k", "point_group"}
         if self.hamiltonian == "tfim":
             hidden.add("sign")  # the TFIM ground state is positive: no sign structure to learn
         return [name for name in CONTROLS if name not in hidden]
 
     # ----- conversion and validation ----------------------------------------------------
     def run_settings(self) -> RunSettings:
-        """The RunSettings these controls describe (not validated): hidden couplings, sign and k left out."""
+        """The RunSettings these controls describe (not validated): hidden couplings, sign, k and point group left
+        out."""
         values = {name: getattr(self, name) for name in FIELDS}
         values.update({c: getattr(self, c) if c in COUPLINGS_OF[self.hamiltonian] else None
                        for c in ("J", "J1", "J2", "h")})
         visible = set(self.visible_parameters())
         values["sign"] = self.sign if "sign" in visible else "none"
         values["k"] = self.momentum_sector() if "k" in visible else None
+        values["point_group"] = self.point_group if "point_group" in visible else "none"
         return RunSettings(**values)
 
     def problems(self) -> dict[str, str]:

@@ -103,6 +103,18 @@ def test_cross_setting_problems_are_keyed_to_the_control():
     assert "between 2 and 16" in s.problems()["L"]
 
 
+def test_point_group_control_follows_the_boundary_and_names_its_problem():
+    s = LabSettings(preset="custom")
+    assert "point_group" in s.visible_parameters() and s.run_settings().point_group == "none"
+    s.point_group = "full"
+    s.k = next(label for label, k in allowed_momenta(s.lattice, s.L, s.bc).items() if k == (1.0, 0.0))
+    assert "maps momentum k to gk" in s.problems()["point_group"]
+    s.k = next(label for label, k in allowed_momenta(s.lattice, s.L, s.bc).items() if k == (0.0, 0.0))
+    assert s.to_run_settings().point_group == "full"
+    s.bc = "open"  # no point group about a site of an open lattice: the control is hidden and not applied
+    assert "point_group" not in s.visible_parameters() and s.to_run_settings().point_group == "none"
+
+
 def test_convnext_patch_must_divide_L():
     s = LabSettings(model="convnext", preset="custom")
     s.L, s.patch = 6, 4
