@@ -210,6 +210,7 @@ def test_default_leaves_the_model_bitwise_unchanged(name):
     assert jax.tree.structure(same) == jax.tree.structure(params) and all(jax.tree.leaves(same))
 
 
+@pytest.mark.slow
 def test_vmc_energy_is_that_of_the_projected_state():
     """SR steps of a reflection-projected RBM on the Heisenberg chain of 8 with the exact sampler: the first
     step's energy is ⟨ψ_P|H|ψ_P⟩/⟨ψ_P|ψ_P⟩ of the projected initial state summed over the basis (not that of
