@@ -87,6 +87,15 @@ RESEARCH: tuple[Preset, ...] = (
            "that miss it).",
            dict(hamiltonian="heisenberg", lattice="square", L=4, bc="periodic", kernel=2, k=(0.0, 0.0), lr=0.04,
                 diag_shift=0.005, time_budget=140.0, **_CONVNEXT)),
+    # point-group projection: Choo, Neupert & Carleo, PRB 100, 125124 (2019); Roth & MacDonald, arXiv:2104.05085
+    Preset("j1j2-4x4-symmetric", "research", "J1-J2 4×4 at J2 = 0.5, projected onto A1",
+           "The lab's default ConvNeXt run on the frustrated 4×4 (no sign prior, k = (0,0), 300 steps) projected "
+           "onto A1 of the rotations C4: the seeds whose unprojected state breaks the rotation symmetry (4.7e-2) "
+           "end at 4.7e-3 and 6.8e-3, seed 0 at 1.9e-3 (exact energy of the final state), at 4× the cost per "
+           "step (docs/results/research_recipes.md, per seed).",
+           dict(hamiltonian="j1j2", lattice="square", L=4, bc="periodic", J1=1.0, J2=0.5, kernel=2, k=(0.0, 0.0),
+                point_group="rotations", lr=0.05, diag_shift=0.05,
+                **{**_CONVNEXT, "steps": 300, "steps_per_call": 10, "eval_samples": 8192})),
     Preset("j1j2-6x6", "research", "J1-J2 6×6 at J2 = 0.5 in 15 minutes",
            "The frustrated 36-site square at its hardest point, ConvNeXt at k = (0,0) without a sign prior, "
            "840 s of optimisation against the published ED energy E/N = −0.50380965 (Schulz, Ziman & "
