@@ -77,11 +77,10 @@ def make_model(settings: "RunSettings", lattice: Lattice) -> nn.Module:
         except ImportError as e:  # pragma: no cover - depends on the symmetry part being present
             raise ValueError(f"momentum projection (setting k) is not available in this build ({e})") from e
         model = MomentumProjection.from_settings(model, settings, lattice)
-    point_group = getattr(settings, "point_group", "none")
-    if point_group != "none":
+    if settings.point_group != "none":
         from nqs_core.models.symmetry import project_point_group  # local, as above
 
-        model = project_point_group(model, lattice, point_group, settings.k)
+        model = project_point_group(model, lattice, settings.point_group, settings.k)
     return model
 
 
