@@ -22,17 +22,13 @@ from nqs_core.models.symmetry import MomentumProjection, PointGroupProjection, p
 from nqs_core.references.ed import exact_diagonalization
 from nqs_core.settings import RunSettings
 from nqs_core.vmc import VMC
+from tests.test_convnext import random_configs
 
 ORDERS = {("square", "rotations"): 4, ("square", "full"): 8, ("chain", "full"): 2}
 
 
 def bond_set(pairs: np.ndarray) -> set[tuple[int, int]]:
     return {(min(int(i), int(j)), max(int(i), int(j))) for i, j in pairs}
-
-
-def random_sz0(n: int, count: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.stack([rng.permutation(np.array([1, -1] * (n // 2), np.int8)) for _ in range(count)])
 
 
 def init(model, n: int, seed: int = 0, scale: float | None = None):
@@ -115,7 +111,7 @@ def test_projected_log_psi_is_invariant_under_every_element_and_keeps_its_moment
     model = make_model(s, lat)
     assert isinstance(model, PointGroupProjection)
     params = init(model, lat.n_sites, scale=0.3)
-    sigma = random_sz0(lat.n_sites, 16)
+    sigma = random_configs(lat.n_sites, 16)
     f = jax.jit(model.apply)
     log_psi = np.asarray(f(params, sigma))
     psi = np.exp(log_psi - log_psi.real.max())
@@ -138,7 +134,7 @@ def test_projection_is_the_group_average_of_amplitudes(kind, L, group):
     base = RBM(alpha=1)
     model = project_point_group(base, lat, group)
     params = init(base, lat.n_sites, seed=2, scale=0.4)
-    sigma = random_sz0(lat.n_sites, 8, seed=1)
+    sigma = random_configs(lat.n_sites, 8, seed=1)
     expected = np.mean([np.exp(np.asarray(base.apply(params, sigma[:, p]))) for p in lat.point_group(group)], axis=0)
     np.testing.assert_allclose(np.exp(np.asarray(model.apply(params, sigma))), expected, rtol=1e-12)
 
@@ -201,7 +197,7 @@ def test_default_leaves_the_model_bitwise_unchanged(name):
     assert model == old_make_model(s, lat) and not isinstance(model, PointGroupProjection)
     assert project_point_group(model, lat, "none") is model
     params = init(model, lat.n_sites, seed=5)
-    sigma = random_sz0(lat.n_sites, 8)
+    sigma = random_configs(lat.n_sites, 8)
     np.testing.assert_array_equal(np.asarray(model.apply(params, sigma)),
                                   np.asarray(old_make_model(s, lat).apply(params, sigma)))
     projected = make_model(s.replace(point_group="full"), lat)

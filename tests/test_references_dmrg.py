@@ -43,12 +43,15 @@ def test_a_run_in_this_process_leaves_its_blas_threads_alone():
     in the caller's process sweeps with the process's own setting and never sets it."""
     from threadpoolctl import threadpool_info
 
-    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
     seen: list[int] = []
     run_dmrg(hamiltonian_spec(make_hamiltonian("heisenberg", make_lattice("chain", 8))),
              progress=lambda p: seen.append(p["blas_threads"]))
     assert seen and set(seen) == {max(before)}
-    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+    assert blas_threads() == before
 
 
 def test_background_job_reports_progress_and_caches_its_result():
