@@ -115,16 +115,19 @@ class LivePictures:
         self._lock = threading.Lock()
         self._samples: list[tuple[int, np.ndarray]] = []
         self._stop = threading.Event()
-        self._seen: float | None = self._mtime()  # ignore a checkpoint left from an earlier run
+        self._seen: tuple[int, int] | None = self._version()  # ignore a checkpoint left from an earlier run
         self.computed = 0
         self._thread = threading.Thread(target=self._loop, daemon=True, name="nqs-live-pictures")
         self._thread.start()
 
-    def _mtime(self) -> float | None:
+    def _version(self) -> tuple[int, int] | None:
+        """The checkpoint file's (mtime, inode): every save replaces the file by a new one
+        (``write_atomically``), so two saves within one tick of the file system's clock still differ."""
         try:
-            return self.checkpoint.stat().st_mtime_ns
+            st = self.checkpoint.stat()
         except OSError:
             return None
+        return st.st_mtime_ns, st.st_ino
 
     def add_samples(self, step: int, samples: np.ndarray) -> None:
         with self._lock:
@@ -147,14 +150,14 @@ class LivePictures:
     def _loop(self) -> None:
         vmc = template = None
         while not self._stop.wait(self.period):
-            mtime = self._mtime()
-            if mtime is None or mtime == self._seen:
+            version = self._version()
+            if version is None or version == self._seen:
                 continue
             with self._lock:
                 pending = list(self._samples)
             if not pending:
                 continue
-            self._seen = mtime
+            self._seen = version
             try:
                 from nqs_core.checkpoint import load_checkpoint, restore_state
                 from nqs_core.vmc import VMC

@@ -132,12 +132,21 @@ def pause_resume_stop(executor: Any, folder: Path) -> tuple[Any, dict[str, Any]]
     runner.start(RunSettings(**{**CHAIN, "steps": 100_000}), checkpoint=folder / "ck.npz")
     drain_until(runner, lambda r: r.step >= 2, "the first steps")
     runner.pause()
-    drain_until(runner, lambda r: r.phase == "paused", "the pause")
+    pictures: list[Any] = []  # every picture from here on: one may come in the same drain as the pause
+
+    def collect() -> None:
+        picture = runner.drain().extra.get("configurations")
+        if picture is not None:
+            pictures.append(picture)
+
+    poll_until(collect, lambda: runner.phase == "paused", 300, "the pause")
     held = runner.step
-    pictures: list[Any] = []
-    poll_until(lambda: pictures.append(runner.drain().extra.get("configurations")), lambda: pictures[-1] is not None,
-               300, "the live sign picture of the paused run")
-    assert f"parameters after step {held}" in pictures[-1]["label"] and len(pictures[-1]["log_psi"]) > 0
+
+    def of_paused() -> list[Any]:
+        return [p for p in pictures if f"parameters after step {held}" in p["label"]]
+
+    poll_until(collect, lambda: bool(of_paused()), 300, "the live sign picture of the paused run")
+    assert len(of_paused()[-1]["log_psi"]) > 0
     runner.resume()
     drain_until(runner, lambda r: r.step >= held + 2, "steps after the resume")
     runner.stop()
