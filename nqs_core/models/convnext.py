@@ -41,6 +41,27 @@ from nqs_core.models.symmetry import log_sum_exp, marshall_momentum, phases, shi
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64, "mixed": jnp.float64}
 LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's default
+PHASE_STD = 0.5  # initial spread of the visible phase bias (visible_bias_init)
+
+
+def visible_bias_init(phase_std: float, amplitude_std: float = 0.1) -> Any:
+    """Initialiser of the visible bias (s^d, 2) = [a_x, b_x]: a_x ~ N(0, amplitude_std²), b_x ~ N(0, phase_std²).
+
+    Why the phase starts wider than the amplitude: near log ψ = const the state is (in Sᶻ = 0) the fully
+    symmetric member of the ferromagnetic multiplet, an eigenstate of every Heisenberg-type H.  At any
+    real positive ψ, E_loc is real and the energy gradient along every phase parameter vanishes
+    (g = 2 Re⟨ΔO*ΔE⟩ with O = i∂φ), so the phase grows only in proportion to where it starts, while
+    the staggered amplitude bias has a gradient from the first step, towards the Néel states.  With
+    b_x of 0.1 rad half of the seeds of the J1-J2 4×4 run lost that race: |ψ|² collapsed onto the Néel
+    states (acceptance → 0, E ≈ −4 against −8.46) before the sign structure formed.  With 0.5 rad all
+    ten kept acceptance ≥ 0.12 (docs/results/research_recipes.md, "Where the early collapse comes from")."""
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float64) -> jnp.ndarray:
+        # the same draw scaled per column (with equal spreads, bitwise flax's normal(amplitude_std))
+        amplitude = nn.initializers.normal(amplitude_std)(key, shape, dtype)
+        phase = nn.initializers.normal(phase_std)(key, shape, dtype)
+        return jnp.stack([amplitude[:, 0], phase[:, 1]], axis=1)
+
+    return init
 
 
 def _expand(v: jnp.ndarray, ndim: int) -> jnp.ndarray:
@@ -126,6 +147,7 @@ class ConvNeXt(nn.Module):
     expansion: int = 2
     k_over_pi: tuple[float, ...] | None = None  # None: k = 0
     param_dtype: Any = jnp.float64
+    phase_std: float = PHASE_STD  # initial spread of the visible phase bias b_x (radians; see visible_bias_init)
 
     # ----- geometry (static, NumPy) -----------------------------------------------------
     @property
@@ -207,7 +229,7 @@ class ConvNeXt(nn.Module):
                                     name="readout")  # [Re z, Im z]
         # patch-level visible bias: log φ += Σ_r Σ_x (a_x + i b_x) σ_{r,x}; with b_x = ±π/2 on the
         # A sites of a patch it is exactly the Marshall sign e^{iπ N↑_A} (up to a global phase)
-        self.visible = self.param("visible_bias", nn.initializers.normal(0.1), (self.patch**d, 2), dt)
+        self.visible = self.param("visible_bias", visible_bias_init(self.phase_std), (self.patch**d, 2), dt)
         if self.has_momentum_head():
             self.momentum_head = ChannelDense(2, kernel_init=nn.initializers.normal(1.0 / np.sqrt(F)), param_dtype=dt,
                                               name="momentum_head")
