@@ -37,7 +37,7 @@ def test_preset_converges(name):
     settings = LabSettings(preset=name).to_run_settings()
     ref = find_reference(settings, compute_dmrg=False)
     assert ref is not None and ref["method"].split()[0] in ("exact", "ed")
-    result = run(settings, reference=False)
+    result = run(settings, reference=False, exact=False)  # the energy is checked, not the overlap
     rel = abs(result.summary["final_energy"] - ref["energy"]) / abs(ref["energy"])
     assert result.phase == "done" and rel < BOUNDS[name], (rel, result.summary["final_energy"], ref["energy"])
     if settings.k is not None:  # the projected sector is the measured one: e^{iπ} = −1

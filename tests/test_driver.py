@@ -534,7 +534,7 @@ def test_a_collapsed_start_is_restarted_and_the_default_start_does_not_collapse(
     from nqs_core.checkpoint import save_checkpoint
     from nqs_core.vmc import VMC
 
-    settings = RunSettings(hamiltonian="j1j2", model="convnext", seed=1, steps=60, steps_per_call=10, eval_samples=0)
+    settings = RunSettings(hamiltonian="j1j2", model="convnext", seed=1, steps=40, steps_per_call=10, eval_samples=0)
     vmc = VMC(settings)
     state = vmc.init()
     params = jax.tree_util.tree_map(lambda x: x, state.params)
@@ -547,4 +547,4 @@ def test_a_collapsed_start_is_restarted_and_the_default_start_does_not_collapse(
     frozen = [r.step for r in result.history if r.acceptance < 1e-3]
     assert len(frozen) >= 10 and frozen[-1] < 20  # the frozen steps before the restart, recorded
     assert min(r.acceptance for r in result.history[frozen[-1] + 1:]) > 0.05  # from the fresh start, no collapse
-    assert [r.step for r in result.history] == list(range(60))
+    assert [r.step for r in result.history] == list(range(40))
