@@ -33,7 +33,7 @@ COUPLINGS_OF = COUPLINGS
 GROUPS: dict[str, list[str]] = {
     "Hamiltonian": ["hamiltonian", "lattice", "L", "bc", "J", "J1", "J2", "h"],
     "Wavefunction": ["model", "alpha", "depth", "features", "patch", "kernel", "sign", "k", "point_group", "dtype"],
-    "Optimizer": ["optimizer", "lr", "diag_shift"],
+    "Optimizer": ["optimizer", "lr", "diag_shift", "max_step"],
     "Sampling and run": ["samples", "chains", "steps", "time_budget", "seed"],
 }
 CONTROLS = [name for names in GROUPS.values() for name in names]
@@ -56,6 +56,7 @@ UI: dict[str, dict[str, Any]] = {
                                             "mixed": "mixed (float32 passes)"}),
     "optimizer": dict(names={"sr": "SR", "minsr": "MinSR", "adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}),
     "lr": dict(label="Learning rate", step=0.005), "diag_shift": dict(label="Diagonal shift", step=0.001),
+    "max_step": dict(label="Trust region: largest step (empty: none)", step=0.01),
     "samples": dict(label="Samples per step"), "chains": dict(label="Markov chains"),
     "steps": dict(label="Steps"), "seed": dict(label="Seed"),
     "time_budget": dict(label="Time budget (s; empty: none)", step=10),
@@ -194,7 +195,7 @@ class LabSettings(RunParameters):  # type: ignore[misc,valid-type]
         if self.model != "convnext":
             hidden |= {"depth", "features", "patch", "kernel"}
         if self.optimizer not in ("sr", "minsr"):
-            hidden.add("diag_shift")
+            hidden |= {"diag_shift", "max_step"}
         if self.bc != "periodic":
             hidden |= {"k", "point_group"}
         if self.hamiltonian == "tfim":
@@ -203,8 +204,8 @@ class LabSettings(RunParameters):  # type: ignore[misc,valid-type]
 
     # ----- conversion and validation ----------------------------------------------------
     def run_settings(self) -> RunSettings:
-        """The RunSettings these controls describe (not validated): hidden couplings, sign, k and point group left
-        out."""
+        """The RunSettings these controls describe (not validated): hidden couplings, sign, k, point group and
+        trust region left out."""
         values = {name: getattr(self, name) for name in FIELDS}
         values.update({c: getattr(self, c) if c in COUPLINGS_OF[self.hamiltonian] else None
                        for c in ("J", "J1", "J2", "h")})
@@ -212,6 +213,7 @@ class LabSettings(RunParameters):  # type: ignore[misc,valid-type]
         values["sign"] = self.sign if "sign" in visible else "none"
         values["k"] = self.momentum_sector() if "k" in visible else None
         values["point_group"] = self.point_group if "point_group" in visible else "none"
+        values["max_step"] = self.max_step if "max_step" in visible else None
         return RunSettings(**values)
 
     def problems(self) -> dict[str, str]:

@@ -250,6 +250,20 @@ def sr_cg(apply: ApplyFn, params: PyTree, sigma: jax.Array, e_loc: jax.Array, we
     return d
 
 
+def trust_region_scale(d: jax.Array, g: jax.Array, diag_shift: jax.Array, eta: jax.Array,
+                       max_step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(factor ≤ 1 that shortens the step η·d to Fubini–Study length at most ``max_step``, the length
+    of η·d before it).
+
+    A step δθ changes the normalised state by the length ℓ = √(δθᵀ S δθ) (S: the quantum geometric
+    tensor).  For a direction solved from (S + λ)d = g, dᵀSd = dᵀg − λ‖d‖², so ℓ(η·d) needs no
+    product with S.  Bounding ℓ is the natural gradient's trust region, the norm constraint of the
+    FermiNet's KFAC (Pfau et al., Phys. Rev. Research 2, 033429 (2020)) and of SPRING (Goldshlager,
+    Abrahamsen & Lin, J. Comput. Phys. 2024).  ``max_step`` = inf: factor 1 (no bound)."""
+    length = eta * jnp.sqrt(jnp.maximum(d @ g - diag_shift * (d @ d), 0.0))
+    return jnp.where(length > max_step, max_step / length, 1.0), length
+
+
 # ----- optax transformations and schedules -------------------------------------------------
 def transformation(optimizer: str, momentum: jax.Array | float = 0.0) -> optax.GradientTransformation:
     """The optax transformation applied to the direction (before the learning rate):
@@ -298,4 +312,5 @@ def with_hyperparameters(opt_state: Any, **values: jax.Array) -> Any:
 
 __all__ = ["RealRavel", "jacobian", "gradient_from_jacobian", "gradient_vjp", "sr_dense",
            "sr_dense_holomorphic", "sr_from_moments", "minsr", "sr_cg", "transformation", "learning_rate",
+           "trust_region_scale",
            "jacobian_holomorphic", "optimizer_chain", "with_hyperparameters"]

@@ -171,6 +171,9 @@ class RunSettings:
     diag_shift: float = setting(0.05, "SR / MinSR diagonal shift λ", lo=0.0, hi=100.0)
     sr_solver: str = setting("dense", "SR linear solver", choices=SR_SOLVERS)
     momentum: float = setting(0.0, "momentum on the (natural-)gradient direction; 0: plain steps", lo=0.0, hi=0.999)
+    max_step: float | None = setting(
+        None, "trust region of SR / MinSR: the largest Fubini–Study length η·√(dᵀSd) of one step (the step is "
+              "scaled down to it); none: no bound", lo=0.0, hi=10.0, lo_open=True)
     # sampler
     sampler: str = setting("metropolis", "sampler; exact enumerates at most 20 sites", choices=SAMPLERS)
     exchange: str = setting("neighbours", "Sᶻ-conserving exchange moves: between neighbours or any pair",
@@ -238,7 +241,7 @@ class RunSettings:
                 out.append(SettingsError(s.name, message))
         bad = {p.setting for p in out}
         for rule in (_lattice_problems, _convnext_problems, _momentum_problems, _point_group_problems,
-                     _sampling_problems):
+                     _sampling_problems, _optimizer_problems):
             out += rule(self, bad)
         return out
 
@@ -326,3 +329,11 @@ def _sampling_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
     if s.sampler == "exact" and not bad & {"L", "lattice"} and s.n_sites > 20:
         out.append(SettingsError("sampler", f"sampler=exact enumerates the basis: at most 20 sites; got {s.n_sites}"))
     return out
+
+
+def _optimizer_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
+    """The step's trust region is measured in the metric S: only the natural-gradient optimizers have it."""
+    if s.max_step is not None and not bad & {"optimizer", "max_step"} and s.optimizer not in ("sr", "minsr"):
+        return [SettingsError("max_step", f"max_step bounds a natural-gradient step: it needs optimizer sr or "
+                                          f"minsr; got optimizer={s.optimizer} (leave max_step empty)")]
+    return []

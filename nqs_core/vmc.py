@@ -27,7 +27,13 @@ from nqs_core.hamiltonians import Couplings, Hamiltonian
 from nqs_core.lattice import Lattice
 from nqs_core.local_energy import flip_ratio_fn, local_energies
 from nqs_core.models import make_forward, make_model
-from nqs_core.optimizers import RealRavel, optimizer_chain, with_hyperparameters
+from nqs_core.optimizers import (
+    RealRavel,
+    learning_rate,
+    optimizer_chain,
+    trust_region_scale,
+    with_hyperparameters,
+)
 from nqs_core.preconditioners import Preconditioner, preconditioner_for
 from nqs_core.problem import build_problem
 from nqs_core.observables import best_half_plane, marshall_phase, translation_eigenvalue
@@ -38,7 +44,8 @@ from nqs_core.stats import chain_statistics
 PyTree = Any
 STAT_KEYS = ("energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score", "finite")
 OBSERVABLE_SAMPLES = 256  # samples per step for the translation eigenvalue (one extra network pass each)
-RUNTIME_FIELDS = dict(seed=0, steps=1, lr=1.0, diag_shift=0.0, momentum=0.0, eval_samples=0, steps_per_call=1,
+RUNTIME_FIELDS = dict(seed=0, steps=1, lr=1.0, diag_shift=0.0, momentum=0.0, max_step=None, eval_samples=0,
+                      steps_per_call=1,
                       time_budget=None, target_error=None, target_v_score=None,
                       J=None, J1=None, J2=None, h=None)  # couplings: the engine holds Hamiltonian.structure()
 
@@ -74,6 +81,7 @@ def hyperparameters(settings: RunSettings) -> dict[str, jax.Array]:
     s = settings
     return {"lr": jnp.asarray(s.lr, jnp.float64), "diag_shift": jnp.asarray(s.diag_shift, jnp.float64),
             "momentum": jnp.asarray(s.momentum, jnp.float64), "total_steps": jnp.asarray(s.steps, jnp.int32),
+            "max_step": jnp.asarray(jnp.inf if s.max_step is None else s.max_step, jnp.float64),
             "couplings": build_problem(s)[1].runtime_couplings()}
 
 
@@ -111,7 +119,11 @@ class Engine:
         theta = self.ravel.ravel(params)
         opt_state = with_hyperparameters(state.opt_state, lr=hyper["lr"], momentum=hyper["momentum"],
                                          total_steps=hyper["total_steps"])
-        direction = d / self.hamiltonian.energy_scale(hyper["couplings"])  # lr: an imaginary-time step in 1/scale
+        scale = self.hamiltonian.energy_scale(hyper["couplings"])
+        direction = d / scale  # lr: an imaginary-time step in 1/scale
+        eta = learning_rate(s.schedule, hyper["lr"], state.step, hyper["total_steps"])
+        shorten, step_length = trust_region_scale(direction, g / scale, hyper["diag_shift"], eta, hyper["max_step"])
+        direction = direction * shorten
         updates, opt_state = self.chain.update(direction.astype(theta.dtype), opt_state, theta)
         theta_new = theta + updates.astype(theta.dtype)
         # a finite step is also a physical one: |E| within twice ‖H‖'s bound (margin for the MC noise)
@@ -120,7 +132,7 @@ class Engine:
         new = VMCState(self.ravel.unravel(theta_new), opt_state, sampler_state, state.step + 1)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
         stats.update(acceptance=jnp.asarray(acceptance, jnp.float64), grad_norm=jnp.linalg.norm(g).astype(jnp.float64),
-                     finite=finite)
+                     finite=finite, step_length=step_length)
         stats.update(self._observables(params, flat, lpf))
         return state, stats
 

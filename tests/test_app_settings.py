@@ -66,9 +66,12 @@ def test_model_optimizer_and_boundary_visibility():
     assert "alpha" not in s.visible_parameters()
     s.model = "jastrow"
     assert not {"alpha", "depth", "features", "patch", "kernel"} & set(s.visible_parameters())
-    assert "diag_shift" in s.visible_parameters()
+    assert {"diag_shift", "max_step"} <= set(s.visible_parameters())
+    s.max_step = 0.1
+    assert s.to_run_settings().max_step == 0.1
     s.optimizer = "adam"
-    assert "diag_shift" not in s.visible_parameters()
+    assert not {"diag_shift", "max_step"} & set(s.visible_parameters())
+    assert s.to_run_settings().max_step is None  # a hidden bound is not sent (adam refuses one)
     assert "k" in s.visible_parameters()
     s.bc = "open"
     assert "k" not in s.visible_parameters()

@@ -146,6 +146,8 @@ def test_sector_summary_on_a_square():
         (["--lattice", "chain", "--L", "8", "--k", "1,0"], "k", "KX on a chain"),
         (["--L", "4", "--k", "x"], "k", "numbers separated by commas"),
         (["--L", "4", "--bc", "open", "--k", "1,0"], "k", "0,0 with open boundaries"),
+        (["--optimizer", "adam", "--max-step", "0.1"], "max_step", "needs optimizer sr or minsr"),
+        (["--max-step", "0"], "max_step", "> 0 and ≤ 10"),
     ],
 )
 def test_model_and_momentum_settings_exit_2_with_one_line(args, setting, allowed, capsys):

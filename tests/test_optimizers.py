@@ -21,6 +21,7 @@ from nqs_core.optimizers import (
     sr_dense,
     sr_dense_holomorphic,
     sr_from_moments,
+    trust_region_scale,
 )
 
 
@@ -146,3 +147,25 @@ def test_learning_rate_schedules():
         np.testing.assert_allclose(learning_rate("cosine", 0.05, t, 100), sched(t), rtol=1e-12, atol=1e-15)
     with pytest.raises(ValueError, match="schedule must be one of"):
         learning_rate("linear", 0.05, 0, 10)
+
+
+@pytest.mark.parametrize("solver", ["sr", "minsr"])
+def test_trust_region_measures_the_step_in_the_metric_and_shortens_it_to_the_bound(solver):
+    """ℓ = η√(dᵀSd) from (g, d) alone equals the length in the explicit S; a bound below ℓ scales the
+    step to exactly the bound, one above it (or none) leaves it alone."""
+    model = RealTanhNet()
+    params, sigma, e_loc, w = problem(model, b=30)  # 47 parameters, 30 samples: MinSR's regime
+    o = jacobian(model.apply, params, sigma)
+    g = gradient_from_jacobian(o, e_loc, w)
+    shift, eta = 1e-3, 0.05
+    d = (sr_dense if solver == "sr" else minsr)(o, e_loc, w, shift)
+    do = np.asarray(o) - np.asarray(w) @ np.asarray(o)
+    S = np.real(np.einsum("s,si,sj->ij", np.asarray(w), do.conj(), do))
+    length = eta * np.sqrt(np.asarray(d) @ S @ np.asarray(d))
+    factor, measured = trust_region_scale(d, g, shift, eta, jnp.inf)
+    np.testing.assert_allclose(measured, length, rtol=1e-7)
+    assert factor == 1.0
+    for bound in (0.3 * length, 2.0 * length):
+        factor, _ = trust_region_scale(d, g, shift, eta, bound)
+        step = eta * float(factor) * np.asarray(d)
+        np.testing.assert_allclose(np.sqrt(step @ S @ step), min(bound, length), rtol=1e-7)

@@ -130,3 +130,12 @@ def test_stop_rules_are_run_time_values():
     a = RunSettings().replace(**RUNTIME_FIELDS)
     b = RunSettings(time_budget=60.0, target_error=1e-3, target_v_score=1e-2).replace(**RUNTIME_FIELDS)
     assert a == b and hash(a) == hash(b)
+
+
+def test_the_trust_region_is_a_run_time_value():
+    """max_step enters the compiled step as an array: any bound, or none, shares one engine."""
+    from nqs_core.vmc import RUNTIME_FIELDS, hyperparameters
+
+    assert RunSettings(max_step=0.1).replace(**RUNTIME_FIELDS) == RunSettings().replace(**RUNTIME_FIELDS)
+    assert float(hyperparameters(RunSettings(max_step=0.1))["max_step"]) == 0.1
+    assert float(hyperparameters(RunSettings())["max_step"]) == float("inf")

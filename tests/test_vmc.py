@@ -228,3 +228,31 @@ def test_a_preconditioner_composes_with_any_optax_chain():
     state, stats = engine.multi_step(state, vmc.hyper, 3)
     assert bool(np.all(stats["finite"])) and int(state.step) == 3
     assert int(state.opt_state.inner_state[0].count) == 3  # Adam's own state advanced
+
+
+def test_a_bounded_step_is_the_same_step_shortened_to_max_step():
+    """The step's reported length ℓ = η√(dᵀSd) (S from its 512 exactly drawn samples) agrees with the length
+    of the step it takes in the full basis's metric to sampling accuracy; with ``max_step`` below ℓ the same
+    samples give the same direction, scaled by max_step/ℓ (the TFIM at h = 3: energy scale 3, so the bound
+    holds after the division by the scale)."""
+    from nqs_core.optimizers import jacobian
+
+    base = RunSettings(hamiltonian="tfim", lattice="chain", L=6, h=3.0, sampler="exact", samples=512, chains=4,
+                       seed=2, lr=0.05)
+    steps, lengths = {}, {}
+    for bound in (None, 1e-4):
+        vmc = VMC(base.replace(max_step=bound))
+        state = vmc.init()
+        new, stats = vmc.step(state, 1)
+        ravel = RealRavel.of(state.params)
+        steps[bound] = np.asarray(ravel.ravel(new.params) - ravel.ravel(state.params))
+        lengths[bound] = float(stats["step_length"][0])
+    assert lengths[1e-4] == lengths[None] > 10 * 1e-4  # the length before the bound, from the same samples
+    np.testing.assert_allclose(steps[1e-4], steps[None] * 1e-4 / lengths[None], rtol=1e-9, atol=1e-15)
+    _, basis, _, _ = exact_setup(vmc.settings, vmc.model)
+    psi2 = np.exp(2 * np.real(np.asarray(vmc.model.apply(state.params, basis))))
+    p = psi2 / psi2.sum()
+    o = np.asarray(jacobian(vmc.model.apply, state.params, basis))
+    do = o - p @ o
+    S = np.real(np.einsum("s,si,sj->ij", p, do.conj(), do))
+    np.testing.assert_allclose(np.sqrt(steps[None] @ S @ steps[None]), lengths[None], rtol=0.05)
