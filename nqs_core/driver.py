@@ -80,7 +80,8 @@ __all__ = ["PHASES", "POLL_SECONDS", "STAT_KEYS", "RESUMABLE_CHANGES", "RunContr
            "json_safe", "momentum_readout", "run"]
 
 # settings that may differ between a checkpoint and the run resuming it
-RESUMABLE_CHANGES = ("max_step", "steps", "eval_samples", "steps_per_call", "time_budget", "target_error", "target_v_score")
+RESUMABLE_CHANGES = ("max_step", "steps", "eval_samples", "steps_per_call", "time_budget", "target_error",
+                     "target_v_score")
 
 
 @dataclass

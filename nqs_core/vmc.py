@@ -3,7 +3,7 @@ into one jitted function that runs ``n`` steps per call (``lax.scan``) with fixe
 
 E_loc(σ) = diag(σ) + Σ_m mel_m(σ) exp(log ψ(σ'_m) − log ψ(σ))  (DESIGN.md §3), statistics from
 ``nqs_core.stats``, directions from ``nqs_core.optimizers``.  Compiled code is shared between
-VMC objects whose settings differ only in run-time values (seed, steps, lr, diag_shift, momentum,
+VMC objects whose settings differ only in run-time values (seed, steps, lr, diag_shift, momentum, max_step,
 eval_samples, steps_per_call, and the couplings J, J1, J2, h): those enter the jitted function as
 arrays (``hyperparameters``), so a coupling sweep or a new J2 in the lab reuses the compiled step.
 """
@@ -45,8 +45,7 @@ PyTree = Any
 STAT_KEYS = ("energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score", "finite")
 OBSERVABLE_SAMPLES = 256  # samples per step for the translation eigenvalue (one extra network pass each)
 RUNTIME_FIELDS = dict(seed=0, steps=1, lr=1.0, diag_shift=0.0, momentum=0.0, max_step=None, eval_samples=0,
-                      steps_per_call=1,
-                      time_budget=None, target_error=None, target_v_score=None,
+                      steps_per_call=1, time_budget=None, target_error=None, target_v_score=None,
                       J=None, J1=None, J2=None, h=None)  # couplings: the engine holds Hamiltonian.structure()
 
 

@@ -52,9 +52,9 @@ def visible_bias_init(phase_std: float, amplitude_std: float = 0.1) -> Any:
     real positive ψ, E_loc is real and the energy gradient along every phase parameter vanishes
     (g = 2 Re⟨ΔO*ΔE⟩ with O = i∂φ), so the phase grows only in proportion to where it starts, while
     the staggered amplitude bias has a gradient from the first step, towards the Néel states.  With
-    b_x of 0.1 rad half of the seeds of the J1-J2 4×4 run lost that race: |ψ|² collapsed onto the Néel
-    states (acceptance → 0, E ≈ −4 against −8.46) before the sign structure formed.  With 0.5 rad all
-    ten kept acceptance ≥ 0.12 (docs/results/research_recipes.md, "Where the early collapse comes from")."""
+    b_x of 0.1 rad, seeds of the J1-J2 4×4 run lost that race: |ψ|² moved onto the Néel states
+    (acceptance 0.00–0.05, E ≈ −4 against −8.46) before the sign structure formed.  With 0.5 rad all ten
+    seeds kept acceptance ≥ 0.11 (docs/results/research_recipes.md, "Where the early collapse comes from")."""
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float64) -> jnp.ndarray:
         # the same draw scaled per column (with equal spreads, bitwise flax's normal(amplitude_std))
         amplitude = nn.initializers.normal(amplitude_std)(key, shape, dtype)
