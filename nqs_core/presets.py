@@ -92,8 +92,8 @@ RESEARCH: tuple[Preset, ...] = (
            "The lab's default ConvNeXt run on the frustrated 4×4 (no sign prior, k = (0,0), 300 steps) projected "
            "onto A1 of the rotations C4, at 4× the cost per step: of 10 seeds 9 end between 2.5e-3 and 1.6e-2 "
            "(exact energy of the final state; seed 0 5.3e-3), against 1.0e-2 to 4.7e-2 unprojected; seed 8 "
-           "is thrown off by one outlier step at step 280, which the trust region max_step = 0.1 prevents "
-           "(docs/results/research_recipes.md).",
+           "is thrown off by one outlier step at step 280, which the trust region max_step = 0.1 stops when set "
+           "from a checkpoint before it (docs/results/research_recipes.md).",
            dict(hamiltonian="j1j2", lattice="square", L=4, bc="periodic", J1=1.0, J2=0.5, kernel=2, k=(0.0, 0.0),
                 point_group="rotations", lr=0.05, diag_shift=0.05,
                 **{**_CONVNEXT, "steps": 300, "steps_per_call": 10, "eval_samples": 8192})),
