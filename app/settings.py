@@ -23,7 +23,7 @@ import param
 from nqs_core.hamiltonians import COUPLINGS
 from nqs_core.lattice import make_lattice, momentum_text
 from nqs_core.presets import DEFAULT_PRESET, PRESETS, get_preset, presets
-from nqs_core.settings import RunSettings, Setting, SettingsError, schema
+from nqs_core.settings import NATURAL_GRADIENT, RunSettings, Setting, SettingsError, schema
 
 NO_MOMENTUM = "no projection"
 FIELDS = list(schema())
@@ -194,7 +194,7 @@ class LabSettings(RunParameters):  # type: ignore[misc,valid-type]
             hidden.add("alpha")
         if self.model != "convnext":
             hidden |= {"depth", "features", "patch", "kernel"}
-        if self.optimizer not in ("sr", "minsr"):
+        if self.optimizer not in NATURAL_GRADIENT:
             hidden |= {"diag_shift", "max_step"}
         if self.bc != "periodic":
             hidden |= {"k", "point_group"}

@@ -30,7 +30,7 @@ import numpy as np
 from nqs_core.checkpoint import save_checkpoint
 from nqs_core.events import POLL_SECONDS, RunControl, RunEvent, StepRecord
 from nqs_core.run_reference import ExactObserver, ReferenceLookup
-from nqs_core.settings import RunSettings
+from nqs_core.settings import NATURAL_GRADIENT, RunSettings
 from nqs_core.verdict import FAR_ABOVE, FROZEN_ACCEPTANCE, SIGMAS, WINDOW
 from nqs_core.vmc import VMC, VMCState
 
@@ -160,7 +160,7 @@ class Divergence(Callback):
                  f"the Hamiltonian's norm, at step {where} (lr={s.lr:g}, optimizer={s.optimizer}); kept the "
                  f"last good state (after {kept} steps); "
                  f"try a smaller learning rate (e.g. lr={s.lr / 10:g})"
-                 + ("" if s.optimizer in ("sr", "minsr") else " or optimizer=sr"), "diverged")
+                 + ("" if s.optimizer in NATURAL_GRADIENT else " or optimizer=sr"), "diverged")
 
 
 class FrozenStart(Callback):

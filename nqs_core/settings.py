@@ -23,6 +23,7 @@ from nqs_core.lattice import BOUNDARIES, KINDS, POINT_GROUPS, make_lattice
 MODELS = ("rbm", "jastrow", "convnext")
 SIGNS = ("none", "marshall")
 OPTIMIZERS = ("sr", "minsr", "adam", "adamw", "sgd")
+NATURAL_GRADIENT = ("sr", "minsr")  # the optimizers that precondition with S (diagonal shift, trust region)
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("float64", "float32", "mixed")
 SAMPLERS = ("metropolis", "exact")
@@ -333,7 +334,7 @@ def _sampling_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
 
 def _optimizer_problems(s: RunSettings, bad: set[str]) -> list[SettingsError]:
     """The step's trust region is measured in the metric S: only the natural-gradient optimizers have it."""
-    if s.max_step is not None and not bad & {"optimizer", "max_step"} and s.optimizer not in ("sr", "minsr"):
+    if s.max_step is not None and not bad & {"optimizer", "max_step"} and s.optimizer not in NATURAL_GRADIENT:
         return [SettingsError("max_step", f"max_step bounds a natural-gradient step: it needs optimizer sr or "
                                           f"minsr; got optimizer={s.optimizer} (leave max_step empty)")]
     return []

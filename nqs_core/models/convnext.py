@@ -56,7 +56,8 @@ def visible_bias_init(phase_std: float, amplitude_std: float = 0.1) -> Any:
     (acceptance 0.00–0.05, E ≈ −4 against −8.46) before the sign structure formed.  With 0.5 rad all ten
     seeds kept acceptance ≥ 0.11 (docs/results/research_recipes.md, "Where the early collapse comes from")."""
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float64) -> jnp.ndarray:
-        # the same draw scaled per column (with equal spreads, bitwise flax's normal(amplitude_std))
+        # each column exactly flax's normal(std) of one draw (a product with a (2,) scale differs in the last
+        # bit, and the runs measured in docs/results/ would no longer reproduce)
         amplitude = nn.initializers.normal(amplitude_std)(key, shape, dtype)
         phase = nn.initializers.normal(phase_std)(key, shape, dtype)
         return jnp.stack([amplitude[:, 0], phase[:, 1]], axis=1)
