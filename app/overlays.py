@@ -29,7 +29,7 @@ Series = tuple[list[int], list[float]]
 def setting_text(name: str, value: Any) -> str:
     """``sign prior: Marshall``, ``J2: 0.3``, ``k: π``: a setting as the sidebar names it."""
     ui = UI.get(name, {})
-    label = str(ui.get("label") or name).lower() if name not in ("J", "J1", "J2", "h", "L") else name
+    label = str(ui.get("short") or ui.get("label") or name).lower() if name not in ("J", "J1", "J2", "h", "L") else name
     if value is None:
         shown = "none" if name == "k" else "off"
     elif name == "k":

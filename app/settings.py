@@ -38,7 +38,8 @@ GROUPS: dict[str, list[str]] = {
 }
 CONTROLS = [name for names in GROUPS.values() for name in names]
 
-# Presentation only (labels, choice names, input steps); types, defaults, bounds and help come from the schema.
+# Presentation only (labels, choice names, input steps, the short name a run's label uses where the label holds an
+# input hint); types, defaults, bounds and help come from the schema.
 UI: dict[str, dict[str, Any]] = {
     "hamiltonian": dict(names={"heisenberg": "Heisenberg", "j1j2": "J1-J2", "tfim": "Transverse-field Ising"}),
     "lattice": dict(names={"square": "square (L×L)"}),
@@ -56,10 +57,10 @@ UI: dict[str, dict[str, Any]] = {
                                             "mixed": "mixed (float32 passes)"}),
     "optimizer": dict(names={"sr": "SR", "minsr": "MinSR", "adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}),
     "lr": dict(label="Learning rate", step=0.005), "diag_shift": dict(label="Diagonal shift", step=0.001),
-    "max_step": dict(label="Trust region: largest step (empty: none)", step=0.01),
+    "max_step": dict(label="Trust region: largest step (empty: none)", step=0.01, short="trust region"),
     "samples": dict(label="Samples per step"), "chains": dict(label="Markov chains"),
     "steps": dict(label="Steps"), "seed": dict(label="Seed"),
-    "time_budget": dict(label="Time budget (s; empty: none)", step=10),
+    "time_budget": dict(label="Time budget (s; empty: none)", step=10, short="time budget (s)"),
 }
 
 

@@ -35,6 +35,9 @@ def test_labels_name_the_settings_that_differ():
     assert difference_labels([marshall, many], None)[1] == "L: 6, J2: 0.5, learning rate: 0.01, …"
     assert setting_text("k", (1.0,)) == "momentum sector k: π" and setting_text("k", None).endswith("k: none")
     assert setting_text("model", "convnext") == "model: ConvNeXt"
+    # a label holding an input hint is named short: "trust region: 0.1", not "… (empty: none): 0.1"
+    assert setting_text("max_step", 0.1) == "trust region: 0.1" and setting_text("max_step", None) == "trust region: off"
+    assert setting_text("time_budget", 60.0) == "time budget (s): 60"
 
 
 def test_store_keeps_labels_hides_and_clears():
