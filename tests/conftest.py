@@ -34,6 +34,51 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return BrowserTestsTogether(config, log)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """JAX starts here, on one CPU device, in every test process: the in-process tests then run on one
+    device whichever test comes first (``driver.run``'s ``split_cpu_into_cores`` finds JAX started and
+    leaves it).  The subprocess tests (the CLI, the served lab's run workers) split the CPU as users get it."""
+    import jax
+
+    jax.devices()
+
+
+def _mapped_regions() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def _map_limit() -> int:
+    try:
+        return int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return 65530
+
+
+@pytest.fixture(autouse=True)
+def release_compiled_programs() -> Any:
+    """After a test, once this process holds half the kernel's memory maps, let go of every compiled program.
+
+    Each XLA CPU executable kept alive (JAX's jit caches, the engines, the driver's compiled steps) holds
+    memory maps; a test worker that has compiled hundreds of programs reached ``vm.max_map_count``
+    (65530) and LLVM aborted while loading the next one from the persistent cache ("Fatal Python error:
+    Aborted" in ``deserialize_executable``, a late test of the worker each time).  Eight small
+    configurations cost ≈ 5200 maps; clearing the caches gives them back."""
+    yield
+    if sys.platform != "linux" or _mapped_regions() < _map_limit() // 2:
+        return
+    import gc
+
+    import jax
+
+    from nqs_core import driver, vmc
+
+    jax.clear_caches()
+    vmc._engine_for.cache_clear()
+    driver._COMPILED.clear()
+    gc.collect()
+
+
 DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG
                    "os.execvp(sys.argv[1], sys.argv[1:])")
 
