@@ -6,8 +6,8 @@ Spec: ``settings`` (a RunSettings dict), ``init`` (optional .npz of the initial 
 '/'-joined paths, as NetKet's side loads them), ``eval_samples``, ``exact`` (compute the exact
 variational energy of the final parameters over the Sᶻ = 0 basis).
 
-Through the engine's public contract only: ``VMC(settings)``, ``.init()``, ``.step(state, n)``,
-``.evaluate(state, n)``.  ``settings.steps_per_call`` steps are fused per call, as the driver
+Through the engine's public contract only: ``start_devices()`` (one CPU device per core, as the CLI and
+the lab's runs), ``VMC(settings)``, ``.init()``, ``.step(state, n)``, ``.evaluate(state, n)``.  ``settings.steps_per_call`` steps are fused per call, as the driver
 runs them.  Both call sizes are compiled ahead of time (``jax.jit(...).lower(state).compile()``,
 timed apart); the timed loop then brings each call's statistics to the host (as the driver does).
 The exact variational energy ψ†Hψ/ψ†ψ uses ``nqs_core.basis.sparse_matrix`` (built from the
@@ -59,15 +59,13 @@ def variational_energy(vmc, params) -> tuple[float, float]:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     import nqs_core
+    from nqs_core.compile_cache import enable_compile_cache
+    from nqs_core.devices import start_devices
     from nqs_core.settings import RunSettings
     from nqs_core.vmc import VMC
 
-    try:  # the lab's persistent compilation cache, as driver.run uses it (compile time only)
-        from nqs_core.compile_cache import enable_compile_cache
-
-        enable_compile_cache()
-    except Exception:  # noqa: BLE001 - optional
-        pass
+    start_devices()  # one CPU device per core, as `nqs run` and the lab's runs get it
+    enable_compile_cache()  # the lab's persistent compilation cache, as driver.run uses it (compile time only)
     s = RunSettings.from_dict(spec["settings"])
     vmc = VMC(s)
     state = vmc.init()

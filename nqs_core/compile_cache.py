@@ -7,7 +7,8 @@ compiled program is cached (no minimum compile time), because the lab's steps co
 in seconds on a CPU and that is exactly the wait a user notices.
 
 Processes whose JAX runtime is laid out differently keep their programs apart, in a subfolder
-named by :func:`runtime_layout`: JAX's cache key leaves out ``--xla_force_host_platform_device_count``
+named by :func:`runtime_layout`: JAX's cache key leaves out the host platform's device count
+(``--xla_force_host_platform_device_count``, ``jax_num_cpu_devices``: ``devices.split_cpu_into_cores``)
 and does not see ``jax.distributed``, so a program compiled for 2 host devices, or in one process of a
 distributed run, would otherwise be found under the same key by a plain one-device process (and the
 reverse), whose runtime was never built for it.
@@ -36,13 +37,15 @@ def cache_dir() -> Path:
 
 def runtime_layout() -> str:
     """The subfolder for this process's runtime: ``""`` (one process, one host device), ``host-devices-N``
-    (``XLA_FLAGS=--xla_force_host_platform_device_count=N``), ``distributed`` (``NQS_DISTRIBUTED=1``), or both."""
+    (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` or ``jax_num_cpu_devices = N``), ``distributed``
+    (``NQS_DISTRIBUTED=1``), or both."""
     from nqs_core.devices import distributed_requested  # local: devices imports JAX's sharding modules
 
     parts = []
     forced = re.findall(r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
-    if forced and int(forced[-1]) > 1:
-        parts.append(f"host-devices-{int(forced[-1])}")
+    count = int(forced[-1]) if forced else jax.config.jax_num_cpu_devices
+    if count > 1:
+        parts.append(f"host-devices-{count}")
     if distributed_requested():
         parts.append("distributed")
     return "-".join(parts)

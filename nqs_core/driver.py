@@ -60,7 +60,6 @@ from nqs_core.callbacks import (
 from nqs_core.checkpoint import load_checkpoint, restore_state
 from nqs_core.compile_cache import enable_compile_cache
 from nqs_core.devices import (
-    chain_mesh,
     describe_devices,
     initialize_distributed,
     place_state,
@@ -345,7 +344,7 @@ def _build(settings: RunSettings, resume: str | Path | None, control: RunControl
     state = vmc.init()
     if saved is not None:
         state = restore_state(saved, state)
-    mesh = chain_mesh(settings.chains)
+    mesh = vmc.engine.mesh
     shardings = state_shardings(state, settings.chains, mesh)
     state = place_state(state, shardings)
     observer.set_model(vmc.model.apply, state.params)

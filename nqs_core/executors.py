@@ -175,8 +175,10 @@ def execute_here(settings: RunSettings, run_kwargs: dict[str, Any], after: After
     """
     import jax
 
+    from nqs_core.devices import start_devices
     from nqs_core.driver import run
 
+    start_devices()  # before the live view computes: a fresh worker process splits its CPU into devices
     control, done = RunControl(), threading.Event()
     relay = threading.Thread(target=relay_commands, args=(commands, control, done), daemon=True,
                              name="nqs-run-commands")

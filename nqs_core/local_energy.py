@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nqs_core.chunking import chunk_size
+from nqs_core.devices import per_device
 from nqs_core.hamiltonians import Couplings, Hamiltonian
 from nqs_core.models import has_fast_path
 
@@ -68,8 +69,17 @@ def local_energies(apply: ApplyFn, params: PyTree, ham: Hamiltonian, sigma: jax.
     With ``ratios`` (``flip_ratio_fn(model)``) the amplitude ratios come from the model's fast path;
     otherwise from network passes over the nonzero connected configurations only (compacted, in
     chunks of ``chunk`` configurations, default ``chunk_size(N)``).  ``couplings``: run-time values
-    (``Hamiltonian.matrix_elements``), by default ``ham``'s own.
+    (``Hamiltonian.matrix_elements``), by default ``ham``'s own.  Each device of the step's mesh
+    compacts and evaluates its own samples (``devices.per_device``).
     """
+    def on_device(p, s, lp, c):
+        return _local_energies(apply, p, ham, s, lp, chunk, ratios, c)
+
+    return per_device(on_device, (False, True, True, False))(params, sigma, log_psi, couplings)
+
+
+def _local_energies(apply: ApplyFn, params: PyTree, ham: Hamiltonian, sigma: jax.Array, log_psi: jax.Array,
+                    chunk: int | None, ratios: RatioFn | None, couplings: Couplings | None) -> jax.Array:
     diag, mels = ham.matrix_elements(sigma, couplings)
     b, m = mels.shape
     if m == 0:

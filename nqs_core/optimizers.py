@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from nqs_core.chunking import chunk_size, map_in_chunks
+from nqs_core.devices import per_device
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -101,11 +102,14 @@ class RealRavel:
 def jacobian_holomorphic(apply: ApplyFn, params: PyTree, sigma: jax.Array, chunk: int | None = None) -> jax.Array:
     """O_c (N_s, N_c) complex: ∂ log ψ(σ_s)/∂w_k for the flat complex parameter vector w of a
     holomorphic network (all leaves complex), one reverse pass per sample, in cache-sized chunks."""
-    def one(s):
-        g = jax.grad(lambda p: apply(p, s[None])[0], holomorphic=True)(params)
-        return jnp.concatenate([x.reshape(-1) for x in jax.tree_util.tree_leaves(g)])
+    def rows(p, x):
+        def one(s):
+            g = jax.grad(lambda q: apply(q, s[None])[0], holomorphic=True)(p)
+            return jnp.concatenate([leaf.reshape(-1) for leaf in jax.tree_util.tree_leaves(g)])
 
-    return map_in_chunks(jax.vmap(one), sigma, chunk or jacobian_chunk(sigma.shape[1]))
+        return map_in_chunks(jax.vmap(one), x, chunk or jacobian_chunk(sigma.shape[1]))
+
+    return per_device(rows, (False, True))(params, sigma)
 
 
 def jacobian_chunk(n_sites: int) -> int:
@@ -120,7 +124,8 @@ def jacobian(apply: ApplyFn, params: PyTree, sigma: jax.Array, holomorphic: bool
 
     Holomorphic networks need one reverse pass per sample (∂/∂Re w = O_w, ∂/∂Im w = i O_w);
     otherwise the real and imaginary parts of log ψ are differentiated separately.  Computed in
-    chunks of ``chunk`` samples (default ``jacobian_chunk``).
+    chunks of ``chunk`` samples (default ``jacobian_chunk``), each device on its own samples
+    (``devices.per_device``).
     """
     rr = RealRavel.of(params)
     if holomorphic and rr.all_complex:
@@ -132,11 +137,14 @@ def jacobian(apply: ApplyFn, params: PyTree, sigma: jax.Array, holomorphic: bool
         lp = apply(rr.unravel(th), s[None])[0]
         return jnp.stack([lp.real, lp.imag])
 
-    def block(x):
-        jac = jax.vmap(jax.jacrev(re_im), in_axes=(None, 0))(theta, x)  # (n, 2, N_p)
-        return jac[:, 0] + 1j * jac[:, 1]
+    def rows(th, x):
+        def block(xs):
+            jac = jax.vmap(jax.jacrev(re_im), in_axes=(None, 0))(th, xs)  # (n, 2, N_p)
+            return jac[:, 0] + 1j * jac[:, 1]
 
-    return map_in_chunks(block, sigma, chunk or jacobian_chunk(sigma.shape[1]))
+        return map_in_chunks(block, x, chunk or jacobian_chunk(sigma.shape[1]))
+
+    return per_device(rows, (False, True))(theta, sigma)
 
 
 def centred(x: jax.Array, weights: jax.Array) -> jax.Array:

@@ -10,6 +10,7 @@ arrays (``hyperparameters``), so a coupling sweep or a new J2 in the lab reuses 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import threading
@@ -22,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh
 
+from nqs_core.devices import chain_mesh, place_state, state_shardings
 from nqs_core.hamiltonians import Couplings, Hamiltonian
 from nqs_core.lattice import Lattice
 from nqs_core.local_energy import flip_ratio_fn, local_energies
@@ -96,6 +99,19 @@ class Engine:
     sampler: Sampler
     ravel: RealRavel
     preconditioner: Preconditioner
+    mesh: Mesh  # the devices the chains are split over (devices.chain_mesh)
+
+    def _on_mesh(self) -> contextlib.AbstractContextManager:
+        """The mesh the step traces under, so ``devices.per_device`` work splits over its devices."""
+        if self.mesh.devices.size == 1:
+            return contextlib.nullcontext()
+        return jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh)
+
+    def placed(self, state: Any) -> Any:
+        """``state`` (a VMCState) with its chains split over the mesh, the rest on every device."""
+        if self.mesh.devices.size == 1:
+            return state
+        return place_state(state, state_shardings(state, self.settings.chains, self.mesh))
 
     @functools.cached_property
     def chain(self) -> optax.GradientTransformation:
@@ -158,7 +174,8 @@ class Engine:
     def multi_step(self):
         @functools.partial(jax.jit, static_argnums=2)
         def run(state: VMCState, hyper: dict[str, jax.Array], n: int):
-            return jax.lax.scan(lambda st, _: self._step(st, hyper), state, None, length=n)
+            with self._on_mesh():
+                return jax.lax.scan(lambda st, _: self._step(st, hyper), state, None, length=n)
 
         return run
 
@@ -166,6 +183,10 @@ class Engine:
     def evaluate_fn(self):
         @functools.partial(jax.jit, static_argnums=3)
         def run(params: PyTree, sampler_state: SamplerState, couplings: Couplings, per_chain: int):
+            with self._on_mesh():
+                return evaluate(params, sampler_state, couplings, per_chain)
+
+        def evaluate(params: PyTree, sampler_state: SamplerState, couplings: Couplings, per_chain: int):
             sampler_state, sigma, lp, acceptance = self.sampler.sample(
                 lambda x: self.forward(params, x), sampler_state, per_chain)
             c, t, n = sigma.shape
@@ -189,7 +210,7 @@ class Engine:
         k_params, k_sampler = jax.random.split(jax.random.fold_in(key, restart) if restart else key)
         params = self.init_params(k_params)
         state = VMCState(params, self.init_opt_state(params), self.sampler.init(k_sampler), jnp.zeros((), jnp.int32))
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
+        return self.placed(jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), state))
 
     def init_opt_state(self, params: PyTree) -> PyTree:
         return self.chain.init(self.ravel.ravel(params))
@@ -253,7 +274,8 @@ def _engine_for(static: RunSettings) -> Engine:
     shapes = jax.eval_shape(lambda k: model.init(k, jnp.ones((1, lattice.n_sites), jnp.int8)), jax.random.key(0))
     ravel = RealRavel.of(shapes)
     return Engine(static, lattice, ham, model, make_forward(static, lattice, model), sampler, ravel,
-                  preconditioner_for(static.optimizer, static.sr_solver, model, ravel, static.dtype))
+                  preconditioner_for(static.optimizer, static.sr_solver, model, ravel, static.dtype),
+                  chain_mesh(static.chains))
 
 
 class VMC:
@@ -286,7 +308,7 @@ class VMC:
         A step whose energy or updated parameters are not finite leaves the state unchanged and
         reports ``finite = False`` (so the returned state is always the last finite one).
         """
-        return self.engine.multi_step(state, self.hyper, int(n))
+        return self.engine.multi_step(self.engine.placed(state), self.hyper, int(n))
 
     def samples(self, state: VMCState, n_show: int) -> np.ndarray:
         """Current chain configurations (n_show, N) int8 (at most one per chain)."""
@@ -297,6 +319,7 @@ class VMC:
         ``n_samples`` fresh samples (rounded up to a multiple of chains)."""
         n = self.settings.eval_samples if n_samples is None else n_samples
         per_chain = max(1, -(-int(n) // self.settings.chains))
+        state = self.engine.placed(state)
         stats = self.engine.evaluate_fn(state.params, state.sampler, self.hyper["couplings"], per_chain)
         out = {k: complex(v) if jnp.iscomplexobj(v) else float(v) for k, v in stats.items()}
         out["n_samples"] = per_chain * self.settings.chains

@@ -4,12 +4,15 @@ readable summary, resuming from a checkpoint, and exit code 2 with one line for 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import numpy as np
 import pytest
 from conftest import nqs_main as _cli
 from conftest import run_nqs
+
+from nqs_core.devices import usable_device_count
 
 TINY = ["--hamiltonian", "heisenberg", "--lattice", "chain", "--L", "6", "--samples", "64", "--chains", "4"]
 STEP_KEYS = {"step", "energy", "error", "variance", "acceptance", "seconds"}
@@ -36,7 +39,9 @@ def test_json_output_shape():
     assert set(summary) == {"summary"}
     s = summary["summary"]
     assert SUMMARY_KEYS <= set(s)
-    assert s["devices"] == 1 and s["parameters"] == 48 and s["steps"] == 5
+    # one CPU device per core, as many as split the chains evenly (devices.split_cpu_into_cores)
+    assert s["devices"] == usable_device_count(int(TINY[TINY.index("--chains") + 1]), len(os.sched_getaffinity(0)))
+    assert s["parameters"] == 48 and s["steps"] == 5
     assert s["reference_method"] == "exact" and "Bethe" in s["reference_detail"] and s["reference_energy"] < 0
     assert s["iterations_per_second"] > 0 and s["compile_seconds"] > 0
     assert "S_i·S_j" in s["convention"]

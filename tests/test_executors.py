@@ -41,6 +41,15 @@ SEEDS = (0, 1, 2)
 RUN_KWARGS = {"reference": False, "exact": False, "n_show": 4}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_device_per_worker() -> Any:
+    """The executors are compared bit for bit with this (one-device) process: their worker processes keep
+    one CPU device too (``NQS_CPU_DEVICES=1``; the split's own agreement is test_devices')."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NQS_CPU_DEVICES", "1")
+        yield
+
+
 def run_queue_through(executor: Any, seeds: tuple[int, ...] = SEEDS, slots: int = 2) -> dict[int, Any]:
     """Each seed's run started at once by its own session's Runner on one RunQueue(``slots``); the
     RunResult of each, once all ended."""

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from nqs_core.checkpoint import load_checkpoint
-from nqs_core.devices import initialize_distributed
+from nqs_core.devices import start_devices
 from nqs_core.presets import PRESETS, get_preset
 from nqs_core.settings import RunSettings, Setting, schema
 
@@ -194,7 +194,7 @@ def event_printer(args: argparse.Namespace, settings: RunSettings, started: list
 
 def main(args: argparse.Namespace) -> int:
     """Run VMC with the flags in ``args``; see the module docstring for exit codes."""
-    initialize_distributed()
+    start_devices()
     settings = settings_from_args(args)
 
     from nqs_core.driver import RunControl, json_safe, run  # local: the engine loads only for a run, after jax.distributed

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from nqs_core.cli.run import flag_kwargs
+from nqs_core.devices import start_devices
 from nqs_core.hamiltonians import COUPLINGS
 from nqs_core.presets import PRESETS, get_preset
 from nqs_core.settings import RunSettings, SettingsError, schema
@@ -153,6 +154,7 @@ def _exit_code(result: Any) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Run the sweep of the flags in ``args``; see the module docstring for output and exit codes."""
+    start_devices()
     sweep = sweep_from_args(args)
 
     from nqs_core.driver import json_safe

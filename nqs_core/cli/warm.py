@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from nqs_core.devices import start_devices
 from nqs_core.presets import GROUPS
 from nqs_core.warm import warm
 
@@ -22,5 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.nice:
         os.nice(args.nice)
+    start_devices()  # as the lab's run workers do: the programs warmed are theirs
     warm(tuple(args.group or ("talk",)), tuple(args.preset or ()))
     return 0
