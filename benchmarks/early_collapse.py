@@ -9,6 +9,7 @@ acceptance over steps 10–60 (where the collapse happened).  Variants:
 * ``phase=X``: the ConvNeXt's visible phase bias drawn with spread X rad (the engine's draw rescaled;
   ``phase=0.1`` is the initialisation before the fix, ``convnext.visible_bias_init``);
 * ``lr=X`` / ``shift=X``: learning rate / SR diagonal shift X for the first 30 steps (a warm-up);
+* ``dtype=X``: the run's ``dtype`` (float64, mixed, float32);
 * joined by ``+``, e.g. ``phase=0.1+lr=0.01``.
 
     .venv/bin/python benchmarks/early_collapse.py --seeds 1,2,8 --steps 100 \
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nqs_core.devices import start_devices
 from nqs_core.models.convnext import PHASE_STD
 from nqs_core.references.ed import exact_diagonalization
 from nqs_core.settings import RunSettings
@@ -44,10 +46,11 @@ def with_phase_spread(params, spread: float):
 
 
 def one_run(seed: int, variant: str, steps: int, e0: float) -> str:
-    settings = RunSettings(hamiltonian="j1j2", model="convnext", seed=seed, steps=steps)
+    changes = dict(part.split("=") for part in variant.split("+") if part != "default")
+    settings = RunSettings(hamiltonian="j1j2", model="convnext", seed=seed, steps=steps,
+                           dtype=changes.get("dtype", "float64"))
     vmc = VMC(settings)
     state = vmc.init()
-    changes = dict(part.split("=") for part in variant.split("+") if part != "default")
     if "phase" in changes:
         state = state.replace(params=with_phase_spread(state.params, float(changes["phase"])))
     t0, energy, acceptance = time.perf_counter(), [], []
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--variants", default="phase=0.1,default", help="comma-separated (see above)")
     args = parser.parse_args()
+    start_devices()  # one CPU device per core, as `nqs run` gets it
     e0 = exact_diagonalization(VMC(RunSettings(hamiltonian="j1j2", model="convnext")).hamiltonian,
                                want_vector=False).energy
     for variant in args.variants.split(","):
