@@ -73,34 +73,32 @@ def start_devices() -> None:
     initialize_distributed()
 
 
-def split_cpu_into_cores() -> int:
+def split_cpu_into_cores() -> None:
     """One CPU device per core (``NQS_CPU_DEVICES`` overrides), if JAX has not started its backends yet.
 
-    Call before the first computation (:func:`start_devices` does).  Returns the
-    number of CPU devices asked for, or 0 when it was left alone: set elsewhere (``XLA_FLAGS``, a
-    distributed run), or too late (JAX already computing in this process: its devices stay).
+    Call before the first computation (:func:`start_devices` does).  Left alone: a device count set
+    elsewhere (``XLA_FLAGS``, a distributed run), or a process where JAX computes already (its devices stay).
     """
     if distributed_requested() or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return 0
+        return
     text = os.environ.get("NQS_CPU_DEVICES", "").strip()
     try:
         n = int(text) if text else len(os.sched_getaffinity(0))
+        if n < 1:
+            raise ValueError
     except ValueError:
         raise ValueError(f"NQS_CPU_DEVICES must be a whole number of devices ≥ 1; got {text!r}") from None
-    if n < 1:
-        raise ValueError(f"NQS_CPU_DEVICES must be a whole number of devices ≥ 1; got {text!r}")
-    if n == 1 or jax.config.jax_num_cpu_devices == n:
-        return n
-    try:
-        jax.config.update("jax_num_cpu_devices", n)
-    except RuntimeError:  # the backends are up: this process keeps the devices it has
-        return 0
-    return n
+    if n > 1 and jax.config.jax_num_cpu_devices != n:
+        try:
+            jax.config.update("jax_num_cpu_devices", n)
+        except RuntimeError:  # the backends are up: this process keeps the devices it has
+            pass
 
 
 def per_device(fn: Callable[..., Any], split: tuple[bool, ...]) -> Callable[..., Any]:
     """``fn`` run by each device of the tracing mesh on its own share of the samples (``jax.shard_map``):
-    argument i split along its leading (sample) axis where ``split[i]``, else the same on every device;
+    argument i split along its leading (sample) axis where ``split[i]``, else the same on every device
+    (pass the parameters as arguments: a sharded array closed over does not enter ``shard_map``);
     the output is split along its leading axis.  Without a mesh of several devices: ``fn`` itself."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or CHAIN_AXIS not in mesh.axis_names or mesh.shape[CHAIN_AXIS] == 1:
