@@ -13,8 +13,10 @@ import panel as pn
 
 from app.lab import Lab
 from app.limits import Limits
+from app.offline import serve_panel_assets_locally
 from app.run_queue import server_executor, server_queue
 
+serve_panel_assets_locally()  # no stylesheet from cdn.holoviz.org, also on a loaded machine (app/offline.py)
 pn.extension(notifications=True, raw_css=[(Path(__file__).resolve().parents[1] / "assets" / "lab.css").read_text()])
 _log = logging.getLogger("nqs_lab")
 _log.setLevel(logging.INFO)
