@@ -16,6 +16,10 @@ calls after a warm-up call, ``block_until_ready``), on the step's own samples:
 * the engine's ``estimate`` (local energies + gradient + SR direction, whatever path it takes);
 * the fused step (``VMC.step``, 1 and 10 steps per call), and one network pass for scale.
 
+Every part runs as the engine's step does: on one CPU device per core (``devices.start_devices``, as
+``nqs run`` does; ``NQS_CPU_DEVICES=1`` for one device), traced under the engine's mesh with the samples
+split over its devices (``Engine._on_mesh``, ``devices.chain_sharding``).
+
 Arithmetic: XLA's cost analysis (``jax.jit(f).lower(*args).compile().cost_analysis()['flops']``)
 counts a loop body ONCE, whatever its trip count, and counts no flops in LAPACK custom calls.  So
 the "arithmetic" column is: for sampling, the flops of one network pass over the chains × the
@@ -34,7 +38,6 @@ machine: the load average is printed.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import statistics
 import sys
@@ -49,8 +52,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from netket_side_by_side import WORKLOADS, workload_names  # noqa: E402
+from nqs_core.devices import chain_sharding, describe_devices, start_devices  # noqa: E402
+from nqs_core.local_energy import flip_ratio_fn, local_energies  # noqa: E402
 from nqs_core.settings import RunSettings  # noqa: E402
-from nqs_core.vmc import VMC  # noqa: E402
+from nqs_core.vmc import VMC, estimate  # noqa: E402
 
 
 def timed(fn, *args, repeat: int) -> float:
@@ -92,17 +97,13 @@ class Part:
         self.in_step = in_step
 
 
-def engine_functions():
-    """The engine's local energies (and flip-ratio helper) wherever they live now."""
-    try:
-        from nqs_core.local_energy import local_energies
-    except ImportError:
-        from nqs_core.vmc import local_energies
-    try:
-        from nqs_core.local_energy import flip_ratio_fn
-    except ImportError:
-        flip_ratio_fn = None
-    return local_energies, flip_ratio_fn
+def on_mesh(engine, fn):
+    """``fn`` jitted and traced under the engine's mesh, as the fused step traces its parts."""
+    def run(*args):
+        with engine._on_mesh():
+            return fn(*args)
+
+    return jax.jit(run)
 
 
 def profile(name: str, a: argparse.Namespace, peak: float) -> None:
@@ -122,12 +123,14 @@ def profile(name: str, a: argparse.Namespace, peak: float) -> None:
     rep = a.repeat
 
     # sampling
-    sample = jax.jit(lambda prm, st: sampler.sample(lambda x: apply(prm, x), st))
+    eng = vmc.engine
+    split = chain_sharding(eng.mesh)
+    sample = on_mesh(eng, lambda prm, st: sampler.sample(lambda x: eng.forward(prm, x), st))
     _, sigma, lp, _ = sample(params, state.sampler)
     c, t, n = sigma.shape
     b = c * t
-    flat, lpf = sigma.reshape(b, n), lp.reshape(-1)
-    weights = jnp.full((b,), 1.0 / b)
+    flat, lpf = jax.device_put(sigma.reshape(b, n), split), jax.device_put(lp.reshape(-1), split)
+    weights = jax.device_put(jnp.full((b,), 1.0 / b), split)
     pass_b = xla_flops(lambda prm, x: apply(prm, x), params, flat)
     pass_c = xla_flops(lambda prm, x: apply(prm, x), params, flat[:c])
     per_config = pass_b / b if pass_b else None
@@ -140,10 +143,8 @@ def profile(name: str, a: argparse.Namespace, peak: float) -> None:
                       arith, "one pass over the chains x sub-steps", in_step=True))
 
     # local energies, as the engine calls them
-    local_energies, flip_ratio_fn = engine_functions()
-    ratios = flip_ratio_fn(model) if flip_ratio_fn is not None else None
-    kw = {"ratios": ratios} if "ratios" in inspect.signature(local_energies).parameters else {}
-    e_fn = jax.jit(lambda prm, x, l: local_energies(apply, prm, ham, x, l, **kw))
+    ratios = flip_ratio_fn(model)
+    e_fn = on_mesh(eng, lambda prm, x, l: local_energies(eng.forward, prm, ham, x, l, ratios=ratios))
     e_loc = e_fn(params, flat, lpf)
     _, mels = ham.matrix_elements(flat)
     nonzero = int(jnp.sum(mels != 0))
@@ -165,11 +166,11 @@ def profile(name: str, a: argparse.Namespace, peak: float) -> None:
     shift = jnp.asarray(s.diag_shift)
     try:
         if holo:
-            jac_fn = jax.jit(lambda prm, x: opt.jacobian_holomorphic(apply, prm, x))
-            sr_fn = jax.jit(lambda o, e: opt.sr_dense_holomorphic(o, e, weights, shift))
+            jac_fn = on_mesh(eng, lambda prm, x: opt.jacobian_holomorphic(apply, prm, x))
+            sr_fn = on_mesh(eng, lambda o, e: opt.sr_dense_holomorphic(o, e, weights, shift))
         else:
-            jac_fn = jax.jit(lambda prm, x: opt.jacobian(apply, prm, x))
-            sr_fn = jax.jit(lambda o, e: opt.sr_dense(o, e, weights, shift))
+            jac_fn = on_mesh(eng, lambda prm, x: opt.jacobian(apply, prm, x))
+            sr_fn = on_mesh(eng, lambda o, e: opt.sr_dense(o, e, weights, shift, eng.preconditioner.product_dtype))
         o = jac_fn(params, flat)
         p = o.shape[1]
         kind = "complex" if holo else "real"
@@ -191,9 +192,9 @@ def profile(name: str, a: argparse.Namespace, peak: float) -> None:
 
     if moments_path:
         try:
-            m_fn = jax.jit(lambda prm, x, e: apply(prm, x, weights, e - weights @ e, method="holomorphic_moments"))
+            m_fn = on_mesh(eng, lambda prm, x, e: apply(prm, x, weights, e - weights @ e, method="holomorphic_moments"))
             moments = m_fn(params, flat, e_loc)
-            solve = jax.jit(lambda m: opt.sr_from_moments(*m, shift))
+            solve = on_mesh(eng, lambda m: opt.sr_from_moments(*m, shift))
             parts.append(Part("RBM path: S_c and F_c from the moments (no Jacobian)",
                               timed(m_fn, params, flat, e_loc, repeat=rep), xla_flops(m_fn, params, flat, e_loc),
                               xla_flops(m_fn, params, flat, e_loc), "XLA", in_step=True))
@@ -204,16 +205,11 @@ def profile(name: str, a: argparse.Namespace, peak: float) -> None:
             parts.append(Part(f"RBM moments path (not available: {type(err).__name__})", None, None, None))
 
     # the engine's estimate (whatever path it takes) and the fused step
-    extra: list[Part] = []
-    try:
-        from nqs_core.vmc import estimate
-
-        est = jax.jit(lambda prm, x, l: estimate(model, prm, ham, x, l, weights, s.optimizer, s.sr_solver, shift))
-        extra.append(Part("the engine's estimate(): local energies + gradient + SR direction",
-                          timed(est, params, flat, lpf, repeat=rep), xla_flops(est, params, flat, lpf), None))
-    except Exception as err:  # noqa: BLE001 - the lead may restructure it
-        extra.append(Part(f"estimate() (not available: {type(err).__name__})", None, None, None))
-    log_psi = jax.jit(lambda prm, x: apply(prm, x))
+    est = on_mesh(eng, lambda prm, x, l: estimate(model, prm, ham, x, l, weights, s.optimizer, s.sr_solver, shift,
+                                                   eng.preconditioner, forward=eng.forward))
+    extra = [Part("the engine's estimate(): local energies + gradient + SR direction",
+                  timed(est, params, flat, lpf, repeat=rep), xla_flops(est, params, flat, lpf), None)]
+    log_psi = on_mesh(eng, lambda prm, x: eng.forward(prm, x))
     extra.append(Part(f"one network pass over the {b} samples (scale)", timed(log_psi, params, flat, repeat=rep),
                       pass_b, pass_b, "XLA"))
     fused = {}
@@ -224,7 +220,7 @@ def profile(name: str, a: argparse.Namespace, peak: float) -> None:
 
     print(f"\n### {name}: {w['title']}\n")
     print(f"{s.samples} samples, {vmc.n_parameters} real parameters, {s.dtype}, SR shift {s.diag_shift}; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; jax {jax.__version__}; "
+          f"{os.cpu_count()} CPUs, {describe_devices(eng.mesh.devices.size)}, load average {os.getloadavg()[0]:.1f}; jax {jax.__version__}; "
           f"peak {peak:.1f} GFLOP/s\n")
     print("| part | time ms | % of step | XLA GFLOP | arithmetic GFLOP | achieved GFLOP/s | floor ms at peak |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -267,6 +263,7 @@ def main() -> None:
     p.add_argument("--clock-ghz", type=float, default=None, help="default: /proc/cpuinfo's cpu MHz")
     p.add_argument("--peak-gflops", type=float, default=None, help="override the computed peak (GFLOP/s)")
     a = p.parse_args()
+    start_devices()
     names = workload_names(a.workload, "profile_step")
     clock = a.clock_ghz or clock_ghz() or 2.5
     for name in names:

@@ -10,8 +10,10 @@ import pytest
 import nqs_core  # noqa: F401
 from nqs_core.models import RBM
 from nqs_core.optimizers import (
+    GRAM_BLOCK,
     RealRavel,
     gradient_from_jacobian,
+    gram,
     gradient_vjp,
     jacobian,
     jacobian_holomorphic,
@@ -104,6 +106,29 @@ def test_sr_and_minsr_agree_when_samples_outnumber_parameters(shift):
     S = np.real(np.einsum("s,si,sj->ij", np.asarray(w), do.conj(), do))
     g = np.asarray(gradient_from_jacobian(o, e_loc, w))
     np.testing.assert_allclose((S + shift * np.eye(48)) @ np.asarray(d_sr), g, atol=1e-9)
+
+
+@pytest.mark.parametrize("rows, cols", [(50, GRAM_BLOCK - 1), (300, 2 * GRAM_BLOCK + 37), (64, 4 * GRAM_BLOCK)])
+def test_gram_in_blocks_equals_the_full_product(rows, cols):
+    """aᵀa from the blocks on and above the diagonal: the full product, symmetric, for one block and several."""
+    a = np.random.default_rng(cols).standard_normal((rows, cols))
+    s = np.asarray(gram(jnp.asarray(a)))
+    np.testing.assert_allclose(s, a.T @ a, rtol=1e-12, atol=1e-12 * np.abs(a.T @ a).max())
+    np.testing.assert_array_equal(s, s.T)
+
+
+def test_sr_with_more_parameters_than_one_gram_block_solves_the_shifted_system():
+    """(S + λ)d = g with S and g from the Jacobian by NumPy, where S is formed in several blocks (P > GRAM_BLOCK)."""
+    rng = np.random.default_rng(3)
+    o = jnp.asarray(rng.standard_normal((200, 2 * GRAM_BLOCK + 5)) + 1j * rng.standard_normal((200, 2 * GRAM_BLOCK + 5)))
+    e_loc = jnp.asarray(rng.standard_normal(200) + 1j * rng.standard_normal(200))
+    w = jnp.full((200,), 1 / 200)
+    d = np.asarray(sr_dense(o, e_loc, w, 0.01))
+    do = np.asarray(o) - np.asarray(o).mean(axis=0)
+    S = np.real(do.conj().T @ do) / 200
+    g = np.asarray(gradient_from_jacobian(o, e_loc, w))
+    np.testing.assert_allclose((S + 0.01 * np.eye(S.shape[0])) @ d, g, atol=1e-9 * np.abs(g).max())
+    np.testing.assert_allclose(np.asarray(minsr(o, e_loc, w, 0.01)), d, rtol=1e-6, atol=1e-9 * np.abs(d).max())
 
 
 def test_holomorphic_dense_sr_equals_real_formulation():
