@@ -170,7 +170,8 @@ def profile(name: str, a: argparse.Namespace, peak: float) -> None:
             sr_fn = on_mesh(eng, lambda o, e: opt.sr_dense_holomorphic(o, e, weights, shift))
         else:
             jac_fn = on_mesh(eng, lambda prm, x: opt.jacobian(apply, prm, x))
-            sr_fn = on_mesh(eng, lambda o, e: opt.sr_dense(o, e, weights, shift, eng.preconditioner.product_dtype))
+            sr_fn = on_mesh(eng, lambda o, e: opt.sr_dense(o, e, weights, shift,
+                                               getattr(eng.preconditioner, "product_dtype", None)))
         o = jac_fn(params, flat)
         p = o.shape[1]
         kind = "complex" if holo else "real"
