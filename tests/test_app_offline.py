@@ -20,7 +20,7 @@ def stylesheet_urls(model) -> list[str]:
 
 def test_models_rendered_without_a_page_use_this_servers_stylesheets(monkeypatch):
     monkeypatch.setattr(panel.reactive, "CDN_DIST", CDN_DIST)  # Panel's own fallback, as before the lab starts
-    view = lambda: pn.Column(pn.widgets.Button(name="Run"), pn.pane.Markdown("energy"))  # noqa: E731
+    view = lambda: pn.Column(pn.widgets.Button(label="Run"), pn.pane.Markdown("energy"))  # noqa: E731
     assert any(url.startswith(CDN_DIST) for url in stylesheet_urls(view().get_root(Document()))), \
         "Panel no longer falls back to its CDN: app/offline.py can go"
     serve_panel_assets_locally()
