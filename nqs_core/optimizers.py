@@ -188,13 +188,8 @@ def gram(a: jax.Array) -> jax.Array:
         return a.T @ a
     edges = np.linspace(0, p, k + 1).astype(int)
     rows = [a[:, edges[i]:edges[i + 1]].T @ a[:, edges[i]:] for i in range(k)]  # block row i, columns ≥ edge i
-    blocks = [[None] * k for _ in range(k)]
-    for i, row in enumerate(rows):
-        for j in range(i, k):
-            blocks[i][j] = row[:, edges[j] - edges[i]:edges[j + 1] - edges[i]]
-            if j > i:
-                blocks[j][i] = blocks[i][j].T
-    return jnp.block(blocks)
+    upper = {(i, j): rows[i][:, edges[j] - edges[i]:edges[j + 1] - edges[i]] for i in range(k) for j in range(i, k)}
+    return jnp.block([[upper[i, j] if j >= i else upper[j, i].T for j in range(k)] for i in range(k)])
 
 
 def _shift(mat_diag_mean: jax.Array, diag_shift: jax.Array) -> jax.Array:
