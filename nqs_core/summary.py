@@ -152,7 +152,7 @@ def build_summary(ctx: RunContext, momentum: dict[str, Any] | None, wall_seconds
         marshall_agreement=_marshall(ctx), stop_reason=ctx.stop_reason or "steps", restarts=list(ctx.restarts),
         **_reference_fields(ctx, energy), **_timing_fields(ctx, wall_seconds), **_exact_fields(ctx),
         **(momentum or {}))
-    verdict = assess(s, Estimate.of(ctx.evaluation, ctx.history), ctx.reference, ctx.phase, ctx.message,
+    verdict = assess(s, Estimate.of(ctx.evaluation, ctx.history, s), ctx.reference, ctx.phase, ctx.message,
                      summary.to_dict())
     summary.verdict, summary.warnings = verdict.verdict, list(verdict.warnings)
     return summary

@@ -254,6 +254,7 @@ def _evaluation(engine: Engine, s: RunSettings, state: Any, couplings: dict[str,
     per_chain = max(1, -(-s.eval_samples // s.chains))
     stats = engine.evaluate_fn(state.params, state.sampler, couplings, per_chain)
     out = {k: (complex(v) if np.iscomplexobj(v) else float(v)) for k, v in stats.items()}
+    out["n_samples"] = per_chain * s.chains
     return out, f"evaluation with {per_chain * s.chains} samples"
 
 
@@ -323,7 +324,7 @@ def run_point(sweep: Sweep, index: int, emit: Callable[[SweepEvent], None], cont
     exact, note = _exact(engine, s, state.params, options.exact and bool(history))
     if exact is not None:
         observables.update(fidelity=exact.pop("fidelity"), sign_agreement=exact.pop("sign_agreement"))
-    verdict = assess(s, Estimate.of(evaluation, history), ref, phase, message, {"relative_error": rel, "v_score": v_score})
+    verdict = assess(s, Estimate.of(evaluation, history, s), ref, phase, message, {"relative_error": rel, "v_score": v_score})
     n = s.n_sites
     return SweepPoint(index, sweep.coupling, value, ham.couplings, phase, message, len(history), energy, error,
                       variance, energy / n, error / n, v_score, acceptance, r_hat, source, ham.convention,

@@ -6,7 +6,8 @@ the sampler diagnostics and the reference, and returns a :class:`Verdict`:
 * ``failed`` when
   - the run diverged (NaN/inf);
   - the chains stopped moving: acceptance < ``FROZEN_ACCEPTANCE`` (Metropolis only);
-  - split R̂ (Gelman & Rubin; Vehtari et al. 2021) is not finite or > ``R_HAT_FAIL``;
+  - split R̂ (Gelman & Rubin; Vehtari et al. 2021) is not finite or > ``R_HAT_FAIL``, from at least
+    ``R_HAT_MIN_SAMPLES`` samples per chain (fewer: a warning only, as R̂ of such short halves is noise);
   - the variance collapsed, Var(E) ≤ ``COLLAPSED_VARIANCE``·E_ref², while E sits above the reference by
     more than max(``SIGMAS``·δE, ``FAR_ABOVE``·|E_ref|): a zero-variance state is an eigenstate or a
     single frozen configuration, and this one is not the ground state;
@@ -38,6 +39,10 @@ FAR_ABOVE = 1e-2
 SIGMAS = 4.0
 LOW_FIDELITY = 0.9
 WINDOW = 10  # steps whose median acceptance / R̂ stand in for the evaluation's
+# Split R̂ compares the chains' half means: from 4 chains of 8 samples (halves of 4), R̂ > 1.5 came out of
+# well-mixed tiny runs (2 of 12 seeds of a 2-step ConvNeXt chain run with 32 samples).  Halves of 16 samples
+# make it a measurement.
+R_HAT_MIN_SAMPLES = 32
 
 
 @dataclass(frozen=True)
@@ -63,22 +68,28 @@ class Estimate:
     variance: float
     acceptance: float
     r_hat: float
+    samples_per_chain: int | None = None  # what R̂ was computed from (None: unknown, judged as enough)
 
     @classmethod
-    def of(cls, evaluation: dict[str, Any] | None, history: Sequence[StepRecord]) -> "Estimate":
+    def of(cls, evaluation: dict[str, Any] | None, history: Sequence[StepRecord],
+           settings: RunSettings | None = None) -> "Estimate":
         """From the final evaluation, else the last step (energy) and the last ``WINDOW`` steps (median
-        acceptance and R̂)."""
+        acceptance and R̂); ``settings`` give the samples per chain."""
         last = list(history[-WINDOW:])
         acc = float(np.median([r.acceptance for r in last])) if last else math.nan
         r_hat = float(np.median([r.r_hat for r in last])) if last else math.nan
         if evaluation is not None:
             get = lambda k, d: float(np.real(evaluation.get(k, d)))  # noqa: E731
+            per_chain = None
+            if settings is not None and evaluation.get("n_samples"):
+                per_chain = int(evaluation["n_samples"]) // settings.chains
             return cls(get("energy", math.nan), get("error", math.nan), get("variance", math.nan),
-                       get("acceptance", acc), get("r_hat", r_hat))
+                       get("acceptance", acc), get("r_hat", r_hat), per_chain)
         if not last:
             return cls(math.nan, math.nan, math.nan, math.nan, math.nan)
         r = last[-1]
-        return cls(r.energy, r.error, r.variance, acc, r_hat)
+        return cls(r.energy, r.error, r.variance, acc, r_hat,
+                   settings.samples // settings.chains if settings is not None else None)
 
 
 def is_exact(ref: dict[str, Any] | None) -> bool:
@@ -97,7 +108,11 @@ def _sampler_checks(settings: RunSettings, est: Estimate) -> tuple[list[str], li
                         "the samples repeat one configuration, so the energy and its error bar mean nothing")
     elif est.acceptance < LOW_ACCEPTANCE:
         warnings.append(f"low acceptance {est.acceptance:.3f} (< {LOW_ACCEPTANCE:g}): the chains barely move")
-    if not math.isfinite(est.r_hat) or est.r_hat > R_HAT_FAIL:
+    too_short = est.samples_per_chain is not None and est.samples_per_chain < R_HAT_MIN_SAMPLES
+    if too_short and (not math.isfinite(est.r_hat) or est.r_hat > R_HAT_WARN):
+        warnings.append(f"split R̂ = {est.r_hat:.3g} from only {est.samples_per_chain} samples per chain "
+                        f"(< {R_HAT_MIN_SAMPLES}): too few to judge whether the chains mix")
+    elif not math.isfinite(est.r_hat) or est.r_hat > R_HAT_FAIL:
         failures.append(f"split R̂ = {est.r_hat:.3g} is far from 1 (> {R_HAT_FAIL:g}): the chains sample different "
                         "distributions (not mixed)")
     elif est.r_hat > R_HAT_WARN:

@@ -19,7 +19,7 @@ from nqs_core.checkpoint import save_checkpoint
 from nqs_core.driver import RunEvent, run
 from nqs_core.events import StepRecord
 from nqs_core.settings import RunSettings
-from nqs_core.verdict import Estimate, assess
+from nqs_core.verdict import R_HAT_MIN_SAMPLES, Estimate, assess
 from nqs_core.vmc import VMC
 
 PEAKED = RunSettings(hamiltonian="tfim", lattice="chain", L=6, h=10.0, model="rbm", samples=64, chains=4,
@@ -102,6 +102,17 @@ def test_split_r_hat_and_acceptance_thresholds():
     assert assess(SETTINGS, estimate(acceptance=0.005), EXACT, "done", "done").verdict == "warning"
     exact_sampler = SETTINGS.replace(sampler="exact")
     assert assess(exact_sampler, estimate(acceptance=0.0, r_hat=math.nan), EXACT, "done", "done").verdict == "ok"
+
+
+def test_split_r_hat_of_short_chains_warns_instead_of_failing():
+    """R̂ from halves of a few samples is noise (a well-mixed 2-step run with 8 samples per chain gave 1.63)."""
+    short = assess(SETTINGS, estimate(r_hat=1.63, samples_per_chain=8), EXACT, "done", "done")
+    assert short.verdict == "warning" and "only 8 samples per chain" in short.reason
+    assert assess(SETTINGS, estimate(r_hat=1.05, samples_per_chain=8), EXACT, "done", "done").verdict == "ok"
+    long = assess(SETTINGS, estimate(r_hat=1.63, samples_per_chain=R_HAT_MIN_SAMPLES), EXACT, "done", "done")
+    assert long.verdict == "failed" and "far from 1" in long.reason
+    evaluation = {"energy": -2.5, "error": 0.01, "variance": 0.1, "acceptance": 0.4, "r_hat": 1.6, "n_samples": 32}
+    assert Estimate.of(evaluation, [], SETTINGS.replace(chains=4)).samples_per_chain == 8
 
 
 def test_collapsed_variance_needs_a_reference_far_below():
