@@ -25,8 +25,9 @@ Same semantics on both sides: the sampler settings are read from this project's 
 to NetKet; with ``--netket-exchange ours`` (default) NetKet's ``MetropolisExchange`` gets this
 project's exchange pairs as its clusters (``graph``: NetKet's own clusters, graph distance ≤ 1 for
 the Heisenberg workloads, ≤ 2 on the J1-J2 graph, as NetKet users would write it).  Note that
-NetKet's exchange rule only proposes pairs of unequal spins (with a Hastings correction), ours any
-pair of the list (an equal pair is an identity move): same target distribution, different chains.
+NetKet's exchange rule (3.23) proposes only pairs of unequal spins (with a Hastings correction), as ours
+does by default (``exchange = differing-neighbours``; before 2026-12-01 ours proposed any pair of the
+list, an equal pair being an identity move): the same moves and acceptance rule on both sides.
 SR: both solve (S + λ)δ = g with g = 2 Re⟨ΔO*ΔE⟩ (NetKet's convention) and step θ ← θ − lr·δ; ours
 by Cholesky, NetKet by its default CG.  NetKet's Heisenberg uses Pauli matrices (4 H_S·S); by
 default (``--units spin``) both optimise H_S·S at the same lr (NetKet gets its operator / 4); with
@@ -176,9 +177,7 @@ def resolve(name: str, a: argparse.Namespace, seeds: list[int], tmp: Path) -> di
     sweep = int(getattr(smp, "sweep", settings.sweep or n))
     discard = int(getattr(smp, "thermalization", settings.thermalization
                           if settings.thermalization is not None else per_chain // 10))
-    bonds = getattr(smp, "bonds", "missing")
-    if bonds == "missing":  # an engine whose sampler does not say: its documented default, nearest neighbours
-        bonds = tuple(map(tuple, lat.bonds.tolist())) if settings.exchange == "neighbours" else None
+    bonds = smp.bonds
     pairs = [list(map(int, p)) for p in bonds] if bonds is not None else \
         [[i, j] for i in range(n) for j in range(i + 1, n)]
 

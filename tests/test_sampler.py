@@ -36,12 +36,21 @@ def make(kind, acceptance=log_acceptance):
         return MetropolisSampler(N, 256, 40, 2 * N, 20, "exchange", bonds, True, acceptance)
     if kind == "exchange-any":
         return MetropolisSampler(N, 256, 40, 2 * N, 20, "exchange", None, True, acceptance)
+    if kind == "differing-neighbours":
+        return MetropolisSampler(N, 256, 40, 2 * N, 20, "exchange", bonds, True, acceptance, differing=True)
+    if kind == "differing-any":
+        return MetropolisSampler(N, 256, 40, 2 * N, 20, "exchange", None, True, acceptance, differing=True)
     return ExactSampler(N, 256, 40, True, acceptance)
 
 
-def chi_square_p_value(sampler, seed=0):
-    """p-value of Pearson's χ² of the sampled configurations against |ψ|²/Z (bins with expected
-    count < 5 pooled)."""
+def differing_bonds(sigma):
+    """n(σ): the nearest-neighbour bonds of the chain whose two spins differ."""
+    return np.sum(sigma != np.roll(sigma, -1, axis=1), axis=1)
+
+
+def chi_square_p_value(sampler, seed=0, weight=lambda sigma: 1.0):
+    """p-value of Pearson's χ² of the sampled configurations against |ψ|²·weight(σ)/Z (bins with
+    expected count < 5 pooled)."""
     model, params = rbm_and_params()
     log_psi = lambda s: model.apply(params, s)
     state = sampler.init(jax.random.key(seed))
@@ -50,7 +59,8 @@ def chi_square_p_value(sampler, seed=0):
     # the carried log ψ is the log ψ of the recorded configurations
     np.testing.assert_allclose(np.asarray(lp).reshape(-1), np.asarray(log_psi(sigma)), rtol=1e-10, atol=1e-10)
     codes = basis_codes(N, sampler.sz_zero)
-    p = np.abs(np.exp(np.asarray(log_psi(decode(codes, N))))) ** 2
+    basis = decode(codes, N)
+    p = np.abs(np.exp(np.asarray(log_psi(basis)))) ** 2 * weight(basis)
     p /= p.sum()
     counts = np.bincount(np.searchsorted(codes, encode(sigma)), minlength=len(codes))
     assert counts.sum() == len(sigma)
@@ -64,14 +74,37 @@ def chi_square_p_value(sampler, seed=0):
     return stats.chi2.sf(chi2, len(obs) - 1)
 
 
-@pytest.mark.parametrize("kind", ["local", "exchange-neighbours", "exchange-any", "exact"])
+KINDS = ["local", "exchange-neighbours", "exchange-any", "differing-neighbours", "differing-any", "exact"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_sampler_draws_from_psi_squared(kind):
     assert chi_square_p_value(make(kind)) > 1e-3
 
 
-@pytest.mark.parametrize("kind", ["local", "exchange-neighbours", "exchange-any", "exact"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_chi_square_rejects_broken_acceptance(kind):
     assert chi_square_p_value(make(kind, wrong_acceptance)) < 1e-8
+
+
+def test_differing_pairs_need_their_hastings_ratio():
+    """Without the ratio n(σ)/n(σ') the bond proposal q = 1/n(σ) would sample |ψ|²·n(σ): the χ² tells
+    the two apart on these samples (so the test above would catch a missing or inverted ratio)."""
+    sampler = make("differing-neighbours")
+    assert chi_square_p_value(sampler, weight=differing_bonds) < 1e-8
+    assert chi_square_p_value(sampler, weight=lambda sigma: 1.0 / differing_bonds(sigma)) < 1e-8
+
+
+def test_differing_pairs_always_move():
+    """Every sub-step proposes a real exchange: on the flat state (ψ = 1) each one is accepted."""
+    for kind in ("differing-neighbours", "differing-any"):
+        sampler = make(kind)
+        state, sigma, _, acc = sampler.sample(lambda x: jnp.zeros(x.shape[0]), sampler.init(jax.random.key(2)))
+        assert np.all(np.asarray(sigma).sum(axis=-1) == 0)
+        if kind == "differing-any":
+            assert float(acc) == 1.0
+        else:  # on the flat state the Hastings ratio n(σ)/n(σ') alone rejects some moves
+            assert 0.5 < float(acc) < 1.0
 
 
 def test_exchange_moves_conserve_sz_and_start_in_sector():
