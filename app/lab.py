@@ -69,6 +69,25 @@ def heading(title: str) -> Any:
 
 
 
+def release_page(page: Any) -> int:
+    """Unwatch what ``page`` watches on the process-wide ``pn.state``: panel-material-ui's Page follows
+    ``pn.state.busy`` (a param reference), and that watcher kept every closed session's page, and with it
+    the session's Lab, views and documents, alive (server RSS grew 40 % in a 15-minute class soak,
+    benchmarks/README.md).  Returns how many watchers were removed."""
+    removed = 0
+    for watchers in pn.state.param.watchers.get("busy", {}).values():
+        for watcher in list(watchers):
+            if getattr(getattr(watcher.fn, "__self__", None), "self", None) is page:
+                pn.state.param.unwatch(watcher)
+                removed += 1
+    return removed
+
+
+def tab_slug(title: str) -> str:
+    """``Classical Ising`` → ``classical-ising``: the CSS class of a view's tab slot."""
+    return title.lower().replace(" ", "-")
+
+
 def _number(x: float | None) -> str:
     """Five decimals for an energy, scientific notation for what a diverging run can reach."""
     return "nan" if x is None or not np.isfinite(x) else f"{x:.5f}" if abs(x) < 1e6 else f"{x:.4e}"
@@ -122,7 +141,7 @@ class Lab:
         # (assets/lab.css): a larger root font size enlarges everything, in the browser alone
         self.large_font.jscallback(value=LARGE_FONT_JS)
         self.server_line = pn.pane.HTML(self._server_text(), margin=(4, 8))
-        self.tabs = pn.ui.Tabs(*[(v.title, v.panel) for v in self.views], sizing_mode="stretch_width")
+        self.tabs = self._build_tabs()
         self.spins.shown = self._shown_view() is self.spins  # until the first tick tells them
         self.momentum.correlations.shown = self._shown_view() is self.momentum
         self.stage = pn.pane.HTML("", sizing_mode="stretch_width", margin=(6, 10),
@@ -208,6 +227,22 @@ class Lab:
         ]
         return pn.ui.Page(title="NQS Lab: neural quantum states, live", sidebar=sidebar, main=[self.stage, self.tabs],
                           sidebar_width=380, theme_toggle=True)
+
+    def _build_tabs(self) -> Any:
+        """The views' tabs, each view's models built the first time its tab is shown and kept after: a
+        new session builds, sends and draws the shown tab only (benchmarks/README.md, "A class on one
+        server").  A filled tab's slot carries the class ``nqs-filled`` (tests/browser wait on it)."""
+        self._slots = [pn.Column(sizing_mode="stretch_width", css_classes=["nqs-tab", "nqs-tab-" + tab_slug(v.title)])
+                       for v in self.views]
+        tabs = pn.ui.Tabs(*[(v.title, slot) for v, slot in zip(self.views, self._slots)], sizing_mode="stretch_width")
+        self._fill_tab(tabs.active)
+        tabs.param.watch(lambda event: self._fill_tab(event.new), "active")
+        return tabs
+
+    def _fill_tab(self, index: Any) -> None:
+        if isinstance(index, int) and 0 <= index < len(self._slots) and not self._slots[index].objects:
+            slot = self._slots[index]
+            slot.param.update(objects=[self.views[index].panel], css_classes=[*slot.css_classes, "nqs-filled"])
 
     def _locked(self, fn: Any) -> None:
         """Run ``fn`` where the views' Bokeh models may change: at once without a server, else in the
@@ -745,6 +780,7 @@ class Lab:
     def _on_session_destroyed(self, session_context: Any) -> None:
         log.info("session destroyed: %s", self.runner.name)
         self.shutdown()
+        release_page(self.page)  # Bokeh discarded the session: nothing is sent to its page any more
 
     def shutdown(self) -> None:
         """Stop the worker and the periodic callback (the session is gone)."""

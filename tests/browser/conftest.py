@@ -54,15 +54,16 @@ def _server_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def _start_server(root: Path, executor: str) -> LabServer:
-    """``panel serve app`` on a free localhost port, its runs on ``executor`` (NQS_EXECUTOR)."""
+def _start_server(root: Path, executor: str, extra_env: dict[str, str] | None = None) -> LabServer:
+    """``panel serve app`` on a free localhost port, its runs on ``executor`` (NQS_EXECUTOR), ``extra_env``
+    on top of its environment."""
     port = _free_port()
     log_path = root / "server.log"
     panel = Path(sys.executable).with_name("panel")
     cmd = [str(panel), "serve", "app", "--port", str(port), "--address", "127.0.0.1",
            "--allow-websocket-origin", f"127.0.0.1:{port}", "--unused-session-lifetime", "2000",
            "--check-unused-sessions", "1000"]
-    env = {**_server_env(root / "cache"), "NQS_EXECUTOR": executor}
+    env = {**_server_env(root / "cache"), "NQS_EXECUTOR": executor, **(extra_env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(dying_with_this_process(cmd), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env=env)
@@ -100,6 +101,14 @@ def lab_server(tmp_path_factory):
 def process_lab_server(tmp_path_factory):
     """The lab as ``make lab`` serves it: each run in a worker process (app/run_queue.DEFAULT_EXECUTOR)."""
     server = _start_server(tmp_path_factory.mktemp("lab-process"), "process")
+    yield server
+    _stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def queue_lab_server(tmp_path_factory):
+    """A class in miniature: one place in the server's run queue (``NQS_MAX_RUNS=1``), runs on threads."""
+    server = _start_server(tmp_path_factory.mktemp("lab-queue"), "thread", {"NQS_MAX_RUNS": "1"})
     yield server
     _stop_server(server)
 

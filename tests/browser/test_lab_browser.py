@@ -57,6 +57,8 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.25):
 def show_tab(page, name: str, settle: float = 1.5) -> None:
     page.get_by_role("tab", name=name, exact=True).click()
     page.get_by_role("tab", name=name, exact=True).and_(page.locator("[aria-selected=true]")).wait_for(timeout=10_000)
+    # a tab's models are built and sent the first time it is shown (app/lab.py, Lab._build_tabs)
+    page.locator(f".nqs-tab-{name.lower().replace(' ', '-')}.nqs-filled").wait_for(state="attached", timeout=60_000)
     time.sleep(settle)
 
 

@@ -59,6 +59,7 @@ def test_two_runs_overlay_with_labels_naming_their_difference(open_lab, screensh
     run_to_end(page)
     choose(page, "Sign prior", "Marshall")
     button(page, "Run").click()
+    show_tab(page, "Compare", settle=0.2)  # a tab's figures reach the page when it is first shown
     # a run is kept (and labelled) when it has finished: the second one's label says it is done
     wait_for(lambda: {RUN1, RUN2} <= set(legend(page)), 300, "both runs in the Compare legend")
     wait_for(lambda: not button(page, "Run").is_disabled(), 30, "Run to be usable again")

@@ -124,7 +124,9 @@ def test_1_a_loaded_run_draws_each_step_once(open_lab, tmp_path):
         consoles.append(other_console)
         load(other, path)
         other.get_by_text(re.compile(r"Loaded a (run|checkpoint) of 12 steps")).first.wait_for(timeout=120_000)
-        for column in ("energy", "variance", "marshall", "acceptance"):
+        for column, tab in (("energy", "Energy"), ("variance", "Energy"), ("marshall", "Sign"),
+                            ("acceptance", "Diagnostics")):
+            show_tab(other, tab, settle=0.2)  # a tab's figures reach the page when it is first shown
             # the message can reach the page before every view's data (seen under load): wait for the series
             runs = wait_for(lambda: [s for s in series_steps(other, column) if len(s) > 2], 30,
                             f"{what}: a {column} series in the page")
