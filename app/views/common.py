@@ -43,10 +43,14 @@ for (const mant of [[1], [1, 3], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
   for (let e = e0; e <= e1; e++) for (const m of mant) if (inside(m * 10 ** e)) out.push(m * 10 ** e);
   if (out.length >= 3 && out.length <= 9) return out;
 }
-const raw = (hi - lo) / 4, p = 10 ** Math.floor(Math.log10(raw));
-const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw) || raw, out = [];
-for (let t = Math.ceil(lo / step) * step; t <= hi * (1 + 1e-9); t += step) out.push(t);
-return out;
+// a range within one decade (R̂ from 1 to 1.02): linear steps, the largest nice one that gives ≥ 3 ticks
+const top = 10 ** Math.floor(Math.log10(hi - lo));
+for (const step of [5, 2, 1, 0.5, 0.2, 0.1].map((m) => m * top)) {
+  const out = [];
+  for (let i = Math.ceil(lo / step - 1e-9); i * step <= hi * (1 + 1e-9); i++) out.push(Number((i * step).toPrecision(12)));
+  if (out.length >= 3) return out;
+}
+return [lo, hi];
 """
 LOG_LABEL_JS = """
 const a = Math.abs(tick);

@@ -94,6 +94,22 @@ def log_axes(page) -> list[dict]:
     return page.evaluate(LOG_TICKS)
 
 
+def test_log_axis_ticks_are_three_or_more_on_any_range(browser):
+    """The lab's log-axis ticker (app/views/common.py) in Chromium: at least three ticks however narrow the
+    range (R̂ from 1 to 1.02 got two, 1 and 1.02, before) or wide, each inside it."""
+    from app.views.common import LOG_TICKS_JS
+
+    ranges = [(1, 1.02), (0.99, 1.03), (1, 1.0004), (1, 1e16), (0.9, 3.5), (1e-3, 0.5), (2, 3), (0.5, 0.5001)]
+    page = browser.new_page()
+    try:
+        ticks = page.evaluate("(ranges) => ranges.map(([start, end]) => (function (cb_data) {" + LOG_TICKS_JS
+                              + "})({start, end}))", ranges)
+    finally:
+        page.close()
+    for (lo, hi), t in zip(ranges, ticks):
+        assert 3 <= len(t) <= 9 and all(lo * (1 - 1e-9) <= x <= hi * (1 + 1e-9) for x in t), (lo, hi, t)
+
+
 def assert_log_axes_readable(page, expected: int) -> None:
     """Item 7: every log axis on the visible tab shows at least three labelled ticks."""
     axes = wait_for(lambda: (lambda a: a if len(a) == expected and all(len(x["ticks"]) >= 3 for x in a) else None)(
