@@ -10,6 +10,7 @@ import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -528,9 +529,11 @@ def test_frozen_start_restarts_only_frozen_chains_far_above_the_reference():
 
 @pytest.mark.accuracy
 def test_a_collapsed_start_is_restarted_and_the_default_start_does_not_collapse(tmp_path):
-    """A ConvNeXt whose amplitude bias is staggered (|ψ|² on the two Néel states, what the J1-J2 4×4 run
-    collapsed onto from the old nearly-real start: no Metropolis move is accepted) is restarted once from
-    fresh parameters (the default initialisation), from which the chains keep moving."""
+    """A ConvNeXt whose amplitude bias is staggered (|ψ|² on a Néel state, what the J1-J2 4×4 run collapsed
+    onto from the old nearly-real start, its chains there: no Metropolis move is accepted) is restarted once
+    from fresh parameters (the default initialisation), from which the chains keep moving.  (From random
+    chains instead, each chain sticks in its own local maximum of |ψ|² and the first energy is wild:
+    e.g. 297 ± 7000 with the differing-pair exchange, which ends as a divergence, not a frozen start.)"""
     from nqs_core.checkpoint import save_checkpoint
     from nqs_core.vmc import VMC
 
@@ -540,7 +543,11 @@ def test_a_collapsed_start_is_restarted_and_the_default_start_does_not_collapse(
     params = jax.tree_util.tree_map(lambda x: x, state.params)
     neel = np.array([3.0, -3.0, -3.0, 3.0])  # in-patch sites (0,0), (1,0), (0,1), (1,1): A, B, B, A
     params["params"]["visible_bias"] = params["params"]["visible_bias"].at[:, 0].set(neel)
-    save_checkpoint(tmp_path / "collapsed.npz", state.replace(params=params), settings.to_dict(), [])
+    # and the chains where such a run left them: on the favoured Néel state (+1 on the A sublattice)
+    a_sites = vmc.lattice.sublattice == 0
+    chains = np.broadcast_to(np.where(a_sites, 1, -1).astype(np.int8), state.sampler.sigma.shape)
+    collapsed = state.replace(params=params, sampler=state.sampler.replace(sigma=jnp.asarray(chains)))
+    save_checkpoint(tmp_path / "collapsed.npz", collapsed, settings.to_dict(), [])
     result = run(settings, resume=tmp_path / "collapsed.npz")
     s = result.summary
     assert len(s["restarts"]) == 1 and "froze" in s["restarts"][0], s["restarts"]
