@@ -3,28 +3,43 @@ starts (benchmarks/class_load.py measures the served lab; these check the causes
 
 from __future__ import annotations
 
-import gc
-import weakref
+import subprocess
+import sys
+from pathlib import Path
 
+from app.lab import Lab
+
+
+ENDED_SESSION = r"""
+import gc, sys, weakref
 import panel as pn
-
 from app.lab import Lab, release_page
+
+lab = Lab()
+page = weakref.ref(lab.page)
+assert any(getattr(getattr(w.fn, "__self__", None), "self", None) is lab.page
+           for ws in pn.state.param.watchers.get("busy", {}).values() for w in ws)
+lab._on_session_destroyed(None)  # what Bokeh calls when it discards the session
+gone = weakref.ref(lab)
+del lab
+gc.collect()
+if gone() is not None:  # who holds it (for the failure message)
+    holders = [type(r).__name__ + ":" + repr(r)[:120] for r in gc.get_referrers(gone()) if r is not sys._getframe()]
+    sys.exit("the Lab is alive, held by " + "; ".join(holders))
+assert page() is None, "the page is alive"
+assert release_page(pn.ui.Page()) == 1  # one watcher per page
+"""
 
 
 def test_an_ended_session_leaves_nothing_alive() -> None:
     """panel-material-ui's Page watches the process-wide ``pn.state.busy``: without ``release_page`` every
     closed session's Lab (views, figures, documents) stayed reachable from ``pn.state`` for the life of
-    the server."""
-    lab = Lab()
-    page = weakref.ref(lab.page)
-    assert any(getattr(getattr(w.fn, "__self__", None), "self", None) is lab.page
-               for ws in pn.state.param.watchers.get("busy", {}).values() for w in ws)
-    lab._on_session_destroyed(None)  # what Bokeh calls when it discards the session
-    gone = weakref.ref(lab)
-    del lab
-    gc.collect()
-    assert gone() is None and page() is None
-    assert release_page(pn.ui.Page()) == 1  # one watcher per page
+    the server.  In a fresh interpreter, as a served session's process starts: in the full suite (one
+    worker after hundreds of other tests) the Lab was once found alive, held by something of an earlier
+    test, not yet identified (the check now names the holders)."""
+    out = subprocess.run([sys.executable, "-c", ENDED_SESSION], capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
 
 
 def test_only_the_shown_tab_is_built_until_another_is_shown() -> None:
