@@ -32,6 +32,7 @@ import numpy as np
 from flax import struct
 
 from nqs_core.basis import basis_codes, decode
+from nqs_core.settings import EXCHANGES
 
 LogPsiFn = Callable[[jax.Array], jax.Array]
 
@@ -257,9 +258,8 @@ def make_sampler(settings, hamiltonian) -> Sampler:
     therm = settings.thermalization if settings.thermalization is not None else spc // 10
     if not sz_zero:
         return MetropolisSampler(n, settings.chains, spc, sweep, therm, "local", None, False)
-    if settings.exchange not in ("neighbours", "any", "differing-neighbours", "differing-any"):
-        raise ValueError(f"exchange must be one of neighbours, any, differing-neighbours, differing-any; "
-                         f"got {settings.exchange!r}")
+    if settings.exchange not in EXCHANGES:
+        raise ValueError(f"exchange must be one of {', '.join(EXCHANGES)}; got {settings.exchange!r}")
     pairs = settings.exchange.removeprefix("differing-")
     bonds = tuple((int(a), int(b)) for a, b in hamiltonian.lattice.bonds) if pairs == "neighbours" else None
     return MetropolisSampler(n, settings.chains, spc, sweep, therm, "exchange", bonds, True,
