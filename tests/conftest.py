@@ -37,9 +37,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def pytest_configure(config: pytest.Config) -> None:
     """JAX starts here, on one CPU device, in every test process: the in-process tests then run on one
     device whichever test comes first (``driver.run``'s ``split_cpu_into_cores`` finds JAX started and
-    leaves it).  The subprocess tests (the CLI, the served lab's run workers) split the CPU as users get it."""
+    leaves it).  The subprocess tests (the CLI, the served lab's run workers) split the CPU as users get it.
+
+    The persistent compilation cache (``compile_cache``, the folder users get) is switched on before
+    anything compiles: JAX decides once per process, at its first compilation, whether to use it, so a
+    test process used to compile every program itself.  Now both workers and every subprocess share the
+    programs: 146 engine and model tests took 7 min with an empty cache and 1.5 min with a filled one."""
     import jax
 
+    from nqs_core.compile_cache import enable_compile_cache
+
+    enable_compile_cache()
     jax.devices()
 
 
@@ -151,7 +159,8 @@ def translation_matrix(lattice: Any, codes: Any, t: int) -> Any:
 
 @pytest.fixture
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """NQS_CACHE_DIR in a fresh directory: references and compiled programs are computed, not found."""
+    """NQS_CACHE_DIR in a fresh directory: references (and the compiled programs of subprocesses) are
+    computed, not found.  This process keeps the compilation cache it started with (``pytest_configure``)."""
     monkeypatch.setenv("NQS_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
