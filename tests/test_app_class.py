@@ -47,8 +47,12 @@ def test_only_the_shown_tab_is_built_until_another_is_shown() -> None:
     try:
         filled = [bool(slot.objects) for slot in lab._slots]
         assert filled == [True] + [False] * (len(lab.views) - 1)
+        # the tool tabs' figures are not even built (Lab() cost 1.5 s, of which 0.7 s theirs: benchmarks/README)
+        lazy = [lab.compare, lab.sweep, lab.diagnostics, lab.ising]
+        assert not any("figures" in view.__dict__ for view in lazy)
         compare = lab.views.index(lab.compare)
         lab.tabs.active = compare
+        assert "figures" in lab.compare.__dict__ and not any("figures" in v.__dict__ for v in lazy[1:])
         assert lab._slots[compare].objects == [lab.compare.panel] and "nqs-filled" in lab._slots[compare].css_classes
         assert lab._shown_view() is lab.compare
         lab.tabs.active = 0  # shown again: the first tab keeps its models

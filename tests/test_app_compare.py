@@ -221,6 +221,14 @@ def test_the_sweep_tab_draws_what_its_job_reports():
     view.tick()
     assert [r["energy"] for r in view.rows] == [-1.06] and view.live.data["value"] == []
     assert view.message == "Sweep done: 1 of 2 points" and not view.sweep_button.disabled
+    # the tab shown only now: its figures are built on the sources drawn so far, labelled for this sweep
+    assert "figures" not in view.__dict__
+    energy, _, _, order = view.panel and view.figures
+    assert energy.renderers[0].data_source is view.curve_source and energy.xaxis[0].axis_label == "h"
+    assert order.yaxis[0].axis_label == "⟨|Σσᶻ|⟩/N, ⟨σˣ⟩" and view.sigma_x_points.visible
+    events[:], view.tfim, view._pending_reset = [], False, True  # the next sweep (S·S model) relabels the built figures
+    view.tick()
+    assert order.yaxis[0].axis_label == "S(q) peak" and not view.sigma_x_points.visible and not view.rows
 
 
 def test_curve_grid_holds_the_swept_values():

@@ -168,6 +168,7 @@ def test_figure_text_is_relative_so_it_follows_the_page_font_size():
 
     lab = Lab()
     for view in lab.views:
+        view.panel  # noqa: B018  (built as when its tab is first shown: some views build their figures then)
         for fig in view.figures:
             assert not (fig.title and fig.title.text), fig.title.text
             texts = [(m, a) for m in fig.select({"type": Axis}) for a in ("axis_label_text_font_size",

@@ -11,6 +11,7 @@ the same overlays behind the current run (``attach``).  Bokeh models change only
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import panel as pn
@@ -92,22 +93,33 @@ class CompareView(pn.viewable.Viewer):
         self.running: str | None = None  # the preset of the comparison's run in progress
         self.store = OverlayStore(current=settings.run_settings())
         settings.param.watch(lambda *_: self._follow_settings(), list(settings.param))
-        self.lines: list[OverlayLines] = []
+        self.lines: list[OverlayLines] = []  # this tab's, once built (``figures``)
         self.attached: list[OverlayLines] = []  # in other views: drawn without the run they show
-        self.figures = []
-        blocks = []
-        for series, title, y_label, opts in FIGURES:
-            fig = make_figure(title, "step", y_label, height=250, **opts)
-            self.lines.append(OverlayLines(fig, series))
-            self.figures.append(fig)
-            blocks.append(with_heading(fig))
         self._build_controls()
         self.note = caption_pane(EMPTY)
         self._drawn = -1
         self._resend = False  # re-send the ticks after new options (tick)
-        self.panel = pn.Column(self.note, pn.Row(self.choice, self.clear_button), self.comparison_button,
-                               pn.GridBox(*blocks, ncols=2, sizing_mode="stretch_width"),
-                               sizing_mode="stretch_width", name=self.title)
+
+    @functools.cached_property
+    def figures(self) -> list[Any]:
+        """The tab's figures, built when first asked for (the tab first shown): a new session builds
+        only the shown tab's (benchmarks/README.md, "A class on one server").  Not yet in any document,
+        so they are drawn at once."""
+        figures = []
+        for series, title, y_label, opts in FIGURES:
+            fig = make_figure(title, "step", y_label, height=250, **opts)
+            self.lines.append(OverlayLines(fig, series))
+            figures.append(fig)
+        every = self.store.overlays(include_shown=True)
+        for lines in self.lines:
+            lines.draw(every)
+        return figures
+
+    @functools.cached_property
+    def panel(self) -> pn.Column:
+        return pn.Column(self.note, pn.Row(self.choice, self.clear_button), self.comparison_button,
+                         pn.GridBox(*map(with_heading, self.figures), ncols=2, sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width", name=self.title)
 
     def _build_controls(self) -> None:
         """Show/hide per run, Clear, and the sign-problem comparison (in the tab and under the preset menu)."""

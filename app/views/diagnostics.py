@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import panel as pn
@@ -15,24 +16,29 @@ class DiagnosticsView:
 
     def __init__(self) -> None:
         self.source = ColumnDataSource(dict(step=[], acceptance=[], r_hat=[], grad_norm=[], ms=[]))
-        self.acc_fig = make_figure("Metropolis acceptance", "step", "acceptance", height=220,
-                                   y_range=Range1d(0, 1.02))
-        self.acc_fig.line("step", "acceptance", source=self.source, color=BLUE, line_width=2)
-        self.rhat_fig = make_figure("Split-chain R̂ of E_loc (≈ 1 when chains agree)", "step", "R̂", height=220,
-                                    x_range=self.acc_fig.x_range, y_axis_type="log")  # readable ticks from 1 to 1e16
-        self.rhat_fig.line("step", "r_hat", source=self.source, color=ORANGE, line_width=2)
-        self.rhat_fig.add_layout(Span(location=1.0, dimension="width", line_color=GREY, line_dash="dotted"))
-        self.grad_fig = make_figure("Gradient norm", "step", "‖g‖", height=220, y_axis_type="log",
-                                    x_range=self.acc_fig.x_range)
-        self.grad_fig.line("step", "grad_norm", source=self.source, color=GREEN, line_width=2)
-        self.time_fig = make_figure("Time per step", "step", "ms", height=220, x_range=self.acc_fig.x_range)
-        self.time_fig.line("step", "ms", source=self.source, color=PURPLE, line_width=2)
         self.compile_text = pn.pane.HTML("compile time: –", styles={"font-size": "1rem"}, margin=(4, 10))
-        self.figures = [self.acc_fig, self.rhat_fig, self.grad_fig, self.time_fig]
-        self.panel = pn.Column(self.compile_text,
-                               pn.GridBox(*[with_heading(f) for f in self.figures],
-                                          ncols=2, sizing_mode="stretch_width"),
-                               sizing_mode="stretch_width", name=self.title)
+
+    @functools.cached_property
+    def figures(self) -> list[Any]:
+        """Acceptance, R̂, gradient norm and time per step on the kept source, built when first asked for
+        (the tab first shown): a new session builds only the shown tab's figures."""
+        acc = make_figure("Metropolis acceptance", "step", "acceptance", height=220, y_range=Range1d(0, 1.02))
+        acc.line("step", "acceptance", source=self.source, color=BLUE, line_width=2)
+        rhat = make_figure("Split-chain R̂ of E_loc (≈ 1 when chains agree)", "step", "R̂", height=220,
+                           x_range=acc.x_range, y_axis_type="log")  # readable ticks from 1 to 1e16
+        rhat.line("step", "r_hat", source=self.source, color=ORANGE, line_width=2)
+        rhat.add_layout(Span(location=1.0, dimension="width", line_color=GREY, line_dash="dotted"))
+        grad = make_figure("Gradient norm", "step", "‖g‖", height=220, y_axis_type="log", x_range=acc.x_range)
+        grad.line("step", "grad_norm", source=self.source, color=GREEN, line_width=2)
+        time = make_figure("Time per step", "step", "ms", height=220, x_range=acc.x_range)
+        time.line("step", "ms", source=self.source, color=PURPLE, line_width=2)
+        return [acc, rhat, grad, time]
+
+    @functools.cached_property
+    def panel(self) -> pn.Column:
+        return pn.Column(self.compile_text, pn.GridBox(*map(with_heading, self.figures), ncols=2,
+                                                       sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width", name=self.title)
 
     def reset(self) -> None:
         self.source.data = empty_like(self.source)

@@ -7,6 +7,9 @@ callback (a 64×64 checkerboard sweep costs well under a millisecond in NumPy).
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource, LinearColorMapper, Range1d
@@ -30,31 +33,43 @@ class IsingView:
         self.animate = pn.ui.Toggle(label="Animate the Ising lattice", value=False, color="primary",
                                     width=240)
         self.reheat = pn.ui.Button(label="Randomize spins", width=180)
-        mapper = LinearColorMapper(palette=[SPIN_DOWN, SPIN_UP], low=-1, high=1)
-        L = self.model.L
         self.source = ColumnDataSource(dict(image=[self.model.spins.astype(float)]))
-        self.fig = make_figure(f"Metropolis at T = {self.model.T:.2f}", "x", "y", height=480, width=480, sizing_mode="fixed",
-                               tools="save", x_range=Range1d(0, L), y_range=Range1d(0, L))
-        self.fig.image(image="image", x=0, y=0, dw=L, dh=L, source=self.source, color_mapper=mapper)
-        self.fig.grid.visible = False
         self.obs_source = ColumnDataSource(dict(sweep=[], m=[], e=[]))
-        self.obs_fig = make_figure("Magnetisation |m| and energy per site e", "sweep", "", height=300)
-        self.obs_fig.line("sweep", "m", source=self.obs_source, color=ORANGE, line_width=2, legend_label="|m|")
-        self.obs_fig.line("sweep", "e", source=self.obs_source, color=BLUE, line_width=2, legend_label="e")
-        self.obs_fig.legend.location = "center_right"
         self.readout = pn.pane.HTML("", styles={"font-size": "1rem", "font-family": "monospace"}, margin=(4, 10))
         self.temperature.param.watch(self._on_temperature, "value")
         self.size.param.watch(self._on_size, "value")
         self.reheat.on_click(lambda _: self._restart(self.model.L))
-        self.figures = [self.fig, self.obs_fig]
-        self.panel = pn.Column(
+        self._draw()
+
+    @functools.cached_property
+    def figures(self) -> list[Any]:
+        """The lattice and its observables, built when first asked for (the tab first shown): a new
+        session builds only the shown tab's figures."""
+        L = self.model.L
+        mapper = LinearColorMapper(palette=[SPIN_DOWN, SPIN_UP], low=-1, high=1)
+        fig = make_figure(f"Metropolis at T = {self.model.T:.2f}", "x", "y", height=480, width=480, sizing_mode="fixed",
+                          tools="save", x_range=Range1d(0, L), y_range=Range1d(0, L))
+        fig.image(image="image", x=0, y=0, dw=L, dh=L, source=self.source, color_mapper=mapper)
+        fig.grid.visible = False
+        obs = make_figure("Magnetisation |m| and energy per site e", "sweep", "", height=300)
+        obs.line("sweep", "m", source=self.obs_source, color=ORANGE, line_width=2, legend_label="|m|")
+        obs.line("sweep", "e", source=self.obs_source, color=BLUE, line_width=2, legend_label="e")
+        obs.legend.location = "center_right"
+        return [fig, obs]
+
+    @property
+    def fig(self) -> Any:
+        return self.figures[0]
+
+    @functools.cached_property
+    def panel(self) -> pn.Column:
+        fig, obs = self.figures
+        return pn.Column(
             pn.Row(self.animate, self.reheat, self.size, self.sweeps_per_tick),
             self.temperature,
-            pn.Row(with_heading(self.fig), pn.Column(with_heading(self.obs_fig),
-                                                      self.readout, sizing_mode="stretch_width"),
+            pn.Row(with_heading(fig), pn.Column(with_heading(obs), self.readout, sizing_mode="stretch_width"),
                    sizing_mode="stretch_width"),
             sizing_mode="stretch_width", name=self.title)
-        self._draw()
 
     def _on_temperature(self, event) -> None:
         self.model.T = float(event.new)

@@ -12,6 +12,7 @@ Bokeh models change only in :meth:`SweepView.tick` (the lab's periodic callback)
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -96,14 +97,17 @@ class SweepView(pn.viewable.Viewer):
         self.curve: dict[float, dict[str, float]] = {}
         self.curve_source = ColumnDataSource({c: [] for c in CURVE_COLUMNS})
         self.live = ColumnDataSource(dict(value=[], energy=[]))
-        self._build_figures()
+        self.order_note = caption_pane("")
         self._build_controls()
         settings.param.watch(lambda *_: self._follow_hamiltonian(), "hamiltonian")
         self._follow_hamiltonian()
         self.tfim = settings.hamiltonian == "tfim"
         self.n_sites = 1
 
-    def _build_figures(self) -> None:
+    @functools.cached_property
+    def figures(self) -> list[Any]:
+        """The tab's four figures on the kept sources, built when first asked for (the tab first shown): a
+        new session builds only the shown tab's (benchmarks/README.md, "A class on one server")."""
         opts = dict(height=270)
         self.energy_fig = make_figure("E/N ± error per point against the exact curve", "coupling", "E / N",
                                       tools="pan,wheel_zoom,box_zoom,reset,save", **opts)
@@ -142,7 +146,9 @@ class SweepView(pn.viewable.Viewer):
             fig.legend.location = where
             fig.legend.background_fill_alpha = 0.6
             fig.legend.label_text_font_size = SMALL_TEXT
-        self.figures = [f, self.rel_fig, g, o]
+        if self.job is not None:  # a sweep started before the tab was first shown
+            self._label_figures(f, self.rel_fig, g, o)
+        return [f, self.rel_fig, g, o]
 
     def _build_controls(self) -> None:
         self.coupling_widget = pn.ui.Select.from_param(self.param.coupling, label="Coupling to sweep", width=170)
@@ -158,14 +164,17 @@ class SweepView(pn.viewable.Viewer):
         self.critical_button.on_click(lambda *_: self.start_critical())
         self.status = pn.pane.HTML("", css_classes=["nqs-sweep-status"], sizing_mode="stretch_width",
                                    styles={"font-size": "0.95rem"}, margin=(4, 10))
-        self.order_note = caption_pane("")
-        self.panel = pn.Column(
+        self._say("Pick a coupling and its values, then Sweep: every point is a VMC run with the sidebar's settings.")
+
+    @functools.cached_property
+    def panel(self) -> pn.Column:
+        energy, rel, sign, order = self.figures
+        return pn.Column(
             pn.Row(self.coupling_widget, self.values_widget, self.sweep_button, self.stop_button),
             self.critical_button, self.status,
-            pn.GridBox(with_heading(self.energy_fig), with_heading(self.rel_fig), with_heading(self.sign_fig),
-                       with_heading(self.order_fig, self.order_note), ncols=2, sizing_mode="stretch_width"),
+            pn.GridBox(with_heading(energy), with_heading(rel), with_heading(sign), with_heading(order, self.order_note),
+                       ncols=2, sizing_mode="stretch_width"),
             sizing_mode="stretch_width", name=self.title)
-        self._say("Pick a coupling and its values, then Sweep: every point is a VMC run with the sidebar's settings.")
 
     def __panel__(self) -> Any:
         return self.panel
@@ -232,8 +241,13 @@ class SweepView(pn.viewable.Viewer):
         for src in (self.points, self.curve_source, self.live):
             src.data = empty_like(src)
         self.curve = {}
+        if "figures" in self.__dict__:  # built: else they take these labels when built
+            self._label_figures(*self.figures)
+
+    def _label_figures(self, *figures: Any) -> None:
+        """Axis labels, the TFIM-only ⟨σˣ⟩ and the order parameter's note for the sweep shown."""
         name = self.job.sweep.coupling if self.job else self.coupling
-        for fig in self.figures:
+        for fig in figures:
             fig.xaxis.axis_label = name
         self.order_fig.yaxis.axis_label = "⟨|Σσᶻ|⟩/N, ⟨σˣ⟩" if self.tfim else "S(q) peak"
         for r in (self.sigma_x_curve, self.sigma_x_points):
