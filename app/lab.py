@@ -83,6 +83,20 @@ def release_page(page: Any) -> int:
     return removed
 
 
+def release_document_views(doc: Any) -> int:
+    """Forget the views Panel registered for ``doc`` that its own session hooks leave behind: Panel 1.10's
+    ``server_doc`` renders the session's notification area with ``get_root``, which registers it in
+    ``pn.state._views`` with the document, but the area's session-destroyed hook forgets only views that
+    ``server_doc`` rendered.  So every session's document, and through the callbacks of its models the
+    session's Lab, stayed alive: served, +9 MB per session opened and discarded (benchmarks/README.md).
+    Returns how many views were forgotten."""
+    stale = [ref for ref, (_, _, d, _) in list(pn.state._views.items()) if d is doc]
+    for ref in stale:
+        view, root = pn.state._views.pop(ref)[:2]
+        view._cleanup(root)  # what the hook does for the views it knows: drop the view's models of doc
+    return len(stale)
+
+
 def tab_slug(title: str) -> str:
     """``Classical Ising`` → ``classical-ising``: the CSS class of a view's tab slot."""
     return title.lower().replace(" ", "-")
@@ -781,6 +795,7 @@ class Lab:
         log.info("session destroyed: %s", self.runner.name)
         self.shutdown()
         release_page(self.page)  # Bokeh discarded the session: nothing is sent to its page any more
+        release_document_views(self._doc)
 
     def shutdown(self) -> None:
         """Stop the worker and the periodic callback (the session is gone)."""

@@ -42,6 +42,41 @@ def test_an_ended_session_leaves_nothing_alive() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
 
 
+SERVED_SESSIONS = r"""
+import gc, sys, threading, time, urllib.request
+from bokeh.command.util import build_single_handler_application
+from bokeh.server.server import Server
+from app.lab import Lab
+
+# the app as `panel serve app` runs it, on a free port; sessions nobody connects to are discarded after 0.5 s
+server = Server({"/app": build_single_handler_application("app")}, port=0, address="127.0.0.1",
+                unused_session_lifetime_milliseconds=500, check_unused_sessions_milliseconds=100)
+server.start()
+threading.Thread(target=server.io_loop.start, daemon=True).start()
+for _ in range(3):  # three sessions opened (each GET builds one) and left
+    urllib.request.urlopen(f"http://127.0.0.1:{server.port}/app", timeout=300).read()
+deadline = time.monotonic() + 120  # a hang guard: Bokeh discards them within a second or two
+while server.get_sessions("/app") and time.monotonic() < deadline:
+    time.sleep(0.1)
+assert not server.get_sessions("/app"), "Bokeh did not discard the sessions"
+server.io_loop.add_callback(server.io_loop.stop)
+gc.collect()
+alive = [o for o in gc.get_objects() if isinstance(o, Lab)]
+if alive:  # who holds one (for the failure message)
+    holders = [type(r).__name__ + ":" + repr(r)[:120] for r in gc.get_referrers(alive[0]) if r is not alive]
+    sys.exit(f"{len(alive)} Labs of discarded sessions alive, one held by " + "; ".join(holders[:12]))
+"""
+
+
+def test_discarded_served_sessions_leave_no_lab_alive() -> None:
+    """Served, Panel 1.10 kept every session's notification area registered with its document after the
+    session ended (``release_document_views``): each opened and discarded session kept its whole document
+    and Lab, +9 MB of server memory per session."""
+    out = subprocess.run([sys.executable, "-c", SERVED_SESSIONS], capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
 def test_only_the_shown_tab_is_built_until_another_is_shown() -> None:
     lab = Lab()
     try:
