@@ -10,6 +10,15 @@ from pathlib import Path
 from app.lab import Lab
 
 
+# The sessions' own threads (their reference lookups, a test's server loop) end before the collection: while
+# another thread runs a garbage collection, gc.collect() returns 0 at once and a dead Lab looks alive.
+COLLECT = """
+for thread in threading.enumerate():
+    if thread.name.startswith("nqs-"):
+        thread.join(120)  # a hang guard
+gc.collect()
+"""
+
 ENDED_SESSION = r"""
 import gc, sys, threading, weakref
 import panel as pn
@@ -22,16 +31,19 @@ assert any(getattr(getattr(w.fn, "__self__", None), "self", None) is lab.page
 lab._on_session_destroyed(None)  # what Bokeh calls when it discards the session
 gone = weakref.ref(lab)
 del lab
-for thread in threading.enumerate():  # the session's background work (its reference lookup) ends first: while
-    if thread.name.startswith("nqs-"):  # another thread collects, gc.collect() here returns 0 at once
-        thread.join(120)  # a hang guard
-gc.collect()
+""" + COLLECT + r"""
 if gone() is not None:  # who holds it (for the failure message)
     holders = [type(r).__name__ + ":" + repr(r)[:120] for r in gc.get_referrers(gone()) if r is not sys._getframe()]
     sys.exit("the Lab is alive, held by " + "; ".join(holders))
 assert page() is None, "the page is alive"
 assert release_page(pn.ui.Page()) == 1  # one watcher per page
 """
+
+
+def in_a_fresh_interpreter(script: str) -> None:
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
 
 
 def test_an_ended_session_leaves_nothing_alive() -> None:
@@ -41,9 +53,7 @@ def test_an_ended_session_leaves_nothing_alive() -> None:
     lookup may still be reading its table when the session ends: while that thread runs a garbage
     collection, ``gc.collect()`` here returns 0 at once, which left the Lab "alive" in some runs (held by
     nothing), so the check waits for the session's threads first."""
-    out = subprocess.run([sys.executable, "-c", ENDED_SESSION], capture_output=True, text=True, timeout=600,
-                         cwd=Path(__file__).resolve().parents[1])
-    assert out.returncode == 0, out.stderr[-3000:]
+    in_a_fresh_interpreter(ENDED_SESSION)
 
 
 SERVED_SESSIONS = r"""
@@ -64,10 +74,7 @@ while server.get_sessions("/app") and time.monotonic() < deadline:
     time.sleep(0.1)
 assert not server.get_sessions("/app"), "Bokeh did not discard the sessions"
 server.io_loop.add_callback(server.io_loop.stop)
-for thread in threading.enumerate():  # the server's loop and the sessions' reference lookups end first (as above)
-    if thread.name.startswith("nqs-"):
-        thread.join(120)  # a hang guard
-gc.collect()
+""" + COLLECT + r"""
 alive = [o for o in gc.get_objects() if isinstance(o, Lab)]
 if alive:  # who holds one (for the failure message)
     holders = [type(r).__name__ + ":" + repr(r)[:120] for r in gc.get_referrers(alive[0]) if r is not alive]
@@ -79,9 +86,7 @@ def test_discarded_served_sessions_leave_no_lab_alive() -> None:
     """Served, Panel 1.10 kept every session's notification area registered with its document after the
     session ended (``release_document_views``): each opened and discarded session kept its whole document
     and Lab, +9 MB of server memory per session."""
-    out = subprocess.run([sys.executable, "-c", SERVED_SESSIONS], capture_output=True, text=True, timeout=600,
-                         cwd=Path(__file__).resolve().parents[1])
-    assert out.returncode == 0, out.stderr[-3000:]
+    in_a_fresh_interpreter(SERVED_SESSIONS)
 
 
 def test_only_the_shown_tab_is_built_until_another_is_shown() -> None:
