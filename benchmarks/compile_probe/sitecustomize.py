@@ -1,0 +1,30 @@
+"""Compile probe (benchmarks/compile_report.py): with ``COMPILE_PROBE_DIR`` set and this folder on
+``PYTHONPATH``, every Python process (pytest workers, served labs, CLI subprocesses, run workers)
+appends each XLA compilation (test, program name, seconds) to ``$COMPILE_PROBE_DIR/<pid>.jsonl``.
+
+Cache hits of the persistent compilation cache are not compilations and are not recorded."""
+import json
+import os
+import sys
+
+_dir = os.environ.get("COMPILE_PROBE_DIR")
+if _dir:
+    _path = os.path.join(_dir, f"{os.getpid()}.jsonl")
+    _file = None
+
+    def _listener(event, duration, **kw):
+        global _file
+        if not event.endswith("backend_compile_duration"):
+            return
+        if _file is None:
+            _file = open(_path, "a", buffering=1)
+            _file.write(json.dumps({"argv": sys.argv[:6]}) + "\n")
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+        _file.write(json.dumps([test, kw.get("fun_name"), round(duration, 4)]) + "\n")
+
+    try:
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(_listener)
+    except Exception:  # a process without JAX records nothing
+        pass
