@@ -23,6 +23,18 @@ import pytest
 
 POLL_INTERVAL = 0.1  # the lab's periodic callback runs about 10 times a second
 
+# The suite's small run: a test that needs "a run" (and not a particular model, lattice or size) uses these
+# settings, as ``RunSettings(**TINY, steps=…)`` or the CLI's ``tiny_cli()``, so that its compiled programs come
+# from the persistent compilation cache after the first test compiled them (a distinct configuration costs
+# 10-60 s of compilation cold).  Run-time fields (steps, seed, lr, diag_shift, couplings...) are free to vary;
+# the static ones (everything here, eval_samples, the ``n`` of ``VMC.step(state, n)``) each compile anew.
+TINY = dict(hamiltonian="heisenberg", lattice="chain", L=6, model="rbm", samples=64, chains=4)
+
+
+def tiny_cli(**overrides: Any) -> list[str]:
+    """``TINY`` (with ``overrides``) as ``nqs run`` arguments."""
+    return [a for k, v in {**TINY, **overrides}.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -34,10 +46,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return BrowserTestsTogether(config, log)
 
 
+SUBPROCESS_CPU_DEVICES = "1"  # NQS_CPU_DEVICES of every process the tests start, unless a test sets it
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """JAX starts here, on one CPU device, in every test process: the in-process tests then run on one
     device whichever test comes first (``driver.run``'s ``split_cpu_into_cores`` finds JAX started and
-    leaves it).  The subprocess tests (the CLI, the served lab's run workers) split the CPU as users get it.
+    leaves it).  The processes the tests start (the CLI, the served labs and their run workers) inherit
+    ``NQS_CPU_DEVICES=1``: on one device they compile the same programs as the in-process tests and share
+    them through the cache (a two-device process keeps its programs in a folder of its own,
+    ``compile_cache.runtime_layout``), and two pytest workers already fill the two cores.  The tests of the
+    split itself set ``NQS_CPU_DEVICES`` (or ``""``, the users' default: one device per core) themselves.
 
     The persistent compilation cache (``compile_cache``, the folder users get) is switched on before
     anything compiles: JAX decides once per process, at its first compilation, whether to use it, so a
@@ -47,6 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from nqs_core.compile_cache import enable_compile_cache
 
+    os.environ.setdefault("NQS_CPU_DEVICES", SUBPROCESS_CPU_DEVICES)
     enable_compile_cache()
     jax.devices()
 

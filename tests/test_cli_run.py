@@ -29,7 +29,7 @@ def json_lines(stdout: str) -> list[dict]:
 
 
 def test_json_output_shape():
-    out = nqs(*TINY, "--steps", "5", "--eval-samples", "128", "--json")
+    out = nqs(*TINY, "--steps", "5", "--eval-samples", "128", "--json", env={"NQS_CPU_DEVICES": ""})  # users' default
     assert out.returncode == 0, out.stderr
     objs = json_lines(out.stdout)  # every stdout line is JSON
     steps, summary = objs[:-1], objs[-1]
