@@ -1,4 +1,8 @@
-"""ConvNeXt NQS: equivariance of the encoder, exact momentum of the output, settings, precision."""
+"""ConvNeXt NQS: equivariance of the encoder, exact momentum of the output, settings, precision.
+
+The networks run jitted, each test's network passes in one compiled program: run eagerly, a ConvNeXt
+forward compiles its ~400 primitives one by one (and the Flax initialisers their random draws) — seconds
+per geometry; the parameters come from ``jax.eval_shape`` and NumPy, so initialising compiles nothing."""
 
 from __future__ import annotations
 
@@ -24,21 +28,40 @@ def random_configs(n_sites: int, batch: int, seed: int = 0, sz_zero: bool = True
 
 
 def init(model, n_sites, seed=0):
-    sigma = random_configs(n_sites, 2, seed)
-    params = model.init(jax.random.key(seed), sigma)
-    # randomise every parameter (LayerNorm scales/biases are 1/0 at init) so no symmetry is accidental
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
-    return jax.tree.unflatten(tree, leaves)
+    """Random parameters with ``model``'s structure, shapes and dtypes, none at its initial value (LayerNorm
+    scales/biases are 1/0 at init) so no symmetry is accidental: about the initial scale (kernels
+    N(0, 1/fan-in), visible phases N(0, 0.5²), scales 1, the rest 0) plus 0.3·N(0, 1) on every entry.  The structure comes from
+    ``jax.eval_shape`` (traced, not run: nothing compiles), the values from NumPy."""
+    shapes = jax.eval_shape(model.init, jax.random.key(seed), random_configs(n_sites, 2, seed))
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, s):
+        name = getattr(path[-1], "key", "")
+        base = np.ones(s.shape) if name == "scale" else np.zeros(s.shape)
+        if name == "kernel":
+            base = rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))
+        if name == "visible_bias":  # [amplitude a_x, phase b_x], the phase as widely spread as convnext's init
+            base = rng.standard_normal(s.shape) * np.array([0.1, convnext.PHASE_STD])
+        return jnp.asarray(base + 0.3 * rng.standard_normal(s.shape), s.dtype)
+
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
 
 
-def assert_momentum(model, params, lattice, k_over_pi, sigma, rtol):
-    """ψ(shift(σ, e_a)) = e^{ik_a} ψ(σ) for each axis, compared on the scale of the largest |ψ|."""
+def log_psis(models, params, sigma) -> list[np.ndarray]:
+    """``[m.apply(p, sigma) for m, p in zip(models, params)]``, as one compiled program."""
+    return [np.asarray(x) for x in jax.jit(lambda ps, s: [m.apply(p, s) for m, p in zip(models, ps)])(params, sigma)]
+
+
+def translated(lattice, sigma) -> np.ndarray:
+    """σ followed by σ shifted by one site along each axis (the batch ``assert_momentum`` reads)."""
+    return np.concatenate([sigma] + [sigma[:, perm] for perm in lattice.unit_translations()])
+
+
+def assert_momentum(log_psi, lattice, k_over_pi, rtol):
+    """ψ(shift(σ, e_a)) = e^{ik_a} ψ(σ) for each axis, compared on the scale of the largest |ψ|;
+    ``log_psi``: log ψ of ``translated(lattice, σ)``."""
     k = lattice.momentum_index(k_over_pi)
-    b = sigma.shape[0]
-    batch = np.concatenate([sigma] + [sigma[:, perm] for perm in lattice.unit_translations()])
-    log_psi = np.asarray(model.apply(params, batch)).reshape(1 + lattice.dim, b)
+    log_psi = np.asarray(log_psi).reshape(1 + lattice.dim, -1)
     psi = np.exp(log_psi - np.max(log_psi[0].real))
     for a in range(lattice.dim):
         err = np.max(np.abs(psi[1 + a] - np.exp(1j * k[a]) * psi[0]))
@@ -53,19 +76,22 @@ def test_encoder_commutes_with_patch_translations(kind, L, patch, kernel):
     model = ConvNeXt(lattice=lat, patch=patch, kernel=kernel, depth=2, features=6)
     params = init(model, lat.n_sites)
     sigma = random_configs(lat.n_sites, 8, seed=3, sz_zero=False)
-    h = np.asarray(model.apply(params, sigma, method=ConvNeXt.encode))
-    assert h.shape == (8,) + (L // patch,) * lat.dim + (6,)
-    # shift(σ, s e_x) moves patch p+1 to p: the feature map rolls by −1 along the x grid axis
-    for a, perm_axis in enumerate(range(lat.dim)):
+    # σ, σ shifted by one patch along each axis, σ shifted by one site: encoded in one pass
+    patch_shifts = []
+    for a in range(lat.dim):
         r = np.zeros(lat.dim, dtype=int)
         r[a] = patch
-        perm = lat.site(lat.coords + r)
-        h_shift = np.asarray(model.apply(params, sigma[:, perm], method=ConvNeXt.encode))
+        patch_shifts.append(lat.site(lat.coords + r))
+    batch = np.concatenate([sigma] + [sigma[:, perm] for perm in patch_shifts] + [sigma[:, lat.unit_translations()[0]]])
+    encoded = np.asarray(jax.jit(lambda p, s: model.apply(p, s, method=ConvNeXt.encode))(params, batch))
+    h, h_shifts, h_one = encoded[:8], encoded[8:-8].reshape((lat.dim, 8) + encoded.shape[1:]), encoded[-8:]
+    assert h.shape == (8,) + (L // patch,) * lat.dim + (6,)
+    # shift(σ, s e_x) moves patch p+1 to p: the feature map rolls by −1 along the x grid axis
+    for a in range(lat.dim):
         grid_axis = 1 if lat.dim == 1 else (2 if a == 0 else 1)  # grid axes are (p_y, p_x)
-        np.testing.assert_allclose(h_shift, np.roll(h, -1, axis=grid_axis), atol=1e-12)
+        np.testing.assert_allclose(h_shifts[a], np.roll(h, -1, axis=grid_axis), atol=1e-12)
     # and a shift by a single site (not a patch translation) is not a symmetry of the encoder
     if patch > 1:
-        h_one = np.asarray(model.apply(params, sigma[:, lat.unit_translations()[0]], method=ConvNeXt.encode))
         assert not np.allclose(h_one, np.roll(h, -1, axis=1), atol=1e-3)
 
 
@@ -77,10 +103,11 @@ def test_every_allowed_momentum_is_exact(kind, L, patch, kernel, every):
     lat = make_lattice(kind, L)
     sigma = random_configs(lat.n_sites, 16, seed=1)
     momenta = lat.momenta() / np.pi
-    for k in (momenta if every else momenta[[1, len(momenta) // 2]]):
-        model = ConvNeXt(lattice=lat, patch=patch, kernel=kernel, depth=1, features=4, k_over_pi=tuple(k))
-        params = init(model, lat.n_sites, seed=2)
-        psi = assert_momentum(model, params, lat, tuple(k), sigma, rtol=1e-10)
+    ks = [tuple(k) for k in (momenta if every else momenta[[1, len(momenta) // 2]])]
+    models = [ConvNeXt(lattice=lat, patch=patch, kernel=kernel, depth=1, features=4, k_over_pi=k) for k in ks]
+    params = [init(model, lat.n_sites, seed=2) for model in models]
+    for k, log_psi in zip(ks, log_psis(models, params, translated(lat, sigma))):
+        psi = assert_momentum(log_psi, lat, k, rtol=1e-10)
         assert np.max(np.abs(psi)) == pytest.approx(1.0)  # not the zero function
 
 
@@ -88,10 +115,11 @@ def test_square_6x6_momentum_with_inter_patch_phases():
     """6×6 with 2×2 patches: k = (2π/3, π/3) needs both the patch phases and the intra-patch sum."""
     lat = make_lattice("square", 6)
     sigma = random_configs(36, 8, seed=4)
-    for k in [(2 / 3, 1 / 3), (1.0, 0.0)]:
-        model = ConvNeXt(lattice=lat, patch=2, kernel=3, depth=2, features=4, k_over_pi=k)
-        params = init(model, 36, seed=5)
-        assert_momentum(model, params, lat, k, sigma, rtol=1e-10)
+    ks = [(2 / 3, 1 / 3), (1.0, 0.0)]
+    models = [ConvNeXt(lattice=lat, patch=2, kernel=3, depth=2, features=4, k_over_pi=k) for k in ks]
+    params = [init(model, 36, seed=5) for model in models]
+    for k, log_psi in zip(ks, log_psis(models, params, translated(lat, sigma))):
+        assert_momentum(log_psi, lat, k, rtol=1e-10)
 
 
 def test_float32_precision_and_momentum():
@@ -100,9 +128,9 @@ def test_float32_precision_and_momentum():
     params = init(model, 16)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
     sigma = random_configs(16, 16, seed=6)
-    out = model.apply(params, sigma)
-    assert out.dtype == jnp.complex64 and out.shape == (16,)
-    assert_momentum(model, params, lat, (1.0, 0.0), sigma, rtol=2e-5)
+    [out] = log_psis([model], [params], translated(lat, sigma))
+    assert out.dtype == jnp.complex64 and out.shape == (3 * 16,)
+    assert_momentum(out, lat, (1.0, 0.0), rtol=2e-5)
 
 
 def test_mixed_precision_forward_keeps_float64_parameters_and_agrees_with_float64():
@@ -122,12 +150,16 @@ def test_mixed_precision_forward_keeps_float64_parameters_and_agrees_with_float6
     assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(params))
     sigma = random_configs(16, 64, seed=4)
     forward = make_forward(s, lat, model)
-    exact, fast = model.apply(params, sigma), forward(params, sigma)
+    ham = make_hamiltonian("j1j2", lat, J2=0.5)
+
+    @jax.jit
+    def passes(p, x):
+        exact, fast = model.apply(p, x), forward(p, x)
+        return exact, fast, local_energies(model.apply, p, ham, x, exact), local_energies(forward, p, ham, x, fast)
+
+    exact, fast, e64, e32 = passes(params, sigma)
     assert exact.dtype == jnp.complex128 and fast.dtype == jnp.complex64
     np.testing.assert_allclose(np.asarray(fast), np.asarray(exact), rtol=0, atol=2e-5 * float(jnp.max(jnp.abs(exact))))
-    ham = make_hamiltonian("j1j2", lat, J2=0.5)
-    e64 = jax.jit(lambda p, x, lp: local_energies(model.apply, p, ham, x, lp))(params, sigma, exact)
-    e32 = jax.jit(lambda p, x, lp: local_energies(forward, p, ham, x, lp))(params, sigma, fast)
     assert e32.dtype == jnp.complex128
     np.testing.assert_allclose(np.asarray(e32), np.asarray(e64), rtol=0, atol=1e-4 * float(jnp.max(jnp.abs(e64))))
     ravel = RealRavel.of(params)
@@ -142,12 +174,14 @@ def test_projection_is_idempotent_and_orthogonal():
     sigma = random_configs(8, 12, seed=7)
     model = ConvNeXt(lattice=lat, depth=1, features=4, k_over_pi=(0.5,))
     params = init(model, 8)
-    psi = np.exp(np.asarray(model.apply(params, sigma)))
-    for k in lat.momenta() / np.pi:
-        wrapped = MomentumProjection(base=model, lattice=lat, k_over_pi=tuple(k))
-        psi_k = np.exp(np.asarray(wrapped.apply({"params": {"base": params["params"]}}, sigma)))
+    ks = [tuple(k) for k in lat.momenta() / np.pi]
+    wrapped = [MomentumProjection(base=model, lattice=lat, k_over_pi=k) for k in ks]
+    log_psi, *projected = log_psis([model, *wrapped], [params] + [{"params": {"base": params["params"]}}] * len(ks),
+                                   sigma)
+    psi = np.exp(log_psi)
+    for k, log_psi_k in zip(ks, projected):
         expected = psi if np.isclose(k[0], 0.5) else np.zeros_like(psi)
-        np.testing.assert_allclose(psi_k, expected, atol=1e-12 * np.max(np.abs(psi)))
+        np.testing.assert_allclose(np.exp(log_psi_k), expected, atol=1e-12 * np.max(np.abs(psi)))
 
 
 # ----- building from settings ----------------------------------------------------------------
@@ -174,17 +208,18 @@ def test_open_boundaries_run_unprojected_and_reject_momentum():
     lat = make_lattice("chain", 8, "open")
     model = ConvNeXt(lattice=lat, depth=1, features=4)
     params = init(model, 8)
-    out = model.apply(params, random_configs(8, 4))
+    [out] = log_psis([model], [params], random_configs(8, 4))
     assert out.shape == (4,) and np.all(np.isfinite(out))
     with pytest.raises(ValueError, match="k must be 0 with open boundaries"):
         ConvNeXt(lattice=lat, k_over_pi=(1.0,)).init(jax.random.key(0), random_configs(8, 1))
 
 
 def test_log_cosh_matches_definition_and_is_stable():
-    z = jnp.array([0.3 + 0.2j, -1.5 + 2.0j, 40.0 - 1.0j, -700.0 + 0.5j])
-    ref = np.log(np.cosh(np.asarray(z[:3])))
-    np.testing.assert_allclose(np.exp(np.asarray(log_cosh(z[:3]))), np.exp(ref), rtol=1e-12)
-    big = complex(log_cosh(z[3]))
+    z = np.array([0.3 + 0.2j, -1.5 + 2.0j, 40.0 - 1.0j, -700.0 + 0.5j])
+    out = np.asarray(jax.jit(log_cosh)(z))
+    ref = np.log(np.cosh(z[:3]))
+    np.testing.assert_allclose(np.exp(out[:3]), np.exp(ref), rtol=1e-12)
+    big = complex(out[3])
     assert np.isfinite(big) and big.real == pytest.approx(700.0 - np.log(2.0))
 
 
@@ -195,11 +230,12 @@ def test_marshall_prior_composition_has_requested_momentum():
 
     lat = make_lattice("chain", 6)
     sigma = random_configs(6, 12, seed=8)
-    for k in [(0.0,), (1.0,), (2 / 3,)]:
-        s = RunSettings(model="convnext", lattice="chain", L=6, sign="marshall", k=k, kernel=3, depth=1, features=4)
-        model = make_model(s, lat)
-        params = init(model, 6)
-        assert_momentum(model, params, lat, k, sigma, rtol=1e-10)
+    ks = [(0.0,), (1.0,), (2 / 3,)]
+    models = [make_model(RunSettings(model="convnext", lattice="chain", L=6, sign="marshall", k=k, kernel=3, depth=1,
+                                     features=4), lat) for k in ks]
+    params = [init(model, 6) for model in models]
+    for k, log_psi in zip(ks, log_psis(models, params, translated(lat, sigma))):
+        assert_momentum(log_psi, lat, k, rtol=1e-10)
 
 
 @pytest.mark.parametrize("kind,L,kernel", [("chain", 8, 3), ("square", 4, 2)])
@@ -212,14 +248,16 @@ def test_visible_bias_expresses_the_marshall_sign(kind, L, kernel):
     lat = make_lattice(kind, L)
     model = ConvNeXt(lattice=lat, depth=1, features=4, kernel=kernel)
     sigma = decode(basis_codes(lat.n_sites, sz_zero=True), lat.n_sites)
-    params = init(model, lat.n_sites)
-    assert float(marshall_agreement(model.apply, params, sigma, lat)) < 0.9
+    agreement_and_log_psi = jax.jit(lambda p: (marshall_agreement(model.apply, p, sigma, lat), model.apply(p, sigma)))
+    params = init(model, lat.n_sites, seed=2)
+    assert float(agreement_and_log_psi(params)[0]) < 0.9
     p = params["params"]
     p["readout"] = jax.tree.map(jnp.zeros_like, p["readout"])
     s = model.patch
     u = np.arange(s**lat.dim)
     on_a = (u % 2 == 0) if lat.dim == 1 else ((u // s + u % s) % 2 == 0)  # patch origins lie on A
-    p["visible_bias"] = jnp.stack([jnp.zeros(len(u)), jnp.where(on_a, np.pi / 2, 0.0)], axis=1)
-    assert float(marshall_agreement(model.apply, params, sigma, lat)) == 1.0
-    log_psi = np.asarray(model.apply(params, sigma))
+    p["visible_bias"] = jnp.asarray(np.stack([np.zeros(len(u)), np.where(on_a, np.pi / 2, 0.0)], axis=1))
+    agreement, log_psi = agreement_and_log_psi(params)
+    assert float(agreement) == 1.0
+    log_psi = np.asarray(log_psi)
     np.testing.assert_allclose(log_psi.real, log_psi.real[0], atol=1e-12)
