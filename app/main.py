@@ -15,7 +15,12 @@ from app.lab import Lab
 from app.limits import Limits
 from app.offline import serve_panel_assets_locally
 from app.run_queue import server_executor, server_queue
+from nqs_core.compile_cache import enable_compile_cache
 
+# JAX decides once per process, at its first compilation, whether to use the persistent cache: switched on
+# here, before any session computes, so every program of this server (pictures and exact states included,
+# not only the runs' steps, which ``driver.run`` switches it on for) comes from and goes to the cache
+enable_compile_cache()
 serve_panel_assets_locally()  # no stylesheet from cdn.holoviz.org, also on a loaded machine (app/offline.py)
 pn.extension(notifications=True, raw_css=[(Path(__file__).resolve().parents[1] / "assets" / "lab.css").read_text()])
 _log = logging.getLogger("nqs_lab")
