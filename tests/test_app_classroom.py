@@ -28,6 +28,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from conftest import TINY as SUITE_TINY
 from conftest import dying_with_this_process, poll_until, tick_until
 
 from app.export import load_run_file, run_json
@@ -38,7 +39,9 @@ from nqs_core.settings import RunSettings
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "serve_class.sh"
 MB = 1024 * 1024
-TINY = dict(hamiltonian="heisenberg", lattice="chain", L=6, model="rbm", samples=64, chains=4, dtype="float32")
+# the suite's small run (its programs come from the compilation cache); sign given: the lab's default preset has
+# Marshall's prior
+TINY = dict(SUITE_TINY, sign="none")
 
 
 # ----- serving ----------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ import time
 
 import numpy as np
 import pytest
+from conftest import TINY as SUITE_TINY
 from conftest import poll_until
 
 from app.runner import Runner, live_workers
 from nqs_core.settings import RunSettings, SettingsError
 
-TINY = dict(hamiltonian="heisenberg", lattice="chain", L=6, model="rbm", samples=64, chains=4, eval_samples=0,
-            dtype="float32")
+# the suite's small run (its programs come from the compilation cache), without the final evaluation
+TINY = dict(SUITE_TINY, eval_samples=0)
 
 
 def drain_until(runner, predicate, timeout, collected):

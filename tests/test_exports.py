@@ -16,7 +16,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import nqs_main
+from conftest import TINY, nqs_main
 from PIL import Image
 
 from nqs_core.driver import json_safe, run
@@ -25,7 +25,9 @@ from nqs_core.exports.movie import PALETTE, UP, DOWN, chain_trajectory, site_cen
 from nqs_core.exports.record import load_record, record_json
 from nqs_core.settings import RunSettings
 
-SETTINGS = RunSettings(hamiltonian="tfim", lattice="chain", L=6, samples=128, chains=8, steps=12, eval_samples=0)
+# the suite's small run with the TFIM (its programs come from the compilation cache; test_app_views' movie strip
+# runs the same)
+SETTINGS = RunSettings(**{**TINY, "hamiltonian": "tfim"}, steps=12, eval_samples=0)
 
 
 @pytest.fixture(scope="module")
