@@ -9,8 +9,9 @@ open chains and the L = 2 / L = 4 special cases describe exactly the Hamiltonian
   every site), same spectrum; the σᶻ parity is conserved in the sector that holds the ground state
   (``tfim_parity_sector``), which avoids symmetry-broken cat states in the ordered phase.
 
-Convergence: the bond dimension is raised stage by stage (χ = 32, 64, 128, 192, …, ``chi_max``),
-each stage sweeping until the energy settles; the run stops when the error of the last stage,
+Convergence: the bond dimension is raised stage by stage (χ = 32, 64, 128, 256, 384, …, ``chi_max``),
+each stage sweeping until the energy settles (the first only roughly: it is never the answer, see
+``stage_options``); the run stops when the error of the last stage,
 estimated by extrapolating the energy linearly in the discarded weight over the last two stages,
 is below ``rel_tol`` relative.  The estimate is reported next to TeNPy's truncation error (White, PRL 69, 2863 (1992); Hauschild & Pollmann, SciPost Phys. Lect.
 Notes 5 (2018)).
@@ -124,26 +125,36 @@ def initial_state(spec: dict[str, Any]) -> list[str]:
     return ["up", "down"] * (L // 2)
 
 
+FIRST_STAGE_SWEEPS = 4
+
+
 def stage_options(chi: int, first: bool, rel_tol: float, L: int, max_sweeps: int) -> dict[str, Any]:
-    """TeNPy options of one stage at bond dimension ``chi`` (the mixer only in the first stage)."""
+    """TeNPy options of one stage at bond dimension ``chi`` (the mixer only in the first stage).
+
+    The first stage only prepares a start for the next: it is always the coarse one of a pair, never the
+    answer, and an energy left too high there only enlarges the error estimate (``_error_estimate``), so it
+    sweeps at most ``FIRST_STAGE_SWEEPS`` times.  On a 64-site ring its 13 sweeps at χ = 32 had cost a
+    quarter of the run (each sweep's cost is mostly TeNPy's per-site work, not χ³)."""
     return {
         "trunc_params": {"chi_max": chi, "svd_min": 1e-14},
         "mixer": first,
         "mixer_params": {"amplitude": 1e-5, "decay": 2.0, "disable_after": 4},
-        # sweeps within a stage: settle the energy well below the stage-to-stage tolerance
-        # (TeNPy's test is |ΔE| / max(E, 1) < max_E_err, i.e. absolute for negative E)
-        "max_E_err": 0.02 * rel_tol * 0.25 * L,
+        # sweeps within a stage: settle the energy below the stage-to-stage tolerance (a tenth of rel_tol
+        # at a quarter of the sites' energy scale; TeNPy's test is |ΔE| / max(E, 1) < max_E_err, i.e.
+        # absolute for negative E)
+        "max_E_err": 0.1 * rel_tol * 0.25 * L,
         "max_S_err": 1.0,
         "min_sweeps": 2,
-        "max_sweeps": max_sweeps,
+        "max_sweeps": min(max_sweeps, FIRST_STAGE_SWEEPS) if first else max_sweeps,
         "max_trunc_err": 1.0,  # early stages truncate heavily by design; no TeNPy warning
         "combine": True,
     }
 
 
 def next_chi(chi: int, chi_max: int) -> int:
-    """The next stage's bond dimension: doubled up to 128, then ×1.5, capped at ``chi_max``."""
-    return min(2 * chi if chi < 128 else int(1.5 * chi), chi_max)
+    """The next stage's bond dimension: doubled up to 256, then ×1.5, capped at ``chi_max``.  (A 64-site
+    ring to 5e-7: χ = 32, 64, 128, 256 in 111 s of CPU, against 32, 64, 128, 192, 288 in 157 s.)"""
+    return min(2 * chi if chi < 256 else int(1.5 * chi), chi_max)
 
 
 def reporting_engine(progress: Callable[[dict[str, Any]], None] | None, where: dict[str, Any]):
