@@ -1,4 +1,7 @@
-"""Gradients and preconditioners: real-parameter layout, Jacobians, SR = MinSR, CG = dense."""
+"""Gradients and preconditioners: real-parameter layout, Jacobians, SR = MinSR, CG = dense.
+
+Each test's JAX computations run as one jitted program (run eagerly, the Jacobians, solvers and
+initialisers compiled each primitive on its own: ~1600 compilations for this file)."""
 
 import flax.linen as nn
 import jax
@@ -44,7 +47,7 @@ def batch(n=6, b=40, seed=0):
 
 def problem(model, n=6, b=40, seed=0):
     sigma = batch(n, b, seed)
-    params = model.init(jax.random.key(seed), sigma)
+    params = jax.jit(model.init)(jax.random.key(seed), sigma)
     rng = np.random.default_rng(seed + 1)
     e_loc = jnp.asarray(rng.normal(size=b) + 1j * rng.normal(size=b) * 0.1)
     w = rng.random(b)
@@ -52,40 +55,57 @@ def problem(model, n=6, b=40, seed=0):
 
 
 def test_real_ravel_roundtrip_and_layout():
-    params = RealTanhNet().init(jax.random.key(0), batch())
+    @jax.jit
+    def layouts(sigma):
+        params = RealTanhNet().init(jax.random.key(0), sigma)
+        rr = RealRavel.of(params)
+        theta = rr.ravel(params)
+        rbm = RBM(init_std=0.1).init(jax.random.key(0), sigma)
+        return params, theta, rr.unravel(theta), rbm, RealRavel.of(rbm).ravel(rbm)
+
+    params, theta, back, rbm, rbm_theta = layouts(batch())
     rr = RealRavel.of(params)
-    theta = rr.ravel(params)
     assert theta.dtype == jnp.float64 and theta.shape == (rr.size,) and rr.size == 6 * 5 + 5 + 2 * 6
-    back = rr.unravel(theta)
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(back)):
         np.testing.assert_array_equal(a, b)
-    rbm = RBM(init_std=0.1).init(jax.random.key(0), batch())
-    rr = RealRavel.of(rbm)
-    w = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(rbm)])
-    np.testing.assert_array_equal(rr.ravel(rbm), jnp.concatenate([w.real, w.imag]))
+    w = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(rbm)])
+    np.testing.assert_array_equal(rbm_theta, np.concatenate([w.real, w.imag]))
 
 
 @pytest.mark.parametrize("model", [RBM(alpha=2, init_std=0.2), RealTanhNet()], ids=["rbm", "nonholomorphic"])
 def test_jacobian_equals_finite_differences(model):
     params, sigma, _, _ = problem(model)
     rr = RealRavel.of(params)
-    theta = rr.ravel(params)
-    o = jacobian(model.apply, params, sigma, holomorphic=False)
-    f = lambda th: model.apply(rr.unravel(th), sigma)
-    fd = jax.jacfwd(lambda th: jnp.stack([f(th).real, f(th).imag]))(theta)
+    holomorphic = isinstance(model, RBM)
+
+    @jax.jit
+    def jacobians(params, sigma):
+        theta = rr.ravel(params)
+        o = jacobian(model.apply, params, sigma, holomorphic=False)
+        f = lambda th: model.apply(rr.unravel(th), sigma)
+        fd = jax.jacfwd(lambda th: jnp.stack([f(th).real, f(th).imag]))(theta)
+        if not holomorphic:
+            return o, fd, None, None
+        return o, fd, jacobian(model.apply, params, sigma, holomorphic=True), jacobian_holomorphic(model.apply, params, sigma)
+
+    o, fd, o_holomorphic, oc = jacobians(params, sigma)
     np.testing.assert_allclose(o, fd[0] + 1j * fd[1], atol=1e-12)
-    if isinstance(model, RBM):
-        np.testing.assert_allclose(jacobian(model.apply, params, sigma, holomorphic=True), o, atol=1e-12)
-        oc = jacobian_holomorphic(model.apply, params, sigma)
+    if holomorphic:
+        np.testing.assert_allclose(o_holomorphic, o, atol=1e-12)
         np.testing.assert_allclose(oc, o[:, : oc.shape[1]], atol=1e-12)
 
 
 @pytest.mark.parametrize("model", [RBM(alpha=1, init_std=0.2), RealTanhNet()], ids=["rbm", "nonholomorphic"])
 def test_gradient_vjp_equals_jacobian_formula(model):
     params, sigma, e_loc, w = problem(model)
-    o = jacobian(model.apply, params, sigma)
-    g = gradient_from_jacobian(o, e_loc, w)
-    np.testing.assert_allclose(gradient_vjp(model.apply, params, sigma, e_loc, w), g, atol=1e-12)
+
+    @jax.jit
+    def gradients(params, sigma, e_loc, w):
+        o = jacobian(model.apply, params, sigma)
+        return o, gradient_from_jacobian(o, e_loc, w), gradient_vjp(model.apply, params, sigma, e_loc, w)
+
+    o, g, g_vjp = gradients(params, sigma, e_loc, w)
+    np.testing.assert_allclose(g_vjp, g, atol=1e-12)
     # explicit: g_k = 2 Re Σ_s w_s (O_sk − ⟨O_k⟩)* (E_s − ⟨E⟩)
     do = np.asarray(o) - np.asarray(w) @ np.asarray(o)
     de = np.asarray(e_loc) - np.asarray(w) @ np.asarray(e_loc)
@@ -96,15 +116,19 @@ def test_gradient_vjp_equals_jacobian_formula(model):
 def test_sr_and_minsr_agree_when_samples_outnumber_parameters(shift):
     model = RBM(alpha=1, init_std=0.3)
     params, sigma, e_loc, w = problem(model, n=4, b=200)  # 48 real parameters, 200 samples
-    o = jacobian(model.apply, params, sigma, holomorphic=True)
+
+    @jax.jit  # the shift an argument: one program for both
+    def directions(params, sigma, e_loc, w, shift):
+        o = jacobian(model.apply, params, sigma, holomorphic=True)
+        return o, sr_dense(o, e_loc, w, shift), minsr(o, e_loc, w, shift), gradient_from_jacobian(o, e_loc, w)
+
+    o, d_sr, d_min, g = directions(params, sigma, e_loc, w, shift)
     assert o.shape == (200, 48)
-    d_sr = sr_dense(o, e_loc, w, shift)
-    d_min = minsr(o, e_loc, w, shift)
     np.testing.assert_allclose(d_min, d_sr, rtol=1e-6, atol=1e-9 * np.abs(d_sr).max())
     # and SR solves (S + λ) d = g with S = Re⟨ΔO†ΔO⟩ (NetKet's scale)
     do = np.asarray(o) - np.asarray(w) @ np.asarray(o)
     S = np.real(np.einsum("s,si,sj->ij", np.asarray(w), do.conj(), do))
-    g = np.asarray(gradient_from_jacobian(o, e_loc, w))
+    g = np.asarray(g)
     np.testing.assert_allclose((S + shift * np.eye(48)) @ np.asarray(d_sr), g, atol=1e-9)
 
 
@@ -112,7 +136,7 @@ def test_sr_and_minsr_agree_when_samples_outnumber_parameters(shift):
 def test_gram_in_blocks_equals_the_full_product(rows, cols):
     """aᵀa from the blocks on and above the diagonal: the full product, symmetric, for one block and several."""
     a = np.random.default_rng(cols).standard_normal((rows, cols))
-    s = np.asarray(gram(jnp.asarray(a)))
+    s = np.asarray(gram(jnp.asarray(a)))  # eagerly: jitted, XLA's aᵀa (one block) is not bitwise symmetric
     np.testing.assert_allclose(s, a.T @ a, rtol=1e-12, atol=1e-12 * np.abs(a.T @ a).max())
     np.testing.assert_array_equal(s, s.T)
 
@@ -123,20 +147,26 @@ def test_sr_with_more_parameters_than_one_gram_block_solves_the_shifted_system()
     o = jnp.asarray(rng.standard_normal((200, 2 * GRAM_BLOCK + 5)) + 1j * rng.standard_normal((200, 2 * GRAM_BLOCK + 5)))
     e_loc = jnp.asarray(rng.standard_normal(200) + 1j * rng.standard_normal(200))
     w = jnp.full((200,), 1 / 200)
-    d = np.asarray(sr_dense(o, e_loc, w, 0.01))
+    d, g, d_min = map(np.asarray, jax.jit(lambda o, e, w: (sr_dense(o, e, w, 0.01), gradient_from_jacobian(o, e, w),
+                                                          minsr(o, e, w, 0.01)))(o, e_loc, w))
     do = np.asarray(o) - np.asarray(o).mean(axis=0)
     S = np.real(do.conj().T @ do) / 200
-    g = np.asarray(gradient_from_jacobian(o, e_loc, w))
     np.testing.assert_allclose((S + 0.01 * np.eye(S.shape[0])) @ d, g, atol=1e-9 * np.abs(g).max())
-    np.testing.assert_allclose(np.asarray(minsr(o, e_loc, w, 0.01)), d, rtol=1e-6, atol=1e-9 * np.abs(d).max())
+    np.testing.assert_allclose(d_min, d, rtol=1e-6, atol=1e-9 * np.abs(d).max())
 
 
 def test_holomorphic_dense_sr_equals_real_formulation():
     model = RBM(alpha=2, init_std=0.3)
     params, sigma, e_loc, w = problem(model, b=100)
-    o = jacobian(model.apply, params, sigma)
-    oc = jacobian_holomorphic(model.apply, params, sigma)
-    np.testing.assert_allclose(sr_dense_holomorphic(oc, e_loc, w, 0.01), sr_dense(o, e_loc, w, 0.01), rtol=1e-8, atol=1e-12)
+
+    @jax.jit
+    def both(params, sigma, e_loc, w):
+        o = jacobian(model.apply, params, sigma)
+        oc = jacobian_holomorphic(model.apply, params, sigma)
+        return sr_dense_holomorphic(oc, e_loc, w, 0.01), sr_dense(o, e_loc, w, 0.01)
+
+    holomorphic, real = both(params, sigma, e_loc, w)
+    np.testing.assert_allclose(holomorphic, real, rtol=1e-8, atol=1e-12)
 
 
 @pytest.mark.parametrize("alpha, visible", [(2, True), (1, False)])
@@ -145,31 +175,40 @@ def test_rbm_moments_equal_jacobian_products_and_give_the_same_sr(alpha, visible
     the SR direction from them equals the dense holomorphic SR."""
     model = RBM(alpha=alpha, init_std=0.3, use_visible_bias=visible)
     params, sigma, e_loc, w = problem(model, b=100)
-    oc = np.asarray(jacobian_holomorphic(model.apply, params, sigma))
-    wn = np.asarray(w)
-    second, mean, force = model.apply(params, sigma, w, e_loc, method="holomorphic_moments")
+
+    @jax.jit
+    def moments_and_sr(params, sigma, e_loc, w):
+        oc = jacobian_holomorphic(model.apply, params, sigma)
+        de = e_loc - w @ e_loc
+        d = sr_from_moments(*model.apply(params, sigma, w, de, method="holomorphic_moments"), 0.01)
+        return oc, model.apply(params, sigma, w, e_loc, method="holomorphic_moments"), d, sr_dense_holomorphic(oc, e_loc, w, 0.01)
+
+    oc, (second, mean, force), d, d_dense = moments_and_sr(params, sigma, e_loc, w)
+    oc, wn = np.asarray(oc), np.asarray(w)
     np.testing.assert_allclose(np.asarray(second), (oc.conj().T * wn) @ oc, rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.asarray(mean), wn @ oc, rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.asarray(force), oc.conj().T @ (wn * np.asarray(e_loc)), rtol=0, atol=1e-12)
-    de = e_loc - w @ e_loc
-    d = sr_from_moments(*model.apply(params, sigma, w, de, method="holomorphic_moments"), 0.01)
-    np.testing.assert_allclose(d, sr_dense_holomorphic(jnp.asarray(oc), e_loc, w, 0.01), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(d, d_dense, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("model", [RBM(alpha=1, init_std=0.3), RealTanhNet()], ids=["rbm", "nonholomorphic"])
 def test_cg_agrees_with_dense_sr(model):
     params, sigma, e_loc, w = problem(model, b=100)
-    o = jacobian(model.apply, params, sigma)
-    dense = sr_dense(o, e_loc, w, 0.01)
-    cg = sr_cg(model.apply, params, sigma, e_loc, w, 0.01, tol=1e-12, maxiter=1000)
+    dense, cg = jax.jit(lambda p, s, e, w: (sr_dense(jacobian(model.apply, p, s), e, w, 0.01),
+                                            sr_cg(model.apply, p, s, e, w, 0.01, tol=1e-12, maxiter=1000)))(
+        params, sigma, e_loc, w)
     np.testing.assert_allclose(cg, dense, rtol=1e-6, atol=1e-8 * np.abs(dense).max())
 
 
 def test_learning_rate_schedules():
-    np.testing.assert_allclose(learning_rate("constant", 0.05, 17, 100), 0.05)
     sched = optax.cosine_decay_schedule(0.05, 100)
-    for t in (0, 1, 37, 99, 100, 150):
-        np.testing.assert_allclose(learning_rate("cosine", 0.05, t, 100), sched(t), rtol=1e-12, atol=1e-15)
+    times = (0, 1, 37, 99, 100, 150)
+    constant, cosine, expected = jax.jit(lambda: (learning_rate("constant", 0.05, 17, 100),
+                                                  [learning_rate("cosine", 0.05, t, 100) for t in times],
+                                                  [sched(t) for t in times]))()
+    np.testing.assert_allclose(constant, 0.05)
+    for got, want in zip(cosine, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     with pytest.raises(ValueError, match="schedule must be one of"):
         learning_rate("linear", 0.05, 0, 10)
 
@@ -180,17 +219,22 @@ def test_trust_region_measures_the_step_in_the_metric_and_shortens_it_to_the_bou
     step to exactly the bound, one above it (or none) leaves it alone."""
     model = RealTanhNet()
     params, sigma, e_loc, w = problem(model, b=30)  # 47 parameters, 30 samples: MinSR's regime
-    o = jacobian(model.apply, params, sigma)
-    g = gradient_from_jacobian(o, e_loc, w)
     shift, eta = 1e-3, 0.05
-    d = (sr_dense if solver == "sr" else minsr)(o, e_loc, w, shift)
+
+    @jax.jit
+    def direction(params, sigma, e_loc, w):
+        o = jacobian(model.apply, params, sigma)
+        return o, gradient_from_jacobian(o, e_loc, w), (sr_dense if solver == "sr" else minsr)(o, e_loc, w, shift)
+
+    o, g, d = direction(params, sigma, e_loc, w)
     do = np.asarray(o) - np.asarray(w) @ np.asarray(o)
     S = np.real(np.einsum("s,si,sj->ij", np.asarray(w), do.conj(), do))
     length = eta * np.sqrt(np.asarray(d) @ S @ np.asarray(d))
-    factor, measured = trust_region_scale(d, g, shift, eta, jnp.inf)
+    bounds = (jnp.inf, 0.3 * length, 2.0 * length)
+    scales = jax.jit(lambda bounds: [trust_region_scale(d, g, shift, eta, b) for b in bounds])(bounds)
+    factor, measured = scales[0]
     np.testing.assert_allclose(measured, length, rtol=1e-7)
     assert factor == 1.0
-    for bound in (0.3 * length, 2.0 * length):
-        factor, _ = trust_region_scale(d, g, shift, eta, bound)
+    for bound, (factor, _) in zip(bounds[1:], scales[1:]):
         step = eta * float(factor) * np.asarray(d)
         np.testing.assert_allclose(np.sqrt(step @ S @ step), min(bound, length), rtol=1e-7)
