@@ -48,13 +48,11 @@ def sign_target(settings: RunSettings, lattice: Any, samples: np.ndarray) -> tup
 def state_pictures(vmc: Any, params: Any, samples: np.ndarray, with_translation: bool = True) -> dict[str, Any]:
     """Payloads ``configurations`` (log ψ, target, target name) and ``final_translation`` for
     the configurations ``samples`` (n, N) under ``params``."""
-    from nqs_core.observables import translation_eigenvalues
-
     samples = np.asarray(samples)
     log_psi = np.asarray(_apply(vmc)(params, samples))
     out: dict[str, Any] = {}
     if with_translation and vmc.lattice.pbc:
-        ev = np.asarray(translation_eigenvalues(vmc.model.apply, params, samples, vmc.lattice))
+        ev = np.asarray(_translations(vmc)(params, samples))
         out["final_translation"] = {"value": complex(ev[0]), "n_samples": len(samples)}
     target = sign_target(vmc.settings, vmc.lattice, samples)
     if target is not None:
@@ -62,22 +60,41 @@ def state_pictures(vmc: Any, params: Any, samples: np.ndarray, with_translation:
     return out
 
 
-# one jitted ``model.apply`` per engine, held no longer than the engine: keyed by the engine object
-# itself (an id could be recycled by a new engine after the engine cache evicted the old one, and
-# hand one model's function to another), weakly, so this cache never keeps an evicted engine alive
+# jitted functions per engine, held no longer than the engine: keyed by the engine object itself (an id
+# could be recycled by a new engine after the engine cache evicted the old one, and hand one model's
+# function to another), weakly, so these caches never keep an evicted engine alive
 _APPLY: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
-_APPLY_LOCK = threading.Lock()  # the worker and the live-picture thread of every session use it
+_TRANSLATIONS: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
+_APPLY_LOCK = threading.Lock()  # the worker and the live-picture thread of every session use them
+
+
+def _per_engine(table: "weakref.WeakKeyDictionary[Any, Callable]", vmc: Any, build: Callable[[], Callable]) -> Callable:
+    with _APPLY_LOCK:
+        fn = table.get(vmc.engine)
+        if fn is None:
+            fn = table[vmc.engine] = build()
+        return fn
 
 
 def _apply(vmc: Any) -> Callable:
     """``jax.jit(model.apply)``, one per engine (compiled once per configuration count)."""
     import jax
 
-    with _APPLY_LOCK:
-        fn = _APPLY.get(vmc.engine)
-        if fn is None:
-            fn = _APPLY[vmc.engine] = jax.jit(vmc.model.apply)
-        return fn
+    return _per_engine(_APPLY, vmc, lambda: jax.jit(vmc.model.apply))
+
+
+def _translations(vmc: Any) -> Callable:
+    """``(params, samples) → translation eigenvalues`` per axis (``observables.translation_eigenvalues``) as one
+    jitted program per engine: run eagerly, its network passes and shifts compiled 50–80 single primitives
+    in every process that drew a final picture (4–8 s on a loaded 2-core machine), none of them cached."""
+    import jax
+
+    from nqs_core.observables import translation_eigenvalues
+
+    model, lattice = vmc.model, vmc.lattice  # not the engine: the table's value must not hold its key
+    return _per_engine(_TRANSLATIONS, vmc,
+                       lambda: jax.jit(lambda params, samples: translation_eigenvalues(model.apply, params, samples,
+                                                                                       lattice)))
 
 
 def final_pictures(result: Any, n_max: int = N_CONFIGURATIONS) -> dict[str, Any]:
