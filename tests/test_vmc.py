@@ -1,4 +1,9 @@
-"""The VMC step against exact results from the full basis."""
+"""The VMC step against exact results from the full basis.
+
+Most tests' computations outside the engine run as one jitted program (run eagerly, the model passes, the
+energy functions and their gradients compiled each primitive on its own).  The engine runs use the suite's
+``TINY`` and its step counts 1 and 2 (the programs ``test_driver``'s runs compile too, found in the
+persistent cache by whichever process comes second)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +11,7 @@ import numpy as np
 import pytest
 
 import nqs_core  # noqa: F401
+from conftest import TINY
 from nqs_core.basis import decode, hamiltonian_basis, sparse_matrix
 from nqs_core.models import RBM, Jastrow, MarshallSign
 from nqs_core.optimizers import RealRavel
@@ -20,11 +26,22 @@ CASES = {
 }
 
 
-def exact_setup(settings, model):
+def exact_basis(settings):
+    """The Hamiltonian, its basis (M, N) and its sparse matrix on that basis."""
     lattice, ham = build_problem(settings)
     codes = hamiltonian_basis(ham)
-    basis = jnp.asarray(decode(codes, lattice.n_sites))
-    H = sparse_matrix(ham, codes)
+    return ham, jnp.asarray(decode(codes, lattice.n_sites)), sparse_matrix(ham, codes)
+
+
+def init_params(model, basis):
+    """``model.init(jax.random.key(3), basis[:1])`` inside a jitted function (traced there, not run eagerly)."""
+    return model.init(jax.random.key(3), basis[:1])
+
+
+def exact_setup(settings, model):
+    """``exact_basis`` and the model's parameters (initialised eagerly: the primitives of these small models
+    compile once per process and serve every case, where one jitted program per case cost twice as much)."""
+    ham, basis, H = exact_basis(settings)
     params = model.init(jax.random.key(3), basis[:1])
     return ham, basis, H, params
 
@@ -34,12 +51,17 @@ def test_local_energies_equal_h_psi_over_psi_on_every_basis_state(case):
     s = CASES[case]
     lattice, _ = build_problem(s)
     model = MarshallSign(RBM(alpha=1, init_std=0.3), tuple(int(v == 0) for v in lattice.sublattice))
-    ham, basis, H, params = exact_setup(s, model)
-    lp = model.apply(params, basis)
+    ham, basis, H = exact_basis(s)
+
+    @jax.jit
+    def passes(x):
+        p = init_params(model, x)
+        lp = model.apply(p, x)
+        return lp, local_energies(model.apply, p, ham, x, lp), local_energies(model.apply, p, ham, x, lp, chunk=333)
+
+    lp, e_loc, chunked = passes(basis)
     psi = np.exp(np.asarray(lp))
-    e_loc = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l))(params, basis, lp)
     np.testing.assert_allclose(np.asarray(e_loc), (H @ psi) / psi, rtol=1e-10, atol=1e-10)
-    chunked = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l, chunk=333))(params, basis, lp)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(e_loc), rtol=1e-12, atol=1e-12)
 
 
@@ -95,33 +117,38 @@ def test_exact_expectation_gradient_equals_gradient_of_exact_energy(optimizer, s
         np.testing.assert_array_equal(d, g)
 
 
-SMALL = RunSettings(hamiltonian="heisenberg", lattice="chain", L=8, sign="marshall", samples=256, chains=8, steps=30,
-                    lr=0.05)
+
+# the suite's small run (6-site Heisenberg ring, RBM, SR); its steps fused 1 or 2 per call, as test_driver's runs
+SMALL = RunSettings(**TINY, steps=30, lr=0.05)
 
 
 def test_step_returns_per_step_statistics_and_lowers_energy():
     vmc = VMC(SMALL)
     state = vmc.init()
-    state, stats = vmc.step(state, 30)
     keys = {"energy", "error", "variance", "acceptance", "r_hat", "tau", "grad_norm", "v_score", "finite"}
-    assert keys <= set(stats)
-    assert all(np.shape(stats[k]) == (30,) for k in keys)
+    calls = []
+    for _ in range(15):  # 30 steps, 2 fused per call
+        state, stats = vmc.step(state, 2)
+        assert keys <= set(stats)
+        assert all(np.shape(stats[k]) == (2,) for k in keys)
+        calls.append(stats)
+    stats = {k: np.concatenate([np.asarray(c[k]) for c in calls]) for k in keys}
     assert int(state.step) == 30 and bool(np.all(stats["finite"]))
-    e = np.asarray(stats["energy"])
-    exact = -3.651093408937176  # 8-site Heisenberg ring, H = Σ S·S (Bethe ansatz / ED)
+    e = stats["energy"]
+    exact = -2.8027756377319946  # 6-site Heisenberg ring, H = Σ S·S (ED)
     assert e[-1] < e[0] - 0.5 and e[-1] > exact - 5 * float(stats["error"][-1]) - 1e-9
-    assert np.all((np.asarray(stats["acceptance"]) > 0) & (np.asarray(stats["acceptance"]) <= 1))
-    assert vmc.samples(state, 3).shape == (3, 8)
-    ev = vmc.evaluate(state, 1000)
-    assert ev["n_samples"] == 1000 and abs(ev["energy"] - e[-1]) < 0.5
+    assert np.all((stats["acceptance"] > 0) & (stats["acceptance"] <= 1))
+    assert vmc.samples(state, 3).shape == (3, 6)
+    ev = vmc.evaluate(state, 256)
+    assert ev["n_samples"] == 256 and abs(ev["energy"] - e[-1]) < 0.5
 
 
 def test_fused_steps_equal_single_steps():
     vmc = VMC(SMALL)
-    a, stats_a = vmc.step(vmc.init(), 4)
+    a, stats_a = vmc.step(vmc.init(), 2)
     b = vmc.init()
     energies = []
-    for _ in range(4):
+    for _ in range(2):
         b, st = vmc.step(b, 1)
         energies.append(float(st["energy"][0]))
     np.testing.assert_allclose(np.asarray(stats_a["energy"]), energies, rtol=1e-10)
@@ -131,13 +158,14 @@ def test_fused_steps_equal_single_steps():
 
 def test_non_finite_step_keeps_last_finite_state():
     vmc = VMC(SMALL.replace(optimizer="sgd"))
-    state, stats = vmc.step(vmc.init(), 3)
+    state, stats = vmc.step(vmc.init(), 2)
     assert bool(np.all(stats["finite"]))
     # an update of size 1e308·g overflows to inf (the settings cap lr at 10; the engine takes any value)
     hyper = dict(vmc.hyper, lr=jnp.asarray(1e308))
     bad = state
-    after, stats = vmc.engine.multi_step(bad, hyper, 4)
-    finite = np.asarray(stats["finite"])
+    halfway, first = vmc.engine.multi_step(bad, hyper, 2)  # 4 steps, 2 fused per call
+    after, second = vmc.engine.multi_step(halfway, hyper, 2)
+    finite = np.concatenate([np.asarray(first["finite"]), np.asarray(second["finite"])])
     assert not finite.all()
     k = int(np.argmin(finite))  # the first non-finite step
     assert not finite[k:].any()  # later steps start from the same kept state and fail the same way
@@ -165,19 +193,27 @@ def test_runs_with_other_couplings_share_the_compiled_step_and_measure_their_own
     runs = [VMC(base.replace(**c)) for c in couplings]
     engine = runs[0].engine
     assert all(v.engine is engine for v in runs)
-    e_loc_fn = jax.jit(lambda p, x, lp, g: local_energies(engine.model.apply, p, engine.hamiltonian, x, lp, couplings=g))
+
+    @jax.jit
+    def e_loc_fn(p, x, g):
+        lp = engine.model.apply(p, x)
+        return lp, local_energies(engine.model.apply, p, engine.hamiltonian, x, lp, couplings=g)
+
     compiled = engine.multi_step._cache_size()
     for vmc in runs:
         state = vmc.init()
         _, stats = vmc.step(state, 1)
-        _, basis, H, _ = exact_setup(vmc.settings, vmc.model)
-        lp = vmc.model.apply(state.params, basis)
+        _, basis, H = exact_basis(vmc.settings)
+        lp, e_loc = e_loc_fn(state.params, basis, vmc.hyper["couplings"])
         psi = np.exp(np.asarray(lp))
-        e_loc = e_loc_fn(state.params, basis, lp, vmc.hyper["couplings"])
         np.testing.assert_allclose(np.asarray(e_loc), (H @ psi) / psi, rtol=1e-10, atol=1e-10)
         exact = np.vdot(psi, H @ psi).real / np.vdot(psi, psi).real
         assert abs(float(stats["energy"][0]) - exact) < 4 * float(stats["error"][0]) + 1e-9, vmc.settings
     assert e_loc_fn._cache_size() == 1 and engine.multi_step._cache_size() <= compiled + 1
+
+
+# the base of the variants: the small run under the Marshall prior
+VARIANTS = SMALL.replace(sign="marshall")
 
 
 @pytest.mark.parametrize("changes", [dict(optimizer="adam", lr=0.01), dict(optimizer="minsr", samples=64),
@@ -188,31 +224,36 @@ def test_runs_with_other_couplings_share_the_compiled_step_and_measure_their_own
                                      dict(dtype="mixed", model="jastrow"),  # float32 passes, float64 parameters
                                      dict(hamiltonian="tfim", sign="none")])
 def test_variants_run_and_stay_finite(changes):
-    vmc = VMC(SMALL.replace(**changes))
-    state, stats = vmc.step(vmc.init(), 3)
-    assert bool(np.all(stats["finite"])) and int(state.step) == 3
+    vmc = VMC(VARIANTS.replace(**changes))
+    state, stats = vmc.step(vmc.init(), 2)
+    assert bool(np.all(stats["finite"])) and int(state.step) == 2
     assert stats["energy"].dtype == np.float64
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("chunk", [None, 7])
-def test_compacted_local_energies_equal_the_full_sum_on_random_states(case, chunk):
-    """Only the nonzero connected terms are evaluated (compacted, chunked): the result equals the
-    full padded sum Σ_m mel_m ψ(σ'_m)/ψ(σ) over every connected configuration, for random states."""
+def test_compacted_local_energies_equal_the_full_sum_on_random_states(case):
+    """Only the nonzero connected terms are evaluated (compacted; whole, and chunked in 7s): the result
+    equals the full padded sum Σ_m mel_m ψ(σ'_m)/ψ(σ) over every connected configuration, for random states."""
     from nqs_core.models.convnext import ConvNeXt
 
     s = CASES[case]
     lattice, ham = build_problem(s)
     model = ConvNeXt(lattice=lattice, depth=1, features=4, kernel=2, patch=2)
     sigma = jnp.asarray(np.random.default_rng(5).choice(np.array([-1, 1], np.int8), size=(24, lattice.n_sites)))
-    params = model.init(jax.random.key(2), sigma[:1])
-    params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(4), x.shape, x.dtype), params)
-    lp = model.apply(params, sigma)
-    diag, sigma_p, mels = ham.connected(sigma)
-    lp_p = model.apply(params, sigma_p.reshape(-1, lattice.n_sites)).reshape(mels.shape)
-    full = np.asarray(diag + jnp.sum(mels * jnp.exp(lp_p - lp[:, None]), axis=1))
-    got = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l, chunk=chunk))(params, sigma, lp)
-    np.testing.assert_allclose(np.asarray(got), full, rtol=1e-11, atol=1e-11)
+
+    @jax.jit
+    def full_and_compacted(x):
+        params = model.init(jax.random.key(2), x[:1])
+        params = jax.tree.map(lambda v: v + 0.3 * jax.random.normal(jax.random.key(4), v.shape, v.dtype), params)
+        lp = model.apply(params, x)
+        diag, sigma_p, mels = ham.connected(x)
+        lp_p = model.apply(params, sigma_p.reshape(-1, lattice.n_sites)).reshape(mels.shape)
+        full = diag + jnp.sum(mels * jnp.exp(lp_p - lp[:, None]), axis=1)
+        return full, [local_energies(model.apply, params, ham, x, lp, chunk=chunk) for chunk in (None, 7)]
+
+    full, compacted = full_and_compacted(sigma)
+    for got in compacted:
+        np.testing.assert_allclose(np.asarray(got), np.asarray(full), rtol=1e-11, atol=1e-11)
 
 
 def test_a_preconditioner_composes_with_any_optax_chain():
@@ -221,13 +262,13 @@ def test_a_preconditioner_composes_with_any_optax_chain():
 
     from nqs_core.preconditioners import DenseSR, preconditioner_for
 
-    vmc = VMC(SMALL.replace(optimizer="adam", lr=0.01))
+    vmc = VMC(VARIANTS.replace(optimizer="adam", lr=0.01))  # the adam variant's engine and initial state
     assert preconditioner_for("adam", "dense", vmc.model, vmc.engine.ravel).name == "gradient"
     engine = dataclasses.replace(vmc.engine, preconditioner=DenseSR())
     state = vmc.init()
-    state, stats = engine.multi_step(state, vmc.hyper, 3)
-    assert bool(np.all(stats["finite"])) and int(state.step) == 3
-    assert int(state.opt_state.inner_state[0].count) == 3  # Adam's own state advanced
+    state, stats = engine.multi_step(state, vmc.hyper, 2)
+    assert bool(np.all(stats["finite"])) and int(state.step) == 2
+    assert int(state.opt_state.inner_state[0].count) == 2  # Adam's own state advanced
 
 
 def test_a_bounded_step_is_the_same_step_shortened_to_max_step():
@@ -249,10 +290,11 @@ def test_a_bounded_step_is_the_same_step_shortened_to_max_step():
         lengths[bound] = float(stats["step_length"][0])
     assert lengths[1e-4] == lengths[None] > 10 * 1e-4  # the length before the bound, from the same samples
     np.testing.assert_allclose(steps[1e-4], steps[None] * 1e-4 / lengths[None], rtol=1e-9, atol=1e-15)
-    _, basis, _, _ = exact_setup(vmc.settings, vmc.model)
-    psi2 = np.exp(2 * np.real(np.asarray(vmc.model.apply(state.params, basis))))
+    _, basis, _ = exact_basis(vmc.settings)
+    lp, o = jax.jit(lambda p, x: (vmc.model.apply(p, x), jacobian(vmc.model.apply, p, x)))(state.params, basis)
+    psi2 = np.exp(2 * np.real(np.asarray(lp)))
     p = psi2 / psi2.sum()
-    o = np.asarray(jacobian(vmc.model.apply, state.params, basis))
+    o = np.asarray(o)
     do = o - p @ o
     S = np.real(np.einsum("s,si,sj->ij", p, do.conj(), do))
     np.testing.assert_allclose(np.sqrt(steps[None] @ S @ steps[None]), lengths[None], rtol=0.05)
