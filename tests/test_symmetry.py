@@ -1,7 +1,11 @@
 """Momentum projection: exact momentum for every k (wrapped RBM), agreement with the dense projector,
-completeness over k, and the variational bound inside a momentum sector against momentum-resolved ED."""
+completeness over k, and the variational bound inside a momentum sector against momentum-resolved ED.
+
+Each test's network passes run as one jitted program (run eagerly, each primitive compiled on its own)."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -20,11 +24,13 @@ from _table_state import table
 from conftest import translation_matrix
 
 
-def state_vector(model, params, codes, n_sites):
-    log_psi = np.asarray(model.apply(params, decode(codes, n_sites)))
-    return np.exp(log_psi)
+def state_vectors(models, params, codes, n_sites):
+    """ψ of each model (with its parameters) on the basis ``codes``, all in one compiled program."""
+    log_psi = jax.jit(lambda ps, x: [m.apply(p, x) for m, p in zip(models, ps)])(params, decode(codes, n_sites))
+    return [np.exp(np.asarray(x)) for x in log_psi]
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def rbm_params(n_sites, seed=0):
     model = RBM(alpha=1)
     params = model.init(jax.random.key(seed), np.ones((1, n_sites), np.int8))
@@ -39,12 +45,14 @@ def test_wrapped_rbm_has_every_allowed_momentum(kind, L):
     sigma = np.stack([rng.permutation(np.array([1, -1] * (n // 2), np.int8)) for _ in range(12)])
     params = {"params": {"base": rbm_params(n)["params"]}}
     batch = np.concatenate([sigma] + [sigma[:, p] for p in lat.unit_translations()])
-    for k_over_pi in lat.momenta() / np.pi:
-        model = project(RBM(alpha=1), lat, tuple(k_over_pi))
-        assert isinstance(model, MomentumProjection) and model.holomorphic
-        log_psi = np.asarray(jax.jit(model.apply)(params, batch)).reshape(1 + lat.dim, -1)
+    ks = [tuple(k) for k in lat.momenta() / np.pi]
+    models = [project(RBM(alpha=1), lat, k_over_pi) for k_over_pi in ks]
+    assert all(isinstance(model, MomentumProjection) and model.holomorphic for model in models)
+    every_k = jax.jit(lambda p, x: [model.apply(p, x) for model in models])(params, batch)  # one program
+    for k_over_pi, log_psi in zip(ks, every_k):
+        log_psi = np.asarray(log_psi).reshape(1 + lat.dim, -1)
         psi = np.exp(log_psi - np.max(log_psi[0].real))
-        k = lat.momentum_index(tuple(k_over_pi))
+        k = lat.momentum_index(k_over_pi)
         for a in range(lat.dim):
             np.testing.assert_allclose(psi[1 + a], np.exp(1j * k[a]) * psi[0], atol=1e-10)
 
@@ -55,14 +63,15 @@ def test_projection_equals_dense_projector_and_is_complete():
     lat = make_lattice("chain", 6)
     codes = basis_codes(6, sz_zero=False)
     params = rbm_params(6, seed=3)
-    psi = state_vector(RBM(alpha=1), params, codes, 6)
+    ks = [tuple(k) for k in lat.momenta() / np.pi]
+    projections = [MomentumProjection(base=RBM(alpha=1), lattice=lat, k_over_pi=k_over_pi) for k_over_pi in ks]
+    psi, *projected = state_vectors([RBM(alpha=1), *projections],
+                                    [params] + [{"params": {"base": params["params"]}}] * len(ks), codes, 6)
     T = [translation_matrix(lat, codes, t) for t in range(len(lat.displacements))]
     total = np.zeros_like(psi)
-    for k_over_pi in lat.momenta() / np.pi:
-        k = lat.momentum_index(tuple(k_over_pi))
+    for k_over_pi, psi_k in zip(ks, projected):
+        k = lat.momentum_index(k_over_pi)
         P = sum(np.exp(-1j * k[0] * lat.displacements[t][0]) * T[t] for t in range(len(T))) / len(T)
-        model = MomentumProjection(base=RBM(alpha=1), lattice=lat, k_over_pi=tuple(k_over_pi))
-        psi_k = state_vector(model, {"params": {"base": params["params"]}}, codes, 6)
         np.testing.assert_allclose(psi_k, P @ psi, atol=1e-12 * np.abs(psi).max())
         np.testing.assert_allclose(P @ P, P, atol=1e-12)
         total += psi_k
@@ -78,14 +87,21 @@ def test_invalid_momentum_names_k():
 
 
 def test_log_sum_exp_stable_and_safe_at_exact_cancellation():
-    a = jnp.array([1000.0 + 0.3j, 999.0 - 2.0j, -50.0 + 1.0j])
-    ref = 1000.0 + np.log(np.sum(np.exp(np.asarray(a) - 1000.0)))
-    assert complex(log_sum_exp(a)) == pytest.approx(ref, rel=1e-14)
-    near = complex(log_sum_exp(jnp.array([0.0 + 0.0j, 0.0 + 1j * np.pi])))  # 1 + e^{iπ}: rounding only
+    a = np.array([1000.0 + 0.3j, 999.0 - 2.0j, -50.0 + 1.0j])
+    ref = 1000.0 + np.log(np.sum(np.exp(a - 1000.0)))
+
+    @jax.jit
+    def cases(a):
+        near = log_sum_exp(jnp.array([0.0 + 0.0j, 0.0 + 1j * np.pi]))  # 1 + e^{iπ}: rounding only
+        zero = log_sum_exp(jnp.array([-jnp.inf + 0j, -jnp.inf + 0j]))  # an exactly vanishing sum
+        grad = jax.grad(lambda x: log_sum_exp(jnp.array([x - jnp.inf, -jnp.inf + 0j])).real)(0.0)
+        return log_sum_exp(a), near, zero, grad
+
+    out, near, zero, grad = cases(a)
+    assert complex(out) == pytest.approx(ref, rel=1e-14)
+    near = complex(near)
     assert np.isfinite(near) and near.real < -30
-    zero = log_sum_exp(jnp.array([-jnp.inf + 0j, -jnp.inf + 0j]))  # an exactly vanishing sum
     assert np.isfinite(complex(zero)) and zero.real < -700
-    grad = jax.grad(lambda x: log_sum_exp(jnp.array([x - jnp.inf, -jnp.inf + 0j])).real)(0.0)
     assert np.isfinite(grad)
 
 
@@ -101,9 +117,7 @@ def test_marshall_sign_momentum(kind, L):
         np.testing.assert_array_equal(sign(sigma[:, perm]), np.cos(k[a]) * sign(sigma))
 
 
-def exact_energy(model, params, ham, codes):
-    psi = state_vector(model, params, codes, ham.lattice.n_sites)
-    H = sparse_matrix(ham, codes)
+def exact_energy(psi, H):
     return float(np.real(np.vdot(psi, H @ psi)) / np.vdot(psi, psi).real)
 
 
@@ -123,17 +137,26 @@ def test_wrong_sector_energy_is_bounded_by_that_sectors_ed():
     noise = rng.standard_normal(len(codes)) + 1j * rng.standard_normal(len(codes))
     mixture = ed.vector / np.linalg.norm(ed.vector) + 0.2 * noise / np.linalg.norm(noise)
     state = table(codes, mixture)
-    e_mix = exact_energy(state, {}, ham, codes)
+    H = sparse_matrix(ham, codes)
+    projections = [MomentumProjection(base=state, lattice=lat, k_over_pi=(k_over_pi,)) for k_over_pi in k_index]
+    net = ConvNeXt(lattice=lat, depth=1, features=4, patch=2, kernel=3, k_over_pi=(0.0,))
+    net_ks = (0.0, 0.4, 1.0)
+    nets = [net.with_momentum((k_over_pi,)) for k_over_pi in net_ks]
+
+    @jax.jit  # every state's amplitudes on the basis, the networks' initialisation included: one program
+    def log_amplitudes(x):
+        params = net.init(jax.random.key(0), x[:2])
+        net_params = [m.init(jax.random.key(1), x[:2]) if m.has_momentum_head() else params for m in nets]
+        return ([state.apply({}, x)], [m.apply({}, x) for m in projections],
+                [m.apply(p, x) for m, p in zip(nets, net_params)])
+
+    [mix], sectors, networks = jax.tree.map(lambda v: np.exp(np.asarray(v)), log_amplitudes(decode(codes, 10)))
+    e_mix = exact_energy(mix, H)
     assert e_mix < ed.sector_energies[k_index[0.0]] - 0.1
-    for k_over_pi, i in k_index.items():
-        projected = MomentumProjection(base=state, lattice=lat, k_over_pi=(k_over_pi,))
-        e_k = exact_energy(projected, {}, ham, codes)
+    for (k_over_pi, i), psi_k in zip(k_index.items(), sectors):
+        e_k = exact_energy(psi_k, H)
         assert e_k >= ed.sector_energies[i] - 1e-9, (k_over_pi, e_k, ed.sector_energies[i])
         if k_over_pi == 1.0:  # the right sector: the projection filters the noise towards E_0
             assert e_k < e_mix
-    net = ConvNeXt(lattice=lat, depth=1, features=4, patch=2, kernel=3, k_over_pi=(0.0,))
-    params = net.init(jax.random.key(0), decode(codes[:2], 10))
-    for k_over_pi in (0.0, 0.4, 1.0):
-        model = net.with_momentum((k_over_pi,))
-        p = model.init(jax.random.key(1), decode(codes[:2], 10)) if model.has_momentum_head() else params
-        assert exact_energy(model, p, ham, codes) >= ed.sector_energies[k_index[k_over_pi]] - 1e-9
+    for k_over_pi, psi in zip(net_ks, networks):
+        assert exact_energy(psi, H) >= ed.sector_energies[k_index[k_over_pi]] - 1e-9
