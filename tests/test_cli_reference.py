@@ -1,9 +1,11 @@
-"""`nqs reference` / `python -m nqs_core reference` as a user runs it (subprocess)."""
+"""`nqs reference` / `python -m nqs_core reference` as a user runs it (subprocess); the refusals of nonsense
+settings in this process (``nqs_core.cli.main``: they end before anything is computed, a new interpreter
+for each only costs its start)."""
 
 import json
 
 import pytest
-from conftest import run_nqs
+from conftest import nqs_main, run_nqs
 
 from nqs_core.references.closed_forms import heisenberg_chain_bethe
 
@@ -41,10 +43,10 @@ def test_text_output_and_ed_method(tmp_path):
     (["--hamiltonian", "heisenberg", "--lattice", "chain", "--L", "8", "--h", "1"], "--h"),
     (["--hamiltonian", "heisenberg", "--lattice", "chain", "--L", "8", "--bc", "twisted"], "--bc"),
 ])
-def test_invalid_settings_exit_2_with_one_line(tmp_path, args, needle):
-    p = run(*args, cache_dir=tmp_path)
-    assert p.returncode == 2
-    assert p.stdout == ""
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], p.stderr
-    assert "Traceback" not in p.stderr
+def test_invalid_settings_exit_2_with_one_line(private_cache, capsys, args, needle):
+    code, stdout, stderr = nqs_main(["reference", *args], capsys)
+    assert code == 2
+    assert stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], stderr
+    assert "Traceback" not in stderr

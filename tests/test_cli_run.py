@@ -1,20 +1,27 @@
 """``nqs run`` as a user runs it (``python -m nqs_core run …`` in a subprocess): JSON lines, the
-readable summary, resuming from a checkpoint, and exit code 2 with one line for nonsense settings."""
+readable summary, resuming from a checkpoint; in this process (``nqs_core.cli.main``), exit code 2 with one
+line for nonsense settings, and every model's defaults.
+
+The runs use the suite's ``TINY`` settings (tests/conftest.py) with ``EVAL`` evaluation samples and one step
+per call, as test_driver's runs do: the first process to need a program compiles it, every later one (and
+the in-process tests) finds it in the persistent compilation cache.  Output formats do not depend on the
+size of the run."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 
 import numpy as np
 import pytest
-from conftest import nqs_main as _cli
-from conftest import run_nqs
+from conftest import TINY, nqs_main as _cli
+from conftest import run_nqs, tiny_cli
 
 from nqs_core.devices import usable_device_count
 
-TINY = ["--hamiltonian", "heisenberg", "--lattice", "chain", "--L", "6", "--samples", "64", "--chains", "4"]
+EVAL = "256"  # evaluation samples of the runs that are evaluated (test_driver's TINY too: one compiled evaluation)
 STEP_KEYS = {"step", "energy", "error", "variance", "acceptance", "seconds"}
 SUMMARY_KEYS = {"final_energy", "final_error", "reference_energy", "reference_method", "relative_error", "v_score",
                 "iterations_per_second", "compile_seconds", "wall_seconds", "parameters", "devices", "convention"}
@@ -29,19 +36,20 @@ def json_lines(stdout: str) -> list[dict]:
 
 
 def test_json_output_shape():
-    out = nqs(*TINY, "--steps", "5", "--eval-samples", "128", "--json", env={"NQS_CPU_DEVICES": ""})  # users' default
+    out = nqs(*tiny_cli(steps=3, eval_samples=EVAL), "--json", env={"NQS_CPU_DEVICES": ""})  # users' default
     assert out.returncode == 0, out.stderr
     objs = json_lines(out.stdout)  # every stdout line is JSON
     steps, summary = objs[:-1], objs[-1]
-    assert [o["step"] for o in steps] == [0, 1, 2, 3, 4]
+    assert [o["step"] for o in steps] == [0, 1, 2]
     for o in steps:
         assert STEP_KEYS <= set(o) and o["seconds"] > 0 and o["variance"] >= 0
     assert set(summary) == {"summary"}
     s = summary["summary"]
     assert SUMMARY_KEYS <= set(s)
     # one CPU device per core, as many as split the chains evenly (devices.split_cpu_into_cores)
-    assert s["devices"] == usable_device_count(int(TINY[TINY.index("--chains") + 1]), len(os.sched_getaffinity(0)))
-    assert s["parameters"] == 48 and s["steps"] == 5
+    assert s["devices"] == usable_device_count(TINY["chains"], len(os.sched_getaffinity(0)))
+    assert s["parameters"] == 48 and s["steps"] == 3
+    assert s["final_source"] == f"evaluation with {EVAL} samples"
     assert s["reference_method"] == "exact" and "Bethe" in s["reference_detail"] and s["reference_energy"] < 0
     assert s["iterations_per_second"] > 0 and s["compile_seconds"] > 0
     assert "S_i·S_j" in s["convention"]
@@ -49,7 +57,7 @@ def test_json_output_shape():
 
 
 def test_readable_output_names_the_convention():
-    out = nqs(*TINY, "--steps", "4", "--eval-samples", "64", "--every", "2")
+    out = nqs(*tiny_cli(steps=4, eval_samples=EVAL), "--every", "2")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("step ") >= 2 and "/4" in out.stdout
     assert "convention: H = J Σ⟨ij⟩ S_i·S_j" in out.stdout
@@ -58,8 +66,7 @@ def test_readable_output_names_the_convention():
 
 def test_checkpoint_then_resume_continues_the_count(tmp_path):
     ck = str(tmp_path / "run.npz")
-    first = nqs(*TINY, "--steps", "3", "--eval-samples", "0", "--seed", "5", "--checkpoint", ck, "--json",
-                "--no-reference")
+    first = nqs(*tiny_cli(steps=3, eval_samples=0, seed=5), "--checkpoint", ck, "--json", "--no-reference")
     assert first.returncode == 0, first.stderr
     # flags left out come from the checkpoint (L=6, seed 5, …); --steps counts all steps
     second = nqs("--resume", ck, "--checkpoint", ck, "--steps", "6", "--eval-samples", "0", "--json",
@@ -82,22 +89,33 @@ def test_checkpoint_then_resume_continues_the_count(tmp_path):
         (["--resume", "/nonexistent/checkpoint.npz"], "checkpoint"),
     ],
 )
-def test_nonsense_settings_exit_2_with_one_line(args, setting):
-    out = nqs(*TINY, *args, "--json")
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1, out.stderr
-    assert "Traceback" not in out.stderr and setting in lines[0]
-    assert out.stdout == ""
+def test_nonsense_settings_exit_2_with_one_line(args, setting, capsys):
+    """In-process (``nqs_core.cli.main``, as below): refused before anything compiles.  (The exit code of the
+    command itself: test_devices' refused NQS_CPU_DEVICES.)"""
+    code, stdout, stderr = _cli(["run", *tiny_cli(), *args, "--json"], capsys)
+    assert code == 2, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr and setting in lines[0]
+    assert stdout == ""
 
 
 def test_persistent_compilation_cache_fills_the_user_cache_dir(tmp_path):
-    """A run stores its compiled programs under $NQS_CACHE_DIR/jax; NQS_COMPILE_CACHE=0 turns that off."""
-    args = [*TINY, "--steps", "2", "--eval-samples", "0", "--no-reference", "--json"]
-    on = nqs(*args, env={"NQS_CACHE_DIR": str(tmp_path / "on")})
-    assert on.returncode == 0, on.stderr
-    assert any((tmp_path / "on" / "jax").iterdir())
-    off = nqs(*args, env={"NQS_CACHE_DIR": str(tmp_path / "off"), "NQS_COMPILE_CACHE": "0"})
+    """A run stores its compiled programs under $NQS_CACHE_DIR/jax, a run on 2 CPU devices in a folder of its
+    own (JAX's cache key ignores the forced device count: a one-device process must not find them), and reports
+    ``devices: 2``; NQS_COMPILE_CACHE=0 turns the cache off.  (Both runs compile everything: one step, unevaluated.)"""
+    args = [*tiny_cli(steps=1, eval_samples=0), "--no-reference", "--json"]
+    two = "--xla_force_host_platform_device_count=2"
+    on = nqs(*args, env={"NQS_CACHE_DIR": str(tmp_path / "on"), "XLA_FLAGS": two})
+    assert on.returncode == 0, on.stderr[-3000:]
+    summary = json_lines(on.stdout)[-1]["summary"]
+    assert summary["devices"] == 2 and summary["steps"] == 1
+    assert [p.name for p in (tmp_path / "on" / "jax").iterdir()] == ["host-devices-2"]
+    assert any((tmp_path / "on" / "jax" / "host-devices-2").iterdir())
+    # this run finds nothing and keeps nothing: the exact sampler and Adam, a step quicker to compile than TINY's
+    # (the whole process: 15 s of CPU instead of 17 s)
+    off = nqs(*args, "--sampler", "exact", "--optimizer", "adam",
+              env={"NQS_CACHE_DIR": str(tmp_path / "off"), "NQS_COMPILE_CACHE": "0"})
     assert off.returncode == 0, off.stderr
     assert not (tmp_path / "off" / "jax").exists()
 
@@ -115,10 +133,13 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 def test_sector_summary_on_a_square():
     """ConvNeXt projected to k = (π, 0) on the 4×4 Heisenberg model: the summary names the sector, the
     ED reference of that sector, translation eigenvalues e^{iπ} along x and 1 along y (exact for the
-    projection), the momentum they imply, and fidelity / sign agreement in [0, 1]."""
+    projection), the momentum they imply, and fidelity / sign agreement in [0, 1]; the readable summary
+    prints them.  (One fused call of two steps, no final evaluation: the last step's read-outs are the final ones.)"""
+    from nqs_core.cli.run import print_summary
+
     out = nqs("--lattice", "square", "--L", "4", "--model", "convnext", "--depth", "1", "--features", "4",
-              "--patch", "2", "--kernel", "2", "--k", "1,0", "--samples", "128", "--chains", "8", "--steps", "4",
-              "--steps-per-call", "2", "--eval-samples", "256", "--json")
+              "--patch", "2", "--kernel", "2", "--k", "1,0", "--samples", "128", "--chains", "8", "--steps", "2",
+              "--steps-per-call", "2", "--eval-samples", "0", "--json")
     assert out.returncode == 0, out.stderr
     objs = json_lines(out.stdout)
     s = objs[-1]["summary"]
@@ -131,13 +152,12 @@ def test_sector_summary_on_a_square():
     assert objs[-2]["fidelity"] == s["fidelity"]  # the last step carries the final measurement
     for o in objs[:-1]:
         assert o["translation_eigenvalue"] == pytest.approx([-1.0, 0.0], abs=1e-9)
-    # the same compiled step and evaluation as above (found in the persistent compilation cache), read as text
-    readable = nqs("--lattice", "square", "--L", "4", "--model", "convnext", "--depth", "1", "--features", "4",
-                   "--patch", "2", "--kernel", "2", "--k", "1,0", "--samples", "128", "--chains", "8", "--steps", "2",
-                   "--steps-per-call", "2", "--eval-samples", "256")
-    assert readable.returncode == 0, readable.stderr
-    assert "momentum k = 1,0 (units of π)" in readable.stdout and "measured k = 1,0" in readable.stdout
-    assert "fidelity |⟨ψ₀|ψ⟩|²" in readable.stdout and "ed (k=(π,0))" in readable.stdout
+    # the same summary read as text (what nqs run prints without --json: cli.run.print_summary)
+    text = io.StringIO()
+    print_summary(s, text)
+    readable = text.getvalue()
+    assert "momentum k = 1,0 (units of π)" in readable and "measured k = 1,0" in readable
+    assert "fidelity |⟨ψ₀|ψ⟩|²" in readable and "ed (k=(π,0))" in readable
 
 
 @pytest.mark.parametrize(
@@ -187,11 +207,15 @@ def test_preset_with_overrides(capsys):
 
 
 def test_preset_runs_from_the_command_line():
-    out = nqs("--preset", "tfim-critical", "--L", "6", "--steps", "3", "--eval-samples", "64", "--json",
-              "--no-reference")
+    """The preset's settings with the size overridden: the TFIM of test_exports' and test_app_views' run
+    (``TINY`` with ``hamiltonian="tfim"``, unevaluated), whose programs the cache holds."""
+    size = [a for k in ("L", "samples", "chains") for a in (f"--{k}", str(TINY[k]))]
+    out = nqs("--preset", "tfim-critical", *size, "--steps", "3", "--eval-samples", "0", "--json", "--no-reference")
     assert out.returncode == 0, out.stderr
     objs = json_lines(out.stdout)
-    assert [o["step"] for o in objs[:-1]] == [0, 1, 2] and objs[-1]["summary"]["n_sites"] == 6
+    s = objs[-1]["summary"]
+    assert [o["step"] for o in objs[:-1]] == [0, 1, 2] and s["n_sites"] == 6
+    assert "σˣ" in s["convention"]  # the preset's Hamiltonian, not the default Heisenberg model
 
 
 def test_presets_lists_every_preset_with_its_full_settings(capsys):
@@ -216,8 +240,10 @@ def test_presets_lists_every_preset_with_its_full_settings(capsys):
 @pytest.mark.parametrize("lattice", ["chain", "square"])
 def test_every_model_runs_with_its_defaults_on_every_default_lattice(model, lattice, capsys):
     """Only the size of the run is shrunk: the model's and the lattice's own defaults must be valid
-    (the ConvNeXt kernel adapts to the patch grid: 2 on the default 4×4 with 2×2 patches)."""
+    (the ConvNeXt kernel adapts to the patch grid: 2 on the default 4×4 with 2×2 patches).  One step and
+    no final evaluation: each configuration compiles its step (and the exact observer's programs) only."""
     code, out, err = _cli(["run", "--model", model, "--lattice", lattice, "--samples", "32", "--chains", "4",
-                           "--steps", "2", "--eval-samples", "32", "--json", "--no-reference"], capsys)
+                           "--steps", "1", "--eval-samples", "0", "--json", "--no-reference"], capsys)
     assert code == 0, err
-    assert json_lines(out)[-1]["summary"]["steps"] == 2
+    summary = json_lines(out)[-1]["summary"]
+    assert summary["steps"] == 1 and summary["final_source"].startswith("last step")

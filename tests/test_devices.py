@@ -1,6 +1,11 @@
 """Chains sharded over devices: the helpers, and a real run on two CPU devices in a subprocess
 (``XLA_FLAGS=--xla_force_host_platform_device_count=2``) that reports ``devices: 2``, really splits
-the chains, and gives the same statistics as one device to sampling noise."""
+the chains, and gives the same statistics as one device to sampling noise.
+
+Every comparison of a run on two devices with one uses ``SHARED`` (the suite's ``TINY``, evaluated as
+test_driver's and test_cli_run's runs are): the one-device run is this process's and its programs are the
+suite's; the two-device run is made once per test process (``two_devices``) and its programs (kept apart in
+the cache, ``compile_cache.runtime_layout``) are those of test_cli_run's run in the users' default layout."""
 
 from __future__ import annotations
 
@@ -10,11 +15,13 @@ import os
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY, nqs_main
 
 from nqs_core.checkpoint import load_checkpoint
 from nqs_core.devices import (
@@ -51,54 +58,56 @@ def test_distributed_is_opt_in(monkeypatch):
     assert distributed_requested()
 
 
+SHARED = dict(TINY, steps=6, eval_samples=256, seed=3)  # one step per call: test_cli_run's and test_driver's programs
 RUN = r"""
 import json, sys
-import numpy as np
-from nqs_core.settings import RunSettings
+import jax
 from nqs_core.driver import run
-s = RunSettings(hamiltonian="heisenberg", lattice="chain", L=8, samples=512, chains=8, steps=30,
-                eval_samples=4096, seed=3)
-r = run(s, reference=False)
+from nqs_core.settings import RunSettings
+r = run(RunSettings(**json.loads(sys.argv[1])), reference=False, checkpoint=sys.argv[2])
 sigma = r.state.sampler.sigma
-print(json.dumps({"summary": r.summary,
+print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(), "summary": r.summary,
                   "sigma_devices": len(sigma.sharding.device_set),
                   "sigma_shards": [list(x.data.shape) for x in sigma.addressable_shards],
                   "energies": [h.energy for h in r.history]}))
 """
+DISTRIBUTED_VARS = ("NQS_DISTRIBUTED", "NQS_COORDINATOR_ADDRESS", "NQS_NUM_PROCESSES", "NQS_PROCESS_ID")
 
 
-def _run(devices: int) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}").strip()
-    out = subprocess.run([sys.executable, "-c", RUN], capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _start(env: dict[str, str], checkpoint: Any) -> subprocess.Popen:
+    """``RUN`` of ``SHARED`` in a new process with ``env``, writing ``checkpoint``."""
+    return subprocess.Popen([sys.executable, "-c", RUN, json.dumps(SHARED), str(checkpoint)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
-def test_two_cpu_devices_split_the_chains_and_agree_with_one():
-    two, one = _run(2), _run(1)
-    assert two["summary"]["devices"] == 2 and one["summary"]["devices"] == 1
-    assert two["sigma_devices"] == 2 and two["sigma_shards"] == [[4, 8], [4, 8]]
-    assert one["sigma_devices"] == 1 and one["sigma_shards"] == [[8, 8]]
-    e2, e1 = two["summary"]["final_energy"], one["summary"]["final_energy"]
-    err = math.hypot(two["summary"]["final_error"], one["summary"]["final_error"])
+@pytest.fixture(scope="module")
+def two_devices(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``SHARED`` in one process on 2 CPU devices (writing its checkpoint, as the distributed run does)."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARS}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    code, stdout, stderr = _finish(_start(env, tmp_path_factory.mktemp("two_devices") / "run.npz"))
+    assert code == 0, stderr[-3000:]
+    return _json_line(stdout)
+
+
+def test_two_cpu_devices_split_the_chains_and_agree_with_one(two_devices: dict):
+    from nqs_core.driver import run
+    from nqs_core.settings import RunSettings
+
+    two = two_devices
+    one = run(RunSettings(**SHARED), reference=False)  # this process: one device (tests/conftest.py)
+    chains, sites = SHARED["chains"], SHARED["L"]
+    assert two["summary"]["devices"] == 2 and one.summary["devices"] == 1
+    assert two["sigma_devices"] == 2 and two["sigma_shards"] == [[chains // 2, sites]] * 2
+    sigma = one.state.sampler.sigma
+    assert len(sigma.sharding.device_set) == 1
+    assert [list(x.data.shape) for x in sigma.addressable_shards] == [[chains, sites]]
+    e2, e1 = two["summary"]["final_energy"], one.summary["final_energy"]
+    err = math.hypot(two["summary"]["final_error"], one.summary["final_error"])
     assert abs(e2 - e1) < 5 * err, (e2, e1, err)
     # the optimisation trajectories agree as well (same seed, same algorithm; only reduction order differs)
-    assert abs(np.mean(two["energies"][-10:]) - np.mean(one["energies"][-10:])) < 0.1 * abs(e1) + 5 * err
-
-
-def test_cli_reports_two_devices(tmp_path):
-    """... and keeps its compiled programs apart from one-device processes (JAX's cache key ignores the
-    forced device count)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", NQS_CACHE_DIR=str(tmp_path))
-    out = subprocess.run([sys.executable, "-m", "nqs_core", "run", "--lattice", "chain", "--L", "8", "--samples",
-                          "512", "--chains", "8", "--steps", "2", "--eval-samples", "0", "--no-reference", "--json"],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])["summary"]
-    assert summary["devices"] == 2 and summary["steps"] == 2
-    assert [p.name for p in (tmp_path / "jax").iterdir()] == ["host-devices-2"]
-    assert any((tmp_path / "jax" / "host-devices-2").iterdir())
+    energies = [h.energy for h in one.history]
+    assert abs(np.mean(two["energies"][-3:]) - np.mean(energies[-3:])) < 0.1 * abs(e1) + 5 * err
 
 
 def test_each_runtime_layout_has_its_own_compile_cache_folder(monkeypatch):
@@ -118,15 +127,15 @@ def test_each_runtime_layout_has_its_own_compile_cache_folder(monkeypatch):
 
 
 SAMPLER_HLO = r"""
-import json, re
+import json, re, sys
 import jax
 from nqs_core.devices import chain_mesh, chain_sharding, replicated
 from nqs_core.settings import RunSettings
 from nqs_core.vmc import VMC
 for ham in ("heisenberg", "tfim"):
-    vmc = VMC(RunSettings(hamiltonian=ham, lattice="chain", L=8, samples=512, chains=8))
+    vmc = VMC(RunSettings(**{**json.loads(sys.argv[1]), "hamiltonian": ham}))
     st = vmc.init()
-    mesh = chain_mesh(8)
+    mesh = chain_mesh(vmc.settings.chains)
     ss = st.sampler.replace(sigma=jax.device_put(st.sampler.sigma, chain_sharding(mesh)))
     params = jax.device_put(st.params, replicated(mesh))
     f = jax.jit(lambda p, s: vmc.sampler.sample(lambda x: vmc.model.apply(p, x), s))
@@ -141,15 +150,18 @@ def test_sharded_sampler_loop_has_no_collectives():
     devices: the only collective is the one acceptance sum after the loop (a gather or reduce per
     sub-step made two devices 5x slower than one)."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    out = subprocess.run([sys.executable, "-c", SAMPLER_HLO], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run([sys.executable, "-c", SAMPLER_HLO, json.dumps(TINY)], capture_output=True, text=True, env=env,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     for line in out.stdout.strip().splitlines():
         d = json.loads(line)
         assert d["collectives"] == ["all-reduce"], d
 
 
-SPLIT_SETTINGS = dict(model="convnext", hamiltonian="j1j2", lattice="square", L=4, kernel=2, samples=128, chains=16,
-                      seed=5)
+# the smallest ConvNeXt on the J1-J2 4×4 (one block of 4 features): the sharding of its local energies is
+# that of any size
+SPLIT_SETTINGS = dict(model="convnext", hamiltonian="j1j2", lattice="square", L=4, kernel=2, depth=1, features=4,
+                      samples=32, chains=4, seed=5)
 ENGINE_SPLIT = r"""
 import json, re, sys
 from nqs_core.devices import split_cpu_into_cores
@@ -192,24 +204,12 @@ def test_the_engine_splits_its_samples_over_the_cpu_cores_and_takes_the_same_ste
                          text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     two = json.loads(out.stdout.strip().splitlines()[-1])
-    assert two["devices"] == 2 and two["sigma_shards"] == [[8, 16], [8, 16]]
+    assert two["devices"] == 2 and two["sigma_shards"] == [[2, 16], [2, 16]]
     assert two["collectives"] == [], two
     vmc = VMC(RunSettings(**SPLIT_SETTINGS))
     assert vmc.engine.mesh.devices.size == 1  # this test process: one device (tests/conftest.py)
     _, stats = vmc.step(vmc.init(), 2)
     np.testing.assert_allclose(two["energies"], np.asarray(stats["energy"]), rtol=1e-9)
-
-
-MULTI = r"""
-import json, sys
-from nqs_core.settings import RunSettings
-from nqs_core.driver import run
-import jax
-s = RunSettings(hamiltonian="heisenberg", lattice="chain", L=8, samples=256, chains=8, steps=6, eval_samples=512, seed=3)
-r = run(s, reference=False, checkpoint=sys.argv[1])
-print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(), "devices": r.summary["devices"],
-                  "energies": [h.energy for h in r.history], "final": r.summary["final_energy"]}))
-"""
 
 
 def _distributed_env(port: int, pid: int) -> dict[str, str]:
@@ -231,7 +231,7 @@ def _finish(proc: subprocess.Popen) -> tuple[int, str, str]:
 
 
 def _json_line(stdout: str) -> dict:
-    """The JSON line ``MULTI`` printed."""
+    """The JSON line ``RUN`` printed."""
     return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
 
 
@@ -241,13 +241,12 @@ def _json_line(stdout: str) -> dict:
 HEARTBEATS_LOST = "stopped sending heartbeats"
 
 
-def _run_pair(script: str, checkpoint) -> list[dict]:
-    """Run ``script`` as processes 0 and 1 of one ``jax.distributed`` job; their JSON lines."""
+def _run_pair(checkpoint: Any) -> list[dict]:
+    """``RUN`` as processes 0 and 1 of one ``jax.distributed`` job; their JSON lines."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(checkpoint)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=_distributed_env(port, pid)) for pid in range(2)]
+    procs = [_start(_distributed_env(port, pid), checkpoint) for pid in range(2)]
     results = [_finish(p) for p in procs]
     for code, _, stderr in results:
         assert code == 0, stderr[-3000:]
@@ -255,35 +254,31 @@ def _run_pair(script: str, checkpoint) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_processes_with_jax_distributed(tmp_path):
+def test_two_processes_with_jax_distributed(two_devices: dict, tmp_path):
     """NQS_DISTRIBUTED=1: two processes on this machine (one CPU device each) form one 2-device mesh;
     both see the same run, only process 0 writes the (gathered) checkpoint, and the energies are those
-    of ONE process running the same 2-device mesh (``--xla_force_host_platform_device_count=2``): the
-    same sharded program, its all-reduces over CPU collectives instead of inside one process."""
-    distributed_vars = ("NQS_DISTRIBUTED", "NQS_COORDINATOR_ADDRESS", "NQS_NUM_PROCESSES", "NQS_PROCESS_ID")
-    one_env = {k: v for k, v in os.environ.items() if k not in distributed_vars}
-    one_env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    code, stdout, stderr = _finish(subprocess.Popen([sys.executable, "-c", MULTI, str(tmp_path / "one.npz")],
-                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                                    env=one_env))
-    assert code == 0, stderr[-3000:]
-    one = _json_line(stdout)
+    of ONE process running the same 2-device mesh (``two_devices``): the same sharded program, its
+    all-reduces over CPU collectives instead of inside one process."""
+    one = two_devices
     ck = tmp_path / "mp.npz"
     try:
-        outs = _run_pair(MULTI, ck)
+        outs = _run_pair(ck)
     except AssertionError as failure:
         if HEARTBEATS_LOST not in str(failure):
             raise
-        outs = _run_pair(MULTI, ck)  # once more: see HEARTBEATS_LOST
-    assert [o["process"] for o in outs] == [0, 1] and all(o["processes"] == 2 and o["devices"] == 2 for o in outs)
-    assert outs[0]["energies"] == outs[1]["energies"] and outs[0]["final"] == outs[1]["final"]
-    assert one["processes"] == 1 and one["devices"] == 2 and len(one["energies"]) == 6
+        outs = _run_pair(ck)  # once more: see HEARTBEATS_LOST
+    assert [o["process"] for o in outs] == [0, 1] and all(o["processes"] == 2 for o in outs)
+    assert all(o["summary"]["devices"] == 2 for o in outs)
+    assert outs[0]["energies"] == outs[1]["energies"]
+    assert outs[0]["summary"]["final_energy"] == outs[1]["summary"]["final_energy"]
+    assert one["processes"] == 1 and one["summary"]["devices"] == 2 and len(one["energies"]) == SHARED["steps"]
     np.testing.assert_allclose(outs[0]["energies"], one["energies"], rtol=1e-12, atol=0)
-    np.testing.assert_allclose(outs[0]["final"], one["final"], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(outs[0]["summary"]["final_energy"], one["summary"]["final_energy"], rtol=1e-12, atol=0)
     saved = load_checkpoint(ck)
-    assert saved.step == 6 and saved.extra["devices"] == 2
+    assert saved.step == SHARED["steps"] and saved.extra["devices"] == 2
     sigma = [a for a, info in zip(saved.leaves, saved.leaf_info) if "sigma" in info["path"]]
-    assert len(sigma) == 1 and sigma[0].shape == (8, 8)  # both processes' chains gathered
+    assert len(sigma) == 1 and sigma[0].shape == (SHARED["chains"], SHARED["L"])  # both processes' chains gathered
+    assert [o["sigma_shards"] for o in outs] == [[[SHARED["chains"] // 2, SHARED["L"]]]] * 2  # each its own half
 
 
 def test_a_bad_cpu_device_count_is_refused_naming_the_variable():
@@ -295,17 +290,22 @@ def test_a_bad_cpu_device_count_is_refused_naming_the_variable():
     assert "NQS_CPU_DEVICES must be a whole number of devices ≥ 1; got 'two'" in out.stderr
 
 
-def test_a_sweep_on_two_cpu_devices_equals_one_on_one():
-    """``nqs sweep`` splits the CPU as ``nqs run`` does; every point's engine state starts on the mesh."""
+def test_a_sweep_on_two_cpu_devices_equals_one_on_one(capsys):
+    """``nqs sweep`` splits the CPU as ``nqs run`` does; every point's engine state starts on the mesh.  The
+    one-device sweep is this process's, with test_sweep's settings (its compiled step and evaluation)."""
+    from test_sweep import TFIM_FLAGS
+
+    args = ["sweep", *TFIM_FLAGS, "--steps", "5", "--h", "0.5:1.5:2", "--json"]  # --steps: the last one counts
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["NQS_CPU_DEVICES"] = "2"
+    out = subprocess.run([sys.executable, "-m", "nqs_core", *args], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    code, stdout, stderr = nqs_main(args, capsys)  # this process: one device (tests/conftest.py)
+    assert code == 0, stderr
     tables = {}
-    for devices in (2, 1):
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        env["NQS_CPU_DEVICES"] = str(devices)
-        out = subprocess.run([sys.executable, "-m", "nqs_core", "sweep", "--hamiltonian", "tfim", "--lattice", "chain",
-                              "--L", "6", "--h", "0.5:1.5:2", "--steps", "5", "--samples", "64", "--chains", "4",
-                              "--eval-samples", "64", "--json"], capture_output=True, text=True, env=env, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
-        sweep = json.loads(out.stdout.strip().splitlines()[-1])["sweep"]
-        assert sweep["phase"] == "done"
+    for devices, text in ((2, out.stdout), (1, stdout)):
+        sweep = json.loads(text.strip().splitlines()[-1])["sweep"]
+        assert sweep["phase"] == "done" and sweep["settings"]["steps"] == 5 and len(sweep["table"]) == 2
         tables[devices] = [row["energy_per_site"] for row in sweep["table"]]
     np.testing.assert_allclose(tables[2], tables[1], rtol=1e-9)

@@ -6,6 +6,7 @@ Everything waits on events (a drained phase, a record, a result); timeouts only 
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
-from conftest import poll_until
+from conftest import TINY, poll_until
 
 from app.run_queue import RunQueue
 from app.runner import Runner
@@ -35,8 +36,8 @@ from nqs_core.executors import (
 )
 from nqs_core.settings import RunSettings
 
-CHAIN = dict(hamiltonian="heisenberg", lattice="chain", L=8, model="rbm", samples=128, chains=8, steps=6,
-             eval_samples=256)
+# the suite's TINY (tests/conftest.py), evaluated as test_driver's runs are: its programs come from the cache
+CHAIN = dict(TINY, steps=6, eval_samples=256)
 SEEDS = (0, 1, 2)
 RUN_KWARGS = {"reference": False, "exact": False, "n_show": 4}
 
@@ -343,12 +344,12 @@ def test_a_run_whose_caller_went_silent_stops() -> None:
 
 
 ORPHAN = r"""
-import sys, threading
+import json, sys, threading
 from nqs_core.events import RunControl
 from nqs_core.executors import ProcessExecutor
 from nqs_core.settings import RunSettings
 if __name__ == "__main__":
-    settings = RunSettings(hamiltonian="heisenberg", lattice="chain", L=8, samples=128, chains=8, steps=100000)
+    settings = RunSettings(**json.loads(sys.argv[1]), steps=100000)
     def stepping(event):
         if event.kind == "steps":
             import multiprocessing
@@ -364,7 +365,7 @@ def test_a_process_worker_ends_with_its_server(tmp_path: Path) -> None:
     process sees its parent gone and exits."""
     script = tmp_path / "server.py"
     script.write_text(ORPHAN)
-    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+    server = subprocess.Popen([sys.executable, str(script), json.dumps(TINY)], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parents[1])
     try:
         line = server.stdout.readline()  # blocks until the run steps (or the server dies: "")
