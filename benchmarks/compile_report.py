@@ -22,18 +22,21 @@ import json
 from pathlib import Path
 
 
-def records(folder: str) -> list[tuple[str, str, str, float]]:
-    """(process argv, test id, program name, seconds) of every compilation recorded in ``folder``."""
-    rows = []
+def records(folder: str) -> tuple[list[tuple[str, str, str, float]], int]:
+    """(process argv, test id, program name, seconds) of every compilation recorded in ``folder``, and the
+    number of programs read from the persistent cache instead (recorded since the probe tells them apart)."""
+    rows, hits = [], 0
     for path in glob.glob(str(Path(folder) / "*.jsonl")):
         argv = ""
         for line in open(path):
             item = json.loads(line)
             if isinstance(item, dict):
                 argv = " ".join(item["argv"])[:60]
+            elif len(item) > 3 and item[3]:
+                hits += 1
             else:
-                rows.append((argv, *item))
-    return rows
+                rows.append((argv, *item[:3]))
+    return rows, hits
 
 
 def main() -> None:
@@ -41,8 +44,8 @@ def main() -> None:
     parser.add_argument("folder")
     parser.add_argument("--tests", type=int, default=30, help="how many of the costliest tests to list")
     args = parser.parse_args()
-    rows = records(args.folder)
-    print(f"{len(rows)} compilations, {sum(r[3] for r in rows):.0f} s")
+    rows, hits = records(args.folder)
+    print(f"{len(rows)} compilations, {sum(r[3] for r in rows):.0f} s; {hits} programs from the persistent cache")
     per_file: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0, 0.0])
     per_test: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0, 0.0])
     per_program: collections.Counter[str] = collections.Counter()
