@@ -12,12 +12,12 @@ import re
 
 import pytest
 
-from tests.browser.test_lab_browser import button, status, step_of, wait_for
+from tests.browser.test_lab_browser import LONG_RUN, button, status, step_of, tiny_link, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
-LONG = "?lattice=chain&L=6&steps=100000"  # runs until stopped
-SHORT = "?lattice=chain&L=6&steps=20"
+LONG = tiny_link(steps=LONG_RUN)  # runs until stopped
+SHORT = tiny_link(steps=20)
 
 
 def server_line(page) -> str:

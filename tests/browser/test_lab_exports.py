@@ -1,10 +1,10 @@
 """End-to-end: the lab's exports for slides and the Metropolis movie in Chromium (issue 12, items 3 and 5).
 
-A short run of the default problem (Heisenberg 4×4, RBM, 20 steps); the Spins tab then plays one
-chain's Metropolis movie; the GIF, the MP4, the energy figure (PNG) and the one-page report download
-from the sidebar: the GIF's and the MP4's decoded frames have the movie's count and size, the PNG is
-1920×1080 (and downloads again when pressed again), and the report opens in the browser with the
-run's final energy.
+A short run of the default problem (Heisenberg 4×4, RBM, 20 steps) sampled as the suite's TINY; the
+Spins tab then plays one chain's Metropolis movie; the GIF, the MP4, the energy figure (PNG) and the
+one-page report download from the sidebar: the GIF's and the MP4's decoded frames have the movie's count
+and size, the PNG is 1920×1080 (and downloads again when pressed again), and the report opens in the
+browser with the run's final energy.
 
 Run: .venv/bin/python -m pytest -q -n 0 -m browser tests/browser/test_lab_exports.py
 """
@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from app.export_panel import MOVIE_SIZE, MOVIE_STEPS
+from tests.browser.test_lab_browser import square_link
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -36,10 +37,7 @@ def download(page, label: str, folder: Path) -> Path:
 
 
 def test_movie_plays_and_exports_download_and_open(open_lab, screenshots, tmp_path):
-    page, console = open_lab(viewport=(1366, 768))
-    steps = page.get_by_label("Steps", exact=True)
-    steps.fill("20")
-    steps.press("Tab")
+    page, console = open_lab(viewport=(1366, 768), query=square_link(steps=20))
     page.locator(".nqs-status", has_text="/ 20").wait_for(timeout=15_000)
     page.get_by_role("button", name="Run", exact=True).click()
     page.locator(".nqs-status", has_text="done").wait_for(timeout=300_000)

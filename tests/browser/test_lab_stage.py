@@ -11,7 +11,10 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_lab_browser import button, choose, finite_count, set_field, show_tab, status, step_of, wait_for
+from conftest import TINY
+from tests.browser.test_lab_browser import (FINISH_TIMEOUT_S, button, choose, finite_count, movie_playing,
+                                            set_field, show_tab, square_link, status, step_of, tiny_link,
+                                            type_until_shown, wait_for)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -48,18 +51,12 @@ def series_steps(page, column: str) -> list[list[float]]:
     return page.evaluate(SERIES, column)
 
 
-def short_run(page, steps: int) -> None:
-    # a preset chosen just before may still be applying its own step count, which would overwrite
-    # the typed one: type it again until the status shows it
-    def typed() -> bool:
-        if f"/ {steps}" not in status(page):
-            set_field(page, "Steps", str(steps))
-        return f"/ {steps}" in status(page)
-
-    wait_for(typed, 30, "the edited step count", poll=1.0)
+def short_run(page, steps: int, fields: dict[str, str] | None = None) -> None:
+    """Type ``steps`` (and ``fields``: label → text) and run to the end."""
+    type_until_shown(page, {"Steps": str(steps), **(fields or {})})
     button(page, "Run").click()
     wait_for(lambda: "done" in status(page), 180, "the short run to finish")
-    wait_for(lambda: not button(page, "Run").is_disabled(), 15, "Run to be usable again")
+    wait_for(lambda: not button(page, "Run").is_disabled(), FINISH_TIMEOUT_S, "Run to be usable again")
 
 
 def download(page, label: str, path) -> None:
@@ -121,14 +118,14 @@ def assert_log_axes_readable(page, expected: int) -> None:
 def test_1_a_loaded_run_draws_each_step_once(open_lab, tmp_path):
     """Item 1: load the exported JSON, and the checkpoint, of a run, each into a fresh session: every plot
     holds each step once, in order (no line from the last step back to step 0)."""
-    page, console = open_lab()
+    page, console = open_lab(query=tiny_link(steps=12))
     short_run(page, 12)
     # item 7 on the finished run: log axes with >= 3 ticks, E/N with its convention
-    show_tab(page, "Energy", settle=0.2)
+    show_tab(page, "Energy")
     wait_for(lambda: finite_count(page, "rel") == 12, 30, "the relative error")
     assert_log_axes_readable(page, 2)
     assert "E / N  (J units, S = σ/2)" in page.evaluate(AXIS_LABELS)
-    show_tab(page, "Diagnostics", settle=0.2)
+    show_tab(page, "Diagnostics")
     assert_log_axes_readable(page, 2)
     files = {"json": tmp_path / "run.json", "npz": tmp_path / "checkpoint.npz"}
     download(page, "Run (JSON)", files["json"])
@@ -142,7 +139,7 @@ def test_1_a_loaded_run_draws_each_step_once(open_lab, tmp_path):
         other.get_by_text(re.compile(r"Loaded a (run|checkpoint) of 12 steps")).first.wait_for(timeout=120_000)
         for column, tab in (("energy", "Energy"), ("variance", "Energy"), ("marshall", "Sign"),
                             ("acceptance", "Diagnostics")):
-            show_tab(other, tab, settle=0.2)  # a tab's figures reach the page when it is first shown
+            show_tab(other, tab)  # a tab's figures reach the page when it is first shown
             # the message can reach the page before every view's data (seen under load): wait for the series
             runs = wait_for(lambda: [s for s in series_steps(other, column) if len(s) > 2], 30,
                             f"{what}: a {column} series in the page")
@@ -150,8 +147,9 @@ def test_1_a_loaded_run_draws_each_step_once(open_lab, tmp_path):
                 assert steps == list(range(12)), f"{what}, {column}: {steps}"
         assert step_of(other) == (12, 12), what
         if what == "json":  # item 9: a JSON holds no state, and the sign view says so instead of "waiting"
-            show_tab(other, "Sign", settle=0.5)
-            assert "JSON export holds no wavefunction" in other.evaluate(LABELS)
+            show_tab(other, "Sign")
+            wait_for(lambda: "JSON export holds no wavefunction" in other.evaluate(LABELS), 15,
+                     "the sign view saying why it draws nothing")
         other.context.close()  # its session ends (as a closed tab): the next page is the only other one
     errors = [e for c in consoles for e in c.errors]
     assert errors == [], errors
@@ -240,9 +238,12 @@ HEADINGS_PX = "els => els.filter(e => e.offsetParent !== null).map(e => parseFlo
 
 def figure_fonts(page) -> list[dict]:
     """Per visible figure: its title's size (HTML heading) and its tick labels' size, in px."""
-    titles = page.locator(".nqs-figure-title").evaluate_all(HEADINGS_PX)
-    figs = page.evaluate(FIGURE_FONTS)
-    assert len(titles) == len(figs), (titles, figs)
+    def both() -> tuple[list, list] | None:
+        titles = page.locator(".nqs-figure-title").evaluate_all(HEADINGS_PX)
+        figs = page.evaluate(FIGURE_FONTS)
+        return (titles, figs) if len(titles) == len(figs) else None
+
+    titles, figs = wait_for(both, 15, "a title for each visible figure")
     return [dict(f, title=t) for f, t in zip(figs, titles)]
 
 
@@ -257,7 +258,7 @@ def test_2_figure_fonts_follow_large_fonts_through_theme_switches(open_lab, size
     """Item 2: dark → large fonts → light (and Reset): every figure keeps the large size; no figure
     text is smaller than 13 px at normal size."""
     page, console = open_lab(viewport=size)
-    show_tab(page, "Energy", settle=0.5)
+    show_tab(page, "Energy")
     small = figure_fonts(page)
     assert len(small) == 3 and min(f["ticks"] for f in small) >= 13, small
     toggle_theme(page)
@@ -270,7 +271,7 @@ def test_2_figure_fonts_follow_large_fonts_through_theme_switches(open_lab, size
     toggle_theme(page)
     assert [(f["title"], f["ticks"]) for f in figure_fonts(page)] == [(f["title"], f["ticks"]) for f in large]
     button(page, "Reset").click()
-    show_tab(page, "Diagnostics", settle=0.5)
+    show_tab(page, "Diagnostics")
     diag = figure_fonts(page)
     assert len(diag) == 4 and min(f["ticks"] for f in diag) >= 1.25 * 13, diag
     page.screenshot(path=str(screenshots / "21-large-fonts-after-theme-switches.png"))
@@ -282,14 +283,15 @@ def test_5_6_reset_while_compiling_and_a_main_area_that_says_what_happens(open_l
     (shipped table) and axis convention; while compiling it says so with elapsed seconds.
     Item 5: Reset during compiling leaves the buttons idle and no run active at once, without waiting
     for the compilation: shown by the order of events (idle while the abandoned worker still compiles),
-    not by a wall-clock bound that a loaded machine breaks."""
-    page, console = open_lab(viewport=(1366, 768))
+    not by a wall-clock bound that a loaded machine breaks.  (The lab's default problem with TINY's chains: the
+    compilation Reset abandons is the VMC step's alone, the initial state's is the small square's.)"""
+    page, console = open_lab(viewport=(1366, 768), query=square_link())
     stage = page.locator(".nqs-stage")
     assert "press Run" in stage.first.inner_text()
-    show_tab(page, "Spins", settle=0.3)
+    show_tab(page, "Spins")
     assert page.evaluate(FIGURE_FONTS) == [], "an empty spins figure before any samples"
     page.get_by_text("no samples yet: press Run").first.wait_for(timeout=5_000)
-    show_tab(page, "Energy", settle=0.2)
+    show_tab(page, "Energy")
     page.get_by_text(re.compile(r"reference \(dashed\): ED .*E₀ = -11\.228483")).first.wait_for(timeout=30_000)
     page.get_by_text("N = 16 sites · H = J Σ⟨ij⟩ S_i·S_j").first.wait_for(timeout=5_000)
     # samples per step of a shape nothing compiled before: the run really compiles
@@ -344,9 +346,12 @@ def test_3_every_view_fits_with_the_sidebar_open(open_lab, size, screenshots):
         select = page.locator(".MuiSelect-select").first
         expect(select).to_have_text(name)
         assert select.evaluate_all(CLIPPED) == [], f"the preset name is cut: {name}"
-    short_run(page, 8)
+    # the last preset's problem (the lab's default) sampled as TINY: the programs of test_lab_exports' run
+    short_run(page, 8, {"Samples per step": str(TINY["samples"]), "Markov chains": str(TINY["chains"])})
     for i, tab in enumerate(TABS):
-        show_tab(page, tab, settle=0.5)
+        show_tab(page, tab)
+        if tab == "Spins":
+            movie_playing(page)  # its figure is the run's Metropolis movie
         assert page.evaluate(OVERFLOW) == [], (tab, page.evaluate(OVERFLOW))
         assert page.locator(".nqs-figure-title").evaluate_all(TEXT_OVERFLOW) == [], tab
         page.screenshot(path=str(screenshots / f"30-{size[0]}-{i}-{tab.lower()}.png"))
