@@ -47,6 +47,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 SUBPROCESS_CPU_DEVICES = "1"  # NQS_CPU_DEVICES of every process the tests start, unless a test sets it
+# XLA's LLVM backend at -O0 in every test process and every process the tests start (XLA_FLAGS): most of the
+# suite's time is compilation of programs that then run a few small steps.  Measured cold on the 2-core machine:
+# test_vmc + test_driver 516 -> 365 s of CPU; a TINY step compiles in 5.5 s of CPU instead of 9.7.  The compiled
+# code computes the same (round-off aside) but runs 3-4x slower on a 1024-sample step, so the runs whose cost is
+# their running time, the accuracy runs, compile at XLA's default (:func:`fully_optimised`), as users' runs do.
+SUITE_XLA_FLAGS = "--xla_backend_optimization_level=0"
+FULL_OPTIMISATION = {"xla_backend_optimization_level": 2}  # XLA's default, as a compiler option of one program
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +74,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from nqs_core.compile_cache import enable_compile_cache
 
     os.environ.setdefault("NQS_CPU_DEVICES", SUBPROCESS_CPU_DEVICES)
+    if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SUITE_XLA_FLAGS}".strip()
     enable_compile_cache()
     jax.devices()
 
@@ -105,6 +114,31 @@ def release_compiled_programs() -> Any:
     vmc._engine_for.cache_clear()
     driver._COMPILED.clear()
     gc.collect()
+
+
+@pytest.fixture
+def fully_optimised(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], Any]:
+    """For the runs whose cost is their running time: in this test, every ahead-of-time compilation (the
+    driver's steps) is at XLA's default optimisation instead of the suite's -O0 (``SUITE_XLA_FLAGS``), and
+    ``fully_optimised(vmc)`` returns ``vmc`` (a ``VMC``) whose ``step`` and ``evaluate`` are too (a jit around
+    the engine's own jitted functions carries the compiler option, and the whole program compiles with it)."""
+    import jax
+
+    compile_lowered = jax.stages.Lowered.compile
+
+    def compile_fully(self: Any, compiler_options: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        return compile_lowered(self, {**FULL_OPTIMISATION, **(compiler_options or {})}, **kwargs)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", compile_fully)
+
+    def apply(vmc: Any) -> Any:
+        engine = vmc.engine  # a frozen dataclass: its cached properties live in its __dict__
+        for name, static in (("multi_step", 2), ("evaluate_fn", 3)):
+            fn = jax.jit(getattr(engine, name), static_argnums=static, compiler_options=FULL_OPTIMISATION)
+            monkeypatch.setitem(engine.__dict__, name, fn)
+        return vmc
+
+    return apply
 
 
 DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "  # PR_SET_PDEATHSIG

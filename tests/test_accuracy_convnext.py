@@ -28,8 +28,8 @@ CHAIN = RunSettings(hamiltonian="heisenberg", lattice="chain", L=16, model="conv
 SQUARE = PRESETS["heisenberg-4x4-precise"].settings(steps=120, time_budget=None, steps_per_call=1)
 
 
-def optimise(settings: RunSettings):
-    vmc = VMC(settings)
+def optimise(settings: RunSettings, fully_optimised):
+    vmc = fully_optimised(VMC(settings))
     state = vmc.init()
     state, stats = vmc.step(state, settings.steps)
     assert bool(np.all(np.asarray(stats["finite"])))
@@ -37,8 +37,8 @@ def optimise(settings: RunSettings):
 
 
 @pytest.mark.parametrize("settings,tolerance", [(CHAIN, 1e-3), (SQUARE, 1e-3)], ids=["chain16", "square4x4"])
-def test_convnext_reaches_ground_state_in_its_sector(settings, tolerance):
-    vmc, state = optimise(settings)
+def test_convnext_reaches_ground_state_in_its_sector(settings, tolerance, fully_optimised):
+    vmc, state = optimise(settings, fully_optimised)
     exact = exact_diagonalization(vmc.hamiltonian, want_vector=False).energy
     final = vmc.evaluate(state, 8192)
     rel = (final["energy"] - exact) / abs(exact)
@@ -53,12 +53,12 @@ def test_convnext_reaches_ground_state_in_its_sector(settings, tolerance):
     assert np.all(np.abs(eig - target) < 0.05), eig
 
 
-def test_the_default_j1j2_run_leaves_the_flat_start_without_collapsing():
+def test_the_default_j1j2_run_leaves_the_flat_start_without_collapsing(fully_optimised):
     """Seed 1 of the default ConvNeXt J1-J2 4×4 run (no sign prior): from visible phases of 0.1 rad it
     collapsed onto the Néel states (acceptance 0.000–0.05 over steps 10–40, E ≈ −4 against E₀ = −8.458); from
     the default phase spread (``convnext.visible_bias_init``) the chains keep moving while the energy falls."""
     settings = RunSettings(hamiltonian="j1j2", model="convnext", seed=1, steps=40)
-    vmc = VMC(settings)
+    vmc = fully_optimised(VMC(settings))
     state, stats = vmc.step(vmc.init(), 40)
     acceptance, energy = np.asarray(stats["acceptance"]), np.asarray(stats["energy"])
     assert acceptance[10:].min() > 0.1, acceptance

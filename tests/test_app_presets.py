@@ -33,6 +33,7 @@ def test_every_talk_preset_has_a_bound():
 
 
 @pytest.mark.parametrize("name", TALK)
+@pytest.mark.usefixtures("fully_optimised")  # the driver's steps at XLA's default optimisation
 def test_preset_converges(name):
     settings = LabSettings(preset=name).to_run_settings()
     ref = find_reference(settings, compute_dmrg=False)

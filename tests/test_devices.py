@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY, nqs_main
+from conftest import SUITE_XLA_FLAGS, TINY, nqs_main
 
 from nqs_core.checkpoint import load_checkpoint
 from nqs_core.devices import (
@@ -84,7 +84,7 @@ def _start(env: dict[str, str], checkpoint: Any) -> subprocess.Popen:
 def two_devices(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``SHARED`` in one process on 2 CPU devices (writing its checkpoint, as the distributed run does)."""
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARS}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = f"{SUITE_XLA_FLAGS} --xla_force_host_platform_device_count=2"
     code, stdout, stderr = _finish(_start(env, tmp_path_factory.mktemp("two_devices") / "run.npz"))
     assert code == 0, stderr[-3000:]
     return _json_line(stdout)
@@ -149,7 +149,7 @@ def test_sharded_sampler_loop_has_no_collectives():
     """With the chains split over 2 devices, the compiled Metropolis loop exchanges nothing between
     devices: the only collective is the one acceptance sum after the loop (a gather or reduce per
     sub-step made two devices 5x slower than one)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=f"{SUITE_XLA_FLAGS} --xla_force_host_platform_device_count=2")
     out = subprocess.run([sys.executable, "-c", SAMPLER_HLO, json.dumps(TINY)], capture_output=True, text=True, env=env,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -198,7 +198,7 @@ def test_the_engine_splits_its_samples_over_the_cpu_cores_and_takes_the_same_ste
     from nqs_core.settings import RunSettings
     from nqs_core.vmc import VMC
 
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ, XLA_FLAGS=SUITE_XLA_FLAGS)  # no device count
     env["NQS_CPU_DEVICES"] = "2"
     out = subprocess.run([sys.executable, "-c", ENGINE_SPLIT, json.dumps(SPLIT_SETTINGS)], capture_output=True,
                          text=True, env=env, timeout=600)
@@ -214,7 +214,7 @@ def test_the_engine_splits_its_samples_over_the_cpu_cores_and_takes_the_same_ste
 
 def _distributed_env(port: int, pid: int) -> dict[str, str]:
     """Process ``pid`` of 2 under ``NQS_DISTRIBUTED=1`` (one CPU device each), coordinator on ``port``."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ, XLA_FLAGS=SUITE_XLA_FLAGS)  # no device count
     env.update(NQS_DISTRIBUTED="1", NQS_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", NQS_NUM_PROCESSES="2",
                NQS_PROCESS_ID=str(pid))
     return env
@@ -282,7 +282,7 @@ def test_two_processes_with_jax_distributed(two_devices: dict, tmp_path):
 
 
 def test_a_bad_cpu_device_count_is_refused_naming_the_variable():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ, XLA_FLAGS=SUITE_XLA_FLAGS)  # no device count
     env["NQS_CPU_DEVICES"] = "two"
     out = subprocess.run([sys.executable, "-m", "nqs_core", "run", "--lattice", "chain", "--L", "6", "--steps", "2",
                           "--no-reference"], capture_output=True, text=True, env=env, timeout=600)
@@ -296,7 +296,7 @@ def test_a_sweep_on_two_cpu_devices_equals_one_on_one(capsys):
     from test_sweep import TFIM_FLAGS
 
     args = ["sweep", *TFIM_FLAGS, "--steps", "5", "--h", "0.5:1.5:2", "--json"]  # --steps: the last one counts
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ, XLA_FLAGS=SUITE_XLA_FLAGS)  # no device count
     env["NQS_CPU_DEVICES"] = "2"
     out = subprocess.run([sys.executable, "-m", "nqs_core", *args], capture_output=True, text=True, env=env,
                          timeout=600)

@@ -535,6 +535,7 @@ def test_frozen_start_restarts_only_frozen_chains_far_above_the_reference():
 
 
 @pytest.mark.accuracy
+@pytest.mark.usefixtures("fully_optimised")  # the driver's steps at XLA's default optimisation
 def test_a_collapsed_start_is_restarted_and_the_default_start_does_not_collapse(tmp_path):
     """A ConvNeXt whose amplitude bias is staggered (|ψ|² on a Néel state, what the J1-J2 4×4 run collapsed
     onto from the old nearly-real start, its chains there: no Metropolis move is accepted) is restarted once
