@@ -53,6 +53,7 @@ SUBPROCESS_CPU_DEVICES = "1"  # NQS_CPU_DEVICES of every process the tests start
 # code computes the same (round-off aside) but runs 3-4x slower on a 1024-sample step, so the runs whose cost is
 # their running time, the accuracy runs, compile at XLA's default (:func:`fully_optimised`), as users' runs do.
 SUITE_XLA_FLAGS = "--xla_backend_optimization_level=0"
+TWO_CPU_DEVICES_XLA_FLAGS = f"{SUITE_XLA_FLAGS} --xla_force_host_platform_device_count=2"  # a process on 2 devices
 FULL_OPTIMISATION = {"xla_backend_optimization_level": 2}  # XLA's default, as a compiler option of one program
 
 

@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import pytest
 from conftest import TINY, nqs_main as _cli
-from conftest import SUITE_XLA_FLAGS, run_nqs, tiny_cli
+from conftest import TWO_CPU_DEVICES_XLA_FLAGS, run_nqs, tiny_cli
 
 from nqs_core.devices import usable_device_count
 
@@ -105,8 +105,7 @@ def test_persistent_compilation_cache_fills_the_user_cache_dir(tmp_path):
     own (JAX's cache key ignores the forced device count: a one-device process must not find them), and reports
     ``devices: 2``; NQS_COMPILE_CACHE=0 turns the cache off.  (Both runs compile everything: one step, unevaluated.)"""
     args = [*tiny_cli(steps=1, eval_samples=0), "--no-reference", "--json"]
-    two = f"{SUITE_XLA_FLAGS} --xla_force_host_platform_device_count=2"
-    on = nqs(*args, env={"NQS_CACHE_DIR": str(tmp_path / "on"), "XLA_FLAGS": two})
+    on = nqs(*args, env={"NQS_CACHE_DIR": str(tmp_path / "on"), "XLA_FLAGS": TWO_CPU_DEVICES_XLA_FLAGS})
     assert on.returncode == 0, on.stderr[-3000:]
     summary = json_lines(on.stdout)[-1]["summary"]
     assert summary["devices"] == 2 and summary["steps"] == 1

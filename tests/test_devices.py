@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SUITE_XLA_FLAGS, TINY, nqs_main
+from conftest import SUITE_XLA_FLAGS, TINY, TWO_CPU_DEVICES_XLA_FLAGS, nqs_main
 
 from nqs_core.checkpoint import load_checkpoint
 from nqs_core.devices import (
@@ -84,7 +84,7 @@ def _start(env: dict[str, str], checkpoint: Any) -> subprocess.Popen:
 def two_devices(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``SHARED`` in one process on 2 CPU devices (writing its checkpoint, as the distributed run does)."""
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARS}
-    env["XLA_FLAGS"] = f"{SUITE_XLA_FLAGS} --xla_force_host_platform_device_count=2"
+    env["XLA_FLAGS"] = TWO_CPU_DEVICES_XLA_FLAGS
     code, stdout, stderr = _finish(_start(env, tmp_path_factory.mktemp("two_devices") / "run.npz"))
     assert code == 0, stderr[-3000:]
     return _json_line(stdout)
@@ -149,7 +149,7 @@ def test_sharded_sampler_loop_has_no_collectives():
     """With the chains split over 2 devices, the compiled Metropolis loop exchanges nothing between
     devices: the only collective is the one acceptance sum after the loop (a gather or reduce per
     sub-step made two devices 5x slower than one)."""
-    env = dict(os.environ, XLA_FLAGS=f"{SUITE_XLA_FLAGS} --xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=TWO_CPU_DEVICES_XLA_FLAGS)
     out = subprocess.run([sys.executable, "-c", SAMPLER_HLO, json.dumps(TINY)], capture_output=True, text=True, env=env,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

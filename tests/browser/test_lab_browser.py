@@ -74,19 +74,19 @@ def _lab_default() -> Any:
 
 
 def link(settings: Any) -> str:
-    """The deep link (``?…``) that opens the lab on ``settings`` (a RunSettings): every setting that differs from
-    the default preset's, each one a sidebar control (the lab runs the others at their defaults)."""
-    from app.settings import CONTROLS
+    """The deep link (``?…``) that opens the lab on ``settings`` (a RunSettings), written as the lab writes its own
+    (``app.views.link.link_query``); a setting that differs from the default preset's must be a sidebar control."""
+    from app.settings import CONTROLS, LabSettings
+    from app.views.link import link_query
 
-    default, query = _lab_default(), {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if value == getattr(default, f.name):
-            continue
-        if f.name not in CONTROLS or f.name == "k":
-            raise ValueError(f"the lab's link cannot set {f.name} = {value!r}")
-        query[f.name] = str(value)
-    return "?" + urlencode(query)
+    default = _lab_default()
+    unlinkable = [f.name for f in dataclasses.fields(settings)
+                  if f.name not in CONTROLS and getattr(settings, f.name) != getattr(default, f.name)]
+    if unlinkable:
+        raise ValueError(f"the lab's link cannot set {', '.join(unlinkable)}")
+    shown, opened = LabSettings(preset="custom"), LabSettings()
+    shown.load_run_settings(settings)
+    return "?" + urlencode(link_query(shown, CONTROLS, {name: getattr(opened, name) for name in CONTROLS}))
 
 
 def tiny_link(**changes: Any) -> str:
