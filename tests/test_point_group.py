@@ -32,11 +32,17 @@ def bond_set(pairs: np.ndarray) -> set[tuple[int, int]]:
 
 
 def init(model, n: int, seed: int = 0, scale: float | None = None):
-    params = model.init(jax.random.key(seed), jnp.ones((1, n), jnp.int8))
-    if scale is None:
-        return params
-    keys = iter(jax.random.split(jax.random.key(seed + 1), len(jax.tree.leaves(params))))
-    return jax.tree.map(lambda x: scale * jax.random.normal(next(keys), x.shape, x.dtype), params)
+    """``model``'s parameters from ``seed``, or (``scale``) every entry drawn from N(0, scale²): one compiled
+    program (eagerly, each operation of the initialisers compiled on its own)."""
+    @jax.jit
+    def draw(key, spread_key):
+        params = model.init(key, jnp.ones((1, n), jnp.int8))
+        if scale is None:
+            return params
+        keys = iter(jax.random.split(spread_key, len(jax.tree.leaves(params))))
+        return jax.tree.map(lambda x: scale * jax.random.normal(next(keys), x.shape, x.dtype), params)
+
+    return draw(jax.random.key(seed), jax.random.key(seed + 1))
 
 
 # ----- the group ------------------------------------------------------------------------------------------
@@ -135,8 +141,9 @@ def test_projection_is_the_group_average_of_amplitudes(kind, L, group):
     model = project_point_group(base, lat, group)
     params = init(base, lat.n_sites, seed=2, scale=0.4)
     sigma = random_configs(lat.n_sites, 8, seed=1)
-    expected = np.mean([np.exp(np.asarray(base.apply(params, sigma[:, p]))) for p in lat.point_group(group)], axis=0)
-    np.testing.assert_allclose(np.exp(np.asarray(model.apply(params, sigma))), expected, rtol=1e-12)
+    base_apply = jax.jit(base.apply)
+    expected = np.mean([np.exp(np.asarray(base_apply(params, sigma[:, p]))) for p in lat.point_group(group)], axis=0)
+    np.testing.assert_allclose(np.exp(np.asarray(jax.jit(model.apply)(params, sigma))), expected, rtol=1e-12)
 
 
 # ----- the exact ground states are in A1 ------------------------------------------------------------------
@@ -198,8 +205,8 @@ def test_default_leaves_the_model_bitwise_unchanged(name):
     assert project_point_group(model, lat, "none") is model
     params = init(model, lat.n_sites, seed=5)
     sigma = random_configs(lat.n_sites, 8)
-    np.testing.assert_array_equal(np.asarray(model.apply(params, sigma)),
-                                  np.asarray(old_make_model(s, lat).apply(params, sigma)))
+    np.testing.assert_array_equal(np.asarray(jax.jit(model.apply)(params, sigma)),
+                                  np.asarray(jax.jit(old_make_model(s, lat).apply)(params, sigma)))
     projected = make_model(s.replace(point_group="full"), lat)
     assert isinstance(projected, PointGroupProjection) and projected.wrapped == model
     same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), params, init(projected, lat.n_sites, seed=5))
@@ -224,7 +231,7 @@ def test_vmc_energy_is_that_of_the_projected_state():
     basis = decode(codes, lat.n_sites)
 
     def energy(model):
-        psi = np.exp(np.asarray(model.apply(state.params, basis)))
+        psi = np.exp(np.asarray(jax.jit(model.apply)(state.params, basis)))
         return float(np.real(np.vdot(psi, H @ psi) / np.vdot(psi, psi)))
 
     _, stats = vmc.step(state, 3)
