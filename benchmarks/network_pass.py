@@ -19,12 +19,12 @@ Run it pinned to one core (``taskset``) on a quiet machine: the figures are per 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -50,27 +50,16 @@ def per_config_us(fn: Callable[..., Any], args: tuple[Any, ...], batch: int, rep
     return statistics.median(times) / batch * 1e6
 
 
-@contextlib.contextmanager
-def identity(owner: Any, name: str, replacement: Callable[..., Any]) -> Iterator[None]:
-    """``owner.name`` replaced by ``replacement`` inside the block."""
-    original = getattr(owner, name)
-    setattr(owner, name, replacement)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
-
-
 def rows(settings: RunSettings, batch: int, repeat: int) -> list[tuple[str, float]]:
-    sigma = np.random.default_rng(0).choice(np.array([-1, 1], np.int8), size=(batch, VMC(settings).lattice.n_sites))
-
-    def whole(s: RunSettings) -> float:
-        vmc = VMC(s)
-        forward = vmc.engine.forward  # a new function each time: jax.jit's trace cache is keyed on the function
-        return per_config_us(lambda p, x: forward(p, x), (vmc.init().params, sigma), batch, repeat)
-
     vmc = VMC(settings)
     model, params = vmc.model, vmc.init().params
+    sigma = np.random.default_rng(0).choice(np.array([-1, 1], np.int8), size=(batch, vmc.lattice.n_sites))
+
+    def whole(s: RunSettings) -> float:
+        run = VMC(s)
+        forward = run.engine.forward  # wrapped anew each time: jax.jit's trace cache is keyed on the function
+        return per_config_us(lambda p, x: forward(p, x), (run.init().params, sigma), batch, repeat)
+
     shifts = model.intra_patch_shifts()
 
     def patches(p: Any, x: Any) -> Any:
@@ -87,7 +76,7 @@ def rows(settings: RunSettings, batch: int, repeat: int) -> list[tuple[str, floa
     for label, owner, name, replacement in (("no GELU", nn, "gelu", lambda x: x),
                                             ("no layer norms", cx.ChannelNorm, "__call__", lambda self, x: x),
                                             ("no depthwise convolutions", cx.DepthwiseConv, "__call__", lambda self, h: h)):
-        with identity(owner, name, replacement):
+        with mock.patch.object(owner, name, replacement):
             out.append((f"the whole pass, {label}", whole(settings)))
     out.append(("the whole pass in float32", whole(settings.replace(dtype="float32"))))
     return out

@@ -32,8 +32,8 @@ def bond_set(pairs: np.ndarray) -> set[tuple[int, int]]:
 
 
 def init(model, n: int, seed: int = 0, scale: float | None = None):
-    """``model``'s parameters from ``seed``, or (``scale``) every entry drawn from N(0, scale²): one compiled
-    program (eagerly, each operation of the initialisers compiled on its own)."""
+    """``model``'s parameters from ``seed``, or (``scale``) every entry drawn from N(0, scale²), as one compiled
+    program (run eagerly, every operation of the initialisers compiled on its own: 683 compilations in this file)."""
     @jax.jit
     def draw(key, spread_key):
         params = model.init(key, jnp.ones((1, n), jnp.int8))
