@@ -16,7 +16,8 @@ ends the run.  Around each call the loop runs its callbacks (:mod:`nqs_core.call
 * :class:`~nqs_core.callbacks.Checkpoint`: every ``checkpoint_every`` seconds, on pause and at the end.
 
 At the end (done, stopped, or ended by a stopping rule; not after a divergence) it evaluates the
-energy with ``settings.eval_samples`` fresh samples and returns a :class:`RunResult` whose
+energy with ``settings.eval_samples`` fresh samples, by the run's compiled step measuring without
+learning (``_Steps.evaluate``: nothing more to compile), and returns a :class:`RunResult` whose
 ``report`` is the typed :class:`~nqs_core.summary.RunSummary` (``summary`` is its dict, as
 printed by ``nqs run --json``) with the run's verdict (:mod:`nqs_core.verdict`).
 
@@ -307,6 +308,21 @@ class _Steps:
     def __init__(self, vmc: VMC, state: VMCState, shardings: Any, mesh: Any):
         self.vmc, self.template, self.shardings, self.mesh = vmc, state, shardings, mesh
         self.hyper = jax.device_put(vmc.hyper, replicated(mesh))
+        self.last_n: int | None = None  # steps in the last call: a size compiled already
+
+    def evaluate(self, ctx: RunContext, n_samples: int) -> dict[str, Any]:
+        """The final evaluation by the run's own compiled steps, measuring without learning: ⌈n_samples /
+        samples⌉ batches of the step's, in calls of the last call's size (no program to compile but the
+        statistics'), the chains moving on from the run's state, which is left as it is."""
+        batches = max(1, -(-n_samples // self.vmc.settings.samples))
+        n = self.last_n or min(self.vmc.settings.steps_per_call, batches)
+        fn = self.compiled(ctx, n)
+        measure = jax.device_put({**self.vmc.hyper, "learn": jnp.asarray(False)}, replicated(self.mesh))
+        state, calls = ctx.state, []
+        for _ in range(-(-batches // n)):
+            state, stats, _ = fn(state, measure)
+            calls.append({k: to_host(v) for k, v in stats.items()})
+        return self.vmc.engine.evaluation_of(calls)
 
     def compiled(self, ctx: RunContext, n: int) -> Any:
         fn, seconds = _compiled_steps(self.vmc, n, self.template, self.hyper, self.shardings, self.mesh)
@@ -319,6 +335,7 @@ class _Steps:
 
     def call(self, ctx: RunContext, n: int) -> Call:
         """Run ``n`` steps from ``ctx.state``; the outcome as a :class:`Call` (not yet in the history)."""
+        self.last_n = n
         fn = self.compiled(ctx, n)
         t0 = time.perf_counter()
         new_state, stats, params_ok = fn(ctx.state, self.hyper)
@@ -375,22 +392,21 @@ def _loop(ctx: RunContext, steps: _Steps) -> None:
         ctx.message = f"done: {len(ctx.history)} steps"
 
 
-def _evaluate(ctx: RunContext) -> None:
-    """The final evaluation with ``eval_samples`` fresh samples: after a done, stopped or budget-ended
-    run (not after a divergence, nor for a stop before any step)."""
+def _evaluate(ctx: RunContext, steps: _Steps) -> None:
+    """The final evaluation with ``eval_samples`` fresh samples (``_Steps.evaluate``): after a done, stopped
+    or budget-ended run (not after a divergence, nor for a stop before any step)."""
     n = ctx.settings.eval_samples
     if ctx.phase == "diverged" or n <= 0 or not (ctx.history or ctx.phase == "done"):
         return
     ctx.emit(RunEvent(kind="phase", phase="running", message=f"final evaluation with {n} samples"))
     t0 = time.perf_counter()
-    ctx.evaluation = {k: (to_host(v) if isinstance(v, jax.Array) else v)
-                      for k, v in ctx.vmc.evaluate(ctx.state, n).items()}
+    ctx.evaluation = steps.evaluate(ctx, n)
     ctx.eval_seconds = time.perf_counter() - t0
 
 
-def _finish(ctx: RunContext, checkpoint: str | Path | None) -> RunResult:
+def _finish(ctx: RunContext, steps: _Steps, checkpoint: str | Path | None) -> RunResult:
     """Evaluation, end callbacks, summary with its verdict, final checkpoint and phase event."""
-    _evaluate(ctx)
+    _evaluate(ctx, steps)
     for cb in ctx.callbacks:
         cb.on_end(ctx)
     momentum = momentum_readout(ctx.vmc, ctx.state, ctx.evaluation, ctx.history)
@@ -455,6 +471,6 @@ def run(
         emit(RunEvent(kind="phase", phase="running", message=f"running on {describe_devices(ctx.n_devices)}; "
                                                             f"compiled in {ctx.setup_seconds:.1f} s"))
         _loop(ctx, steps)
-        return _finish(ctx, checkpoint)
+        return _finish(ctx, steps, checkpoint)
     finally:
         observer.cancel()  # also when building the model raised: its thread must not wait for it forever

@@ -79,12 +79,14 @@ def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Arra
 
 def hyperparameters(settings: RunSettings) -> dict[str, jax.Array]:
     """The run-time values the compiled step takes (``RUNTIME_FIELDS`` that change the step), the
-    couplings among them (``Hamiltonian.runtime_couplings``)."""
+    couplings among them (``Hamiltonian.runtime_couplings``), and ``learn``: False makes the step measure
+    only (no gradient, no solve; the parameters stay and the chains move on), so the driver's final
+    evaluation runs the compiled step instead of compiling a program of its own (``Engine.evaluation_of``)."""
     s = settings
     return {"lr": jnp.asarray(s.lr, jnp.float64), "diag_shift": jnp.asarray(s.diag_shift, jnp.float64),
             "momentum": jnp.asarray(s.momentum, jnp.float64), "total_steps": jnp.asarray(s.steps, jnp.int32),
             "max_step": jnp.asarray(jnp.inf if s.max_step is None else s.max_step, jnp.float64),
-            "couplings": build_problem(s)[1].runtime_couplings()}
+            "couplings": build_problem(s)[1].runtime_couplings(), "learn": jnp.asarray(True)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,8 +130,15 @@ class Engine:
         flat, lpf = sigma.reshape(c * t, n), lp.reshape(c * t)
         weights = jnp.full((c * t,), 1.0 / (c * t), dtype=jnp.float64)
         s = self.settings
-        e_loc, g, d = estimate(self.model, params, self.hamiltonian, flat, lpf, weights, s.optimizer, s.sr_solver,
-                               hyper["diag_shift"], self.preconditioner, hyper["couplings"], self.forward)
+        e_loc = local_energies(self.forward, params, self.hamiltonian, flat, lpf, ratios=flip_ratio_fn(self.model),
+                               couplings=hyper["couplings"])
+
+        def direction() -> tuple[jax.Array, jax.Array]:
+            g, d = self.preconditioner(self.model, params, flat, e_loc, weights, hyper["diag_shift"])
+            return g.astype(d.dtype), d
+
+        shapes = jax.eval_shape(direction)
+        g, d = jax.lax.cond(hyper["learn"], direction, lambda: tuple(jnp.zeros(x.shape, x.dtype) for x in shapes))
         stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
         theta = self.ravel.ravel(params)
         opt_state = with_hyperparameters(state.opt_state, lr=hyper["lr"], momentum=hyper["momentum"],
@@ -145,9 +154,11 @@ class Engine:
         bound = 2.0 * self.hamiltonian.norm_bound(hyper["couplings"])
         finite = jnp.isfinite(stats["energy"]) & (jnp.abs(stats["energy"]) <= bound) & jnp.all(jnp.isfinite(theta_new))
         new = VMCState(self.ravel.unravel(theta_new), opt_state, sampler_state, state.step + 1)
+        measured = state.replace(sampler=sampler_state)  # not learning: only the chains move on
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(hyper["learn"], a, b), new, measured)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
         stats.update(acceptance=jnp.asarray(acceptance, jnp.float64), grad_norm=jnp.linalg.norm(g).astype(jnp.float64),
-                     finite=finite, step_length=step_length)
+                     finite=finite, step_length=step_length, local_energies=e_loc.real.reshape(c, t).astype(jnp.float64))
         stats.update(self._observables(params, flat, lpf))
         return state, stats
 
@@ -199,6 +210,22 @@ class Engine:
 
         return run
 
+    def evaluation_of(self, calls: list[dict[str, np.ndarray]]) -> dict[str, float | complex]:
+        """What ``evaluate`` returns, from fused calls of the step that measured without learning
+        (``hyper["learn"]`` False; ``calls``: their stats on the host).  Their local energies are joined per
+        chain in the order they were drawn ((n, C, T) per call → (C, Σ n·T)), so τ and split R̂ see each
+        chain whole; acceptance and the step observables are averaged over the steps (equal batches)."""
+        per_call = [np.asarray(c["local_energies"]) for c in calls]
+        e_loc = np.concatenate([np.moveaxis(e, 0, 1).reshape(e.shape[1], -1) for e in per_call], axis=1)
+        stats = _chain_statistics(e_loc, self.lattice.n_sites, isinstance(self.sampler, ExactSampler))
+        out: dict[str, float | complex] = {k: float(v) for k, v in stats.items()}
+        for key in ("acceptance", "marshall_agreement", "translation_eigenvalue"):
+            if key in calls[0]:
+                mean = np.mean(np.concatenate([np.atleast_1d(c[key]) for c in calls]))
+                out[key] = complex(mean) if np.iscomplexobj(mean) else float(mean)
+        out["n_samples"] = int(e_loc.size)
+        return out
+
     def init_params(self, key: jax.Array) -> PyTree:
         return self.model.init(key, jnp.ones((1, self.lattice.n_sites), jnp.int8))
 
@@ -227,6 +254,9 @@ class Engine:
 
     def init_opt_state(self, params: PyTree) -> PyTree:
         return self.chain.init(self.ravel.ravel(params))
+
+
+_chain_statistics = jax.jit(chain_statistics, static_argnums=(1, 2))  # one small program per sample count
 
 
 def static_settings(settings: RunSettings) -> RunSettings:
@@ -316,7 +346,8 @@ class VMC:
         return self.engine.init_state(self.settings.seed, restart)
 
     def step(self, state: VMCState, n: int = 1) -> tuple[VMCState, dict[str, jax.Array]]:
-        """``n`` fused VMC steps in one jitted call; stats are arrays of shape (n,) (see STAT_KEYS).
+        """``n`` fused VMC steps in one jitted call; stats are arrays of shape (n,) (see STAT_KEYS), and
+        ``local_energies`` of shape (n, chains, samples per chain).
 
         A step whose energy or updated parameters are not finite leaves the state unchanged and
         reports ``finite = False`` (so the returned state is always the last finite one).

@@ -19,6 +19,7 @@ from nqs_core.checkpoint import load_checkpoint
 from nqs_core import driver
 from nqs_core.driver import RunControl, RunEvent, RunSummary, StepRecord, run
 from nqs_core.settings import RunSettings
+from nqs_core.vmc import VMC
 
 # the summary keys `nqs run --json` printed before the summary became a typed object (issue 13)
 SUMMARY_KEYS = (
@@ -71,6 +72,36 @@ def test_events_summary_and_reference():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     first = jax.tree_util.tree_leaves(steps[0].params)[0]
     assert not np.array_equal(np.asarray(first), np.asarray(jax.tree_util.tree_leaves(result.state.params)[0]))
+
+
+def test_the_final_evaluation_runs_the_compiled_step_without_learning():
+    """The final evaluation is the run's own compiled step measuring without learning: ⌈256 / 64⌉ = 4 batches of
+    the step's samples in 2 calls of its 2 fused steps, no program compiled from its start on but its statistics'
+    (a separate evaluation program used to compile here), the run's state left as it was, and its energy that
+    of ``VMC.evaluate`` on the same state within the two error bars."""
+    compiled: list[str] = []
+    evaluating = threading.Event()
+
+    def on_compile(event: str, duration: float, **kw) -> None:
+        if event.endswith("backend_compile_duration") and evaluating.is_set():
+            compiled.append(kw.get("fun_name"))
+
+    def on_event(e: RunEvent) -> None:
+        if e.kind == "phase" and "final evaluation" in (e.message or ""):
+            evaluating.set()
+
+    settings = TINY.replace(steps=6, steps_per_call=2)
+    jax.monitoring.register_event_duration_secs_listener(on_compile)
+    try:
+        result = run(settings, callback=on_event, reference=False, exact=False)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_compile)
+    assert evaluating.is_set() and set(compiled) <= {"jit(chain_statistics)"}, compiled
+    ev = result.evaluation
+    assert ev["n_samples"] == 256 and 0 < ev["acceptance"] <= 1 and ev["error"] > 0 and ev["r_hat"] > 0
+    assert int(result.state.step) == 6  # the evaluation did not step the parameters
+    separate = VMC(settings).evaluate(result.state, 4096)
+    assert abs(ev["energy"] - separate["energy"]) < 4 * math.hypot(ev["error"], separate["error"]), (ev, separate)
 
 
 def _threaded_run(settings: RunSettings, control: RunControl | None = None, **kwargs):

@@ -143,6 +143,23 @@ def test_step_returns_per_step_statistics_and_lowers_energy():
     assert ev["n_samples"] == 256 and abs(ev["energy"] - e[-1]) < 0.5
 
 
+def test_a_step_that_does_not_learn_only_moves_the_chains():
+    """``hyper["learn"]`` False (the driver's final evaluation): the parameters, the optimizer state and the step
+    count stay, the chains move on, and the step's statistics are those of its local energies, returned per
+    sample as (n, chains, samples per chain)."""
+    vmc = VMC(SMALL)
+    state, _ = vmc.step(vmc.init(), 2)  # a state with an optimizer history
+    after, stats = vmc.engine.multi_step(state, {**vmc.hyper, "learn": jnp.asarray(False)}, 2)
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), (state.params, state.opt_state, state.step),
+                                  (after.params, after.opt_state, after.step))
+    assert all(jax.tree_util.tree_leaves(same))
+    assert not np.array_equal(after.sampler.sigma, state.sampler.sigma)
+    e_loc = np.asarray(stats["local_energies"])
+    assert e_loc.shape == (2, SMALL.chains, SMALL.samples // SMALL.chains)
+    np.testing.assert_allclose(np.asarray(stats["energy"]), e_loc.mean(axis=(1, 2)), rtol=1e-12)
+    assert np.all(np.asarray(stats["grad_norm"]) == 0)
+
+
 def test_fused_steps_equal_single_steps():
     vmc = VMC(SMALL)
     a, stats_a = vmc.step(vmc.init(), 2)
