@@ -314,15 +314,12 @@ class _Steps:
         """The final evaluation by the run's own compiled steps, measuring without learning: ⌈n_samples /
         samples⌉ batches of the step's, in calls of the last call's size (no program to compile but the
         statistics'), the chains moving on from the run's state, which is left as it is."""
-        batches = max(1, -(-n_samples // self.vmc.settings.samples))
-        n = self.last_n or min(self.vmc.settings.steps_per_call, batches)
+        s = self.vmc.settings
+        n = self.last_n or min(s.steps_per_call, max(1, -(-n_samples // s.samples)))
         fn = self.compiled(ctx, n)
-        measure = jax.device_put({**self.vmc.hyper, "learn": jnp.asarray(False)}, replicated(self.mesh))
-        state, calls = ctx.state, []
-        for _ in range(-(-batches // n)):
-            state, stats, _ = fn(state, measure)
-            calls.append({k: to_host(v) for k, v in stats.items()})
-        return self.vmc.engine.evaluation_of(calls)
+        whole = replicated(self.mesh)
+        return self.vmc.engine.evaluate_by_steps(lambda state, hyper: fn(state, jax.device_put(hyper, whole))[:2],
+                                                 ctx.state, self.hyper, n_samples, n)
 
     def compiled(self, ctx: RunContext, n: int) -> Any:
         fn, seconds = _compiled_steps(self.vmc, n, self.template, self.hyper, self.shardings, self.mesh)

@@ -246,16 +246,15 @@ def _steps(engine: Engine, s: RunSettings, hyper: dict[str, Any], index: int, va
     return state, history, "done", f"done: {len(history)} steps", compile_seconds
 
 
-def _evaluation(engine: Engine, s: RunSettings, state: Any, couplings: dict[str, Any],
+def _evaluation(engine: Engine, s: RunSettings, state: Any, hyper: dict[str, Any],
                 history: list[StepRecord], phase: str) -> tuple[dict[str, float] | None, str]:
-    """The final evaluation (``eval_samples`` fresh samples), or None after a divergence or with 0 samples."""
+    """The final evaluation (``eval_samples`` fresh samples, by the point's compiled step measuring without
+    learning: ``Engine.evaluate_by_steps``), or None after a divergence or with 0 samples."""
     if phase == "diverged" or s.eval_samples <= 0:
         return None, f"last step ({history[-1].step})" if history else "no steps"
-    per_chain = max(1, -(-s.eval_samples // s.chains))
-    stats = engine.evaluate_fn(state.params, state.sampler, couplings, per_chain)
-    out = {k: (complex(v) if np.iscomplexobj(v) else float(v)) for k, v in stats.items()}
-    out["n_samples"] = per_chain * s.chains
-    return out, f"evaluation with {per_chain * s.chains} samples"
+    n = min(s.steps_per_call, s.steps)  # the first call's size: compiled already
+    out = engine.evaluate_by_steps(lambda st, h: engine.multi_step(st, h, n), state, hyper, s.eval_samples, n)
+    return out, f"evaluation with {out['n_samples']} samples"
 
 
 def _energy(evaluation: dict[str, float] | None, history: list[StepRecord]) -> tuple[float, float, float, float, float]:
@@ -314,7 +313,7 @@ def run_point(sweep: Sweep, index: int, emit: Callable[[SweepEvent], None], cont
     ham = build_problem(s)[1]
     emit(SweepEvent("start", index, value, message=f"{sweep.coupling} = {value:g}"))
     state, history, phase, message, compile_seconds = _steps(engine, s, hyper, index, value, emit, control)
-    evaluation, source = _evaluation(engine, s, state, hyper["couplings"], history, phase)
+    evaluation, source = _evaluation(engine, s, state, hyper, history, phase)
     energy, error, variance, acceptance, r_hat = _energy(evaluation, history)
     ref = _reference(s, options.reference, options.compute_dmrg)
     e_ref = float(ref["energy"]) if ref is not None else None

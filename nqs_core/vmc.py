@@ -25,7 +25,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from nqs_core.devices import chain_mesh, place_state, state_shardings
+from nqs_core.devices import chain_mesh, place_state, state_shardings, to_host
 from nqs_core.hamiltonians import Couplings, Hamiltonian
 from nqs_core.lattice import Lattice
 from nqs_core.local_energy import flip_ratio_fn, local_energies
@@ -137,8 +137,11 @@ class Engine:
             g, d = self.preconditioner(self.model, params, flat, e_loc, weights, hyper["diag_shift"])
             return g.astype(d.dtype), d
 
-        shapes = jax.eval_shape(direction)
-        g, d = jax.lax.cond(hyper["learn"], direction, lambda: tuple(jnp.zeros(x.shape, x.dtype) for x in shapes))
+        if self.skips_solve:
+            shapes = jax.eval_shape(direction)
+            g, d = jax.lax.cond(hyper["learn"], direction, lambda: tuple(jnp.zeros(x.shape, x.dtype) for x in shapes))
+        else:
+            g, d = direction()
         stats = chain_statistics(e_loc.real.reshape(c, t), n, independent=isinstance(self.sampler, ExactSampler))
         theta = self.ravel.ravel(params)
         opt_state = with_hyperparameters(state.opt_state, lr=hyper["lr"], momentum=hyper["momentum"],
@@ -158,7 +161,8 @@ class Engine:
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(hyper["learn"], a, b), new, measured)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
         stats.update(acceptance=jnp.asarray(acceptance, jnp.float64), grad_norm=jnp.linalg.norm(g).astype(jnp.float64),
-                     finite=finite, step_length=step_length, local_energies=e_loc.real.reshape(c, t).astype(jnp.float64))
+                     finite=finite, step_length=step_length,
+                     local_energies=e_loc.real.reshape(c, t).astype(jnp.float64))
         stats.update(self._observables(params, flat, lpf))
         return state, stats
 
@@ -210,11 +214,34 @@ class Engine:
 
         return run
 
+    @property
+    def skips_solve(self) -> bool:
+        """Whether a step that does not learn skips its gradient and solve (a conditional): in one process.
+        Across ``jax.distributed`` processes (2 on one machine, measured) the step with its solve's all-reduces
+        inside the conditional ran once, then, read back from the persistent compilation cache by the next
+        run, aborted the CPU collectives (gloo: "Received data size doesn't match expected size"); there the
+        step computes the direction and drops it (the same energies, at the cost of the solve)."""
+        return jax.process_count() == 1
+
+    def evaluate_by_steps(self, step: Callable[[VMCState, Any], tuple[VMCState, dict[str, jax.Array]]], state: VMCState,
+                          hyper: dict[str, Any], n_samples: int, per_call: int) -> dict[str, float | complex]:
+        """What ``evaluate_fn`` returns, from ``step`` (a compiled ``multi_step`` of ``per_call`` steps, as
+        ``step(state, hyper)``) measuring without learning (``hyper["learn"]`` False): ⌈n_samples / samples⌉
+        batches of the step's samples, whole calls, the chains moving on from ``state``.  Nothing new to
+        compile but the statistics (``evaluation_of``)."""
+        batches = max(1, -(-int(n_samples) // self.settings.samples))
+        measure = {**hyper, "learn": jnp.asarray(False)}
+        calls = []
+        for _ in range(-(-batches // per_call)):
+            state, stats = step(state, measure)
+            calls.append({k: to_host(v) for k, v in stats.items()})
+        return self.evaluation_of(calls)
+
     def evaluation_of(self, calls: list[dict[str, np.ndarray]]) -> dict[str, float | complex]:
-        """What ``evaluate`` returns, from fused calls of the step that measured without learning
-        (``hyper["learn"]`` False; ``calls``: their stats on the host).  Their local energies are joined per
-        chain in the order they were drawn ((n, C, T) per call → (C, Σ n·T)), so τ and split R̂ see each
-        chain whole; acceptance and the step observables are averaged over the steps (equal batches)."""
+        """What ``evaluate_fn`` returns, from fused calls of the step that measured without learning
+        (``calls``: their stats on the host).  Their local energies are joined per chain in the order they
+        were drawn ((n, C, T) per call → (C, Σ n·T)), so τ and split R̂ see each chain whole; acceptance and
+        the step observables are averaged over the steps (equal batches)."""
         per_call = [np.asarray(c["local_energies"]) for c in calls]
         e_loc = np.concatenate([np.moveaxis(e, 0, 1).reshape(e.shape[1], -1) for e in per_call], axis=1)
         stats = _chain_statistics(e_loc, self.lattice.n_sites, isinstance(self.sampler, ExactSampler))
