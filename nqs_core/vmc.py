@@ -81,7 +81,7 @@ def hyperparameters(settings: RunSettings) -> dict[str, jax.Array]:
     """The run-time values the compiled step takes (``RUNTIME_FIELDS`` that change the step), the
     couplings among them (``Hamiltonian.runtime_couplings``), and ``learn``: False makes the step measure
     only (no gradient, no solve; the parameters stay and the chains move on), so the driver's final
-    evaluation runs the compiled step instead of compiling a program of its own (``Engine.evaluation_of``)."""
+    evaluation runs the compiled step instead of compiling a program of its own (``Engine.evaluate_by_steps``)."""
     s = settings
     return {"lr": jnp.asarray(s.lr, jnp.float64), "diag_shift": jnp.asarray(s.diag_shift, jnp.float64),
             "momentum": jnp.asarray(s.momentum, jnp.float64), "total_steps": jnp.asarray(s.steps, jnp.int32),
