@@ -185,6 +185,9 @@ def reporting_engine(progress: Callable[[dict[str, Any]], None] | None, where: d
 def run_stage(engine_class: Any, psi: Any, model: Any, chi: int, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Sweep at bond dimension ``chi`` until the energy settles: (ψ, the stage's record)."""
     engine = engine_class(psi, model, options)
+    # a stage whose two-site blocks are all small (TeNPy's max_N_for_ED) diagonalises them exactly and never
+    # reads the Lanczos settings; TeNPy would then warn that they went unused
+    engine.lanczos_params.touch("N_min", "N_max")
     energy, psi = engine.run()
     trunc = float(engine.sweep_stats["max_trunc_err"][-1]) if engine.sweep_stats["max_trunc_err"] else 0.0
     return psi, {"chi_max": chi, "chi_used": int(max(psi.chi)), "energy": float(energy), "sweeps": engine.sweeps,
