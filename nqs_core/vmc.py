@@ -73,8 +73,14 @@ def estimate(model: nn.Module, params: PyTree, ham: Hamiltonian, sigma: jax.Arra
     e_loc = local_energies(forward or model.apply, params, ham, sigma, log_psi, ratios=flip_ratio_fn(model),
                            couplings=couplings)
     pre = preconditioner or preconditioner_for(optimizer, sr_solver, model, RealRavel.of(params))
+    return (e_loc, *_direction(pre, model, params, sigma, e_loc, weights, diag_shift))
+
+
+def _direction(pre: Preconditioner, model: nn.Module, params: PyTree, sigma: jax.Array, e_loc: jax.Array,
+               weights: jax.Array, diag_shift: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(g, d) of ``pre``, g in d's dtype."""
     g, d = pre(model, params, sigma, e_loc, weights, diag_shift)
-    return e_loc, g.astype(d.dtype), d
+    return g.astype(d.dtype), d
 
 
 def hyperparameters(settings: RunSettings) -> dict[str, jax.Array]:
@@ -134,8 +140,7 @@ class Engine:
                                couplings=hyper["couplings"])
 
         def direction() -> tuple[jax.Array, jax.Array]:
-            g, d = self.preconditioner(self.model, params, flat, e_loc, weights, hyper["diag_shift"])
-            return g.astype(d.dtype), d
+            return _direction(self.preconditioner, self.model, params, flat, e_loc, weights, hyper["diag_shift"])
 
         if self.skips_solve:
             shapes = jax.eval_shape(direction)
