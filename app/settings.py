@@ -53,7 +53,7 @@ UI: dict[str, dict[str, Any]] = {
     "k": dict(label="Momentum sector k"),
     "point_group": dict(label="Point-group projection (A1)",
                         names={"none": "none", "rotations": "rotations (C4)", "full": "full (C4v; chain: reflection)"}),
-    "dtype": dict(label="Precision", names={"float64": "float64 (complex128)", "float32": "float32 (complex64)",
+    "dtype": dict(label="Precision", names={"auto": "auto (mixed for the ConvNeXt)", "float64": "float64 (complex128)", "float32": "float32 (complex64)",
                                             "mixed": "mixed (float32 passes)"}),
     "optimizer": dict(names={"sr": "SR", "minsr": "MinSR", "adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}),
     "lr": dict(label="Learning rate", step=0.005), "diag_shift": dict(label="Diagonal shift", step=0.001),

@@ -167,6 +167,26 @@ def test_mixed_precision_forward_keeps_float64_parameters_and_agrees_with_float6
     assert preconditioner_for("sr", "dense", model, ravel).product_dtype is None
 
 
+@pytest.mark.parametrize("model, precision", [("convnext", "mixed"), ("rbm", "float64"), ("jastrow", "float64")])
+def test_the_default_precision_is_the_models_own(model, precision):
+    """dtype="auto" (the default) resolves per model (settings.AUTO_DTYPE): the engine of the default ConvNeXt
+    runs float32 forward passes and a float32 SR product on float64 parameters; the RBM and the Jastrow
+    stay float64 throughout; an explicit dtype wins."""
+    from nqs_core.vmc import VMC
+
+    s = RunSettings(hamiltonian="j1j2", model=model, kernel=2, k=(0.0, 0.0), samples=32, chains=4)
+    assert s.dtype == "auto" and s.precision == precision and s.replace(dtype="float64").precision == "float64"
+    vmc = VMC(s)
+    state = vmc.init()
+    assert {jnp.dtype(x.dtype) for x in jax.tree.leaves(state.params)} <= {jnp.dtype(jnp.float64),
+                                                                          jnp.dtype(jnp.complex128)}
+    sigma = jnp.asarray(random_configs(16, 4, seed=1))
+    fast = jnp.float32 if precision == "mixed" else None
+    assert vmc.engine.forward(state.params, sigma).dtype == (jnp.complex64 if fast else jnp.complex128)
+    assert getattr(vmc.engine.preconditioner, "product_dtype", None) == fast
+    assert vmc.engine is VMC(s.replace(dtype=precision)).engine  # one compiled engine for "auto" and its value
+
+
 def test_projection_is_idempotent_and_orthogonal():
     """The ConvNeXt at k is a momentum eigenstate: the generic projector onto k leaves it unchanged
     and the projector onto any other k' annihilates it."""

@@ -28,10 +28,10 @@ __all__ = ["RBM", "Jastrow", "MarshallSign", "make_model", "make_forward", "para
 
 
 def param_dtype(settings: "RunSettings"):
-    """complex64 for dtype=float32, complex128 for dtype=float64 and mixed."""
-    if settings.dtype not in PARAM_DTYPES:
+    """complex64 for precision float32, complex128 for float64 and mixed (``RunSettings.precision``)."""
+    if settings.precision not in PARAM_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(PARAM_DTYPES)}; got {settings.dtype!r}")
-    return PARAM_DTYPES[settings.dtype]
+    return PARAM_DTYPES[settings.precision]
 
 
 def has_fast_path(model: nn.Module, method: str) -> bool:
@@ -92,11 +92,11 @@ def _single(params: Any) -> Any:
 
 def make_forward(settings: "RunSettings", lattice: Lattice, model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
     """``(params, σ) -> log ψ(σ)`` for the forward-only passes of a step (sampling, local energies, the
-    translation eigenvalue): ``model.apply``, or for dtype="mixed" the same network in float32
+    translation eigenvalue): ``model.apply``, or in mixed precision the same network in float32
     arithmetic, from the float64 parameters rounded once per call (mixed precision as in
     Micikevicius et al., ICLR 2018: float32 passes, float64 master weights and updates; the Jacobian,
     gradient and linear solve use ``model`` itself)."""
-    if settings.dtype != "mixed":
+    if settings.precision != "mixed":
         return model.apply
     fast = make_model(settings.replace(dtype="float32"), lattice)
     return lambda params, sigma: fast.apply(_single(params), sigma)

@@ -285,7 +285,7 @@ class ConvNeXt(nn.Module):
 
 
 def from_settings(settings: Any, lattice: Lattice) -> nn.Module:
-    """The ConvNeXt of a RunSettings (depth, features, patch, kernel, dtype, k, sign).
+    """The ConvNeXt of a RunSettings (depth, features, patch, kernel, precision, k, sign).
 
     Its momentum is ``settings.k`` (k = 0 when None).  With ``sign="marshall"`` the prior applied
     around this network carries the momentum ``marshall_momentum(lattice)`` (π on chains of
@@ -301,7 +301,7 @@ def from_settings(settings: Any, lattice: Lattice) -> nn.Module:
         patch=int(settings.patch),
         kernel=int(settings.kernel_size),
         k_over_pi=tuple(float(x) for x in k),
-        param_dtype=DTYPES[settings.dtype],
+        param_dtype=DTYPES[settings.precision],
     )
     model.check()
     return model
