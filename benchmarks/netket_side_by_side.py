@@ -88,8 +88,8 @@ WORKLOADS: dict[str, dict] = {
         title="J1-J2 4x4 J2=0.5, ConvNeXt depth 2, features 8, patch 2, kernel 2, k=(0,0), float64, on both sides",
         settings=dict(_CONVNEXT, L=4, kernel=2), steps=200, shared_init=True),
     "convnext-j1j2-4x4-mixed": dict(
-        title="the same J1-J2 4x4 ConvNeXt; NQS Lab with --dtype mixed (float32 forward passes and SR product, "
-              "float64 parameters, Jacobian and solve), NetKet in float64",
+        title="the same J1-J2 4x4 ConvNeXt; NQS Lab with --dtype mixed (its default for the ConvNeXt: float32 "
+              "forward passes and SR product, float64 parameters, Jacobian and solve), NetKet in float64",
         settings=dict(_CONVNEXT, L=4, kernel=2, dtype="mixed"), steps=200, shared_init=True),
     "convnext-j1j2-6x6": dict(
         title="J1-J2 6x6 J2=0.5, ConvNeXt depth 2, features 8, patch 2, kernel 3, k=(0,0), float64, on both sides",
@@ -97,6 +97,9 @@ WORKLOADS: dict[str, dict] = {
         literature=dict(energy_per_site=-0.50380965, source="literature value for the 6x6 J1-J2 model at "
                                                               "J2 = 0.5 (periodic), E/N = -0.50380965")),
 }
+WORKLOADS["convnext-j1j2-6x6-mixed"] = dict(
+    WORKLOADS["convnext-j1j2-6x6"], settings=dict(_CONVNEXT, L=6, kernel=3, dtype="mixed"),
+    title="the same J1-J2 6x6 ConvNeXt; NQS Lab with --dtype mixed (its default for the ConvNeXt), NetKet in float64")
 
 
 def workload_names(text: str, prog: str) -> list[str]:
