@@ -43,6 +43,7 @@ class RunSummary:
     real_parameters: int
     devices: int
     device_kind: str
+    precision: str  # the run's resolved precision (RunSettings.precision: dtype "auto" resolved per model)
     convention: str
     system: str
     n_sites: int
@@ -146,7 +147,7 @@ def build_summary(ctx: RunContext, momentum: dict[str, Any] | None, wall_seconds
         final_source=source, v_score=(s.n_sites * variance / energy**2
                                       if _finite(variance) and _finite(energy) and energy != 0 else None),
         steps=len(ctx.history), parameters=ctx.n_params, real_parameters=vmc.n_parameters, devices=ctx.n_devices,
-        device_kind=jax.devices()[0].platform, convention=vmc.hamiltonian.convention,
+        device_kind=jax.devices()[0].platform, precision=s.precision, convention=vmc.hamiltonian.convention,
         system=vmc.hamiltonian.describe(), n_sites=s.n_sites, phase=ctx.phase, message=ctx.message,
         checkpoint=checkpoint, momentum=[float(x) for x in s.k] if s.k is not None else None,
         marshall_agreement=_marshall(ctx), stop_reason=ctx.stop_reason or "steps", restarts=list(ctx.restarts),

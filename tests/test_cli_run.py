@@ -157,6 +157,7 @@ def test_sector_summary_on_a_square():
     readable = text.getvalue()
     assert "momentum k = 1,0 (units of π)" in readable and "measured k = 1,0" in readable
     assert "fidelity |⟨ψ₀|ψ⟩|²" in readable and "ed (k=(π,0))" in readable
+    assert s["precision"] == "mixed" and " parameters in mixed;" in readable  # dtype auto: the ConvNeXt's own
 
 
 @pytest.mark.parametrize(

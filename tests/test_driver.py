@@ -26,7 +26,7 @@ SUMMARY_KEYS = (
     "final_energy", "final_error", "final_variance", "final_energy_per_site", "final_source", "reference_energy",
     "reference_method", "reference_detail", "reference_note", "relative_error", "v_score", "iterations_per_second",
     "compile_seconds", "step_compile_seconds", "evaluation_seconds", "wall_seconds", "steps", "parameters",
-    "real_parameters", "devices", "device_kind", "convention", "system", "n_sites", "phase", "message", "checkpoint",
+    "real_parameters", "devices", "device_kind", "precision", "convention", "system", "n_sites", "phase", "message", "checkpoint",
     "momentum", "translation_eigenvalue", "translation_eigenvalues", "measured_momentum", "marshall_agreement",
     "fidelity", "sign_agreement", "exact_state", "exact_note", "exact_seconds", "exact_energy", "exact_relative_error")
 

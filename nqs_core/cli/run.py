@@ -123,7 +123,8 @@ def print_summary(s: dict[str, Any], out: Any = None) -> None:
     print(f"V-score {_fmt(s['v_score'], '.3e')};  {s['steps']} steps at {_fmt(s['iterations_per_second'], '.1f')} it/s "
           f"(compilation excluded; setup and compilation {s['compile_seconds']:.1f} s);  wall {s['wall_seconds']:.1f} s",
           file=out)
-    print(f"{s['parameters']} parameters;  {s['devices']} {s['device_kind']} device{'s' if s['devices'] != 1 else ''};"
+    precision = f" in {s['precision']}" if s.get("precision") else ""  # exports before the field have none
+    print(f"{s['parameters']} parameters{precision};  {s['devices']} {s['device_kind']} device{'s' if s['devices'] != 1 else ''};"
           f"  {s['message']}" + (f";  checkpoint {s['checkpoint']}" if s.get("checkpoint") else ""), file=out)
     for note in s.get("restarts") or []:
         print(f"note: {note}", file=out)
