@@ -91,8 +91,8 @@ def _single(params: Any) -> Any:
 
 
 def make_forward(settings: "RunSettings", lattice: Lattice, model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
-    """``(params, σ) -> log ψ(σ)`` for the forward-only passes of a step (sampling, local energies, the
-    translation eigenvalue): ``model.apply``, or in mixed precision the same network in float32
+    """``(params, σ) -> log ψ(σ)`` for the forward-only passes of a step (sampling, local energies):
+    ``model.apply``, or in mixed precision the same network in float32
     arithmetic, from the float64 parameters rounded once per call (mixed precision as in
     Micikevicius et al., ICLR 2018: float32 passes, float64 master weights and updates; the Jacobian,
     gradient and linear solve use ``model`` itself)."""
