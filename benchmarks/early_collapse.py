@@ -9,7 +9,7 @@ acceptance over steps 10–60 (where the collapse happened).  Variants:
 * ``phase=X``: the ConvNeXt's visible phase bias drawn with spread X rad (the engine's draw rescaled;
   ``phase=0.1`` is the initialisation before the fix, ``convnext.visible_bias_init``);
 * ``lr=X`` / ``shift=X``: learning rate / SR diagonal shift X for the first 30 steps (a warm-up);
-* ``dtype=X``: the run's ``dtype`` (float64, mixed, float32);
+* ``dtype=X``: the run's ``dtype`` (auto, the default; float64, mixed, float32);
 * joined by ``+``, e.g. ``phase=0.1+lr=0.01``.
 
     .venv/bin/python benchmarks/early_collapse.py --seeds 1,2,8 --steps 100 \
@@ -47,8 +47,9 @@ def with_phase_spread(params, spread: float):
 
 def one_run(seed: int, variant: str, steps: int, e0: float) -> str:
     changes = dict(part.split("=") for part in variant.split("+") if part != "default")
-    settings = RunSettings(hamiltonian="j1j2", model="convnext", seed=seed, steps=steps,
-                           dtype=changes.get("dtype", "float64"))
+    settings = RunSettings(hamiltonian="j1j2", model="convnext", seed=seed, steps=steps)
+    if "dtype" in changes:
+        settings = settings.replace(dtype=changes["dtype"])
     vmc = VMC(settings)
     state = vmc.init()
     if "phase" in changes:
