@@ -39,7 +39,8 @@ class Preset:
                 "overrides": overrides, "settings": self.settings().to_dict()}
 
 
-_SR = dict(optimizer="sr", diag_shift=0.01, seed=0, dtype="float64")
+# no dtype: "auto" runs these RBMs in float64, and a ConvNeXt chosen after loading one in its mixed precision
+_SR = dict(optimizer="sr", diag_shift=0.01, seed=0)
 _J1J2 = dict(hamiltonian="j1j2", lattice="square", L=4, bc="periodic", J1=1.0, J2=0.3, model="rbm", alpha=2,
              lr=0.03, samples=512, chains=16, steps=300, **_SR)
 

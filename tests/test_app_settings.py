@@ -26,6 +26,15 @@ def test_every_preset_is_valid_and_sets_its_values(name):
             assert getattr(rs, key) == (tuple(value) if isinstance(value, list) else value), key
 
 
+def test_a_convnext_chosen_after_the_default_preset_runs_in_its_own_precision():
+    """The talk presets leave dtype at "auto": their RBMs run float64, and a lecturer who switches the model to the
+    ConvNeXt gets its mixed precision (a preset pinning float64 had kept the ConvNeXt on the slower path)."""
+    s = LabSettings()
+    assert s.dtype == "auto" and s.to_run_settings().precision == "float64"
+    s.model = "convnext"
+    assert s.to_run_settings().precision == "mixed"
+
+
 def test_chain_preset_projects_on_k_pi():
     s = LabSettings(preset="chain-18-k-pi")
     assert s.k == "π"
