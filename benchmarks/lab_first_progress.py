@@ -68,6 +68,9 @@ def _one(browser, url: str) -> tuple[float, float]:
     run = page.get_by_role("button", name="Run", exact=True)
     run.wait_for(timeout=180_000)
     page.wait_for_function("() => !document.querySelector('.pn-loading')", timeout=180_000)
+    # only the shown tab's models are in the page (app/lab.py, Lab._build_tabs): show the energy plot's
+    page.get_by_role("tab", name="Energy", exact=True).click()
+    page.locator(".nqs-tab-energy.nqs-filled").wait_for(state="attached", timeout=60_000)
     status = page.locator(".nqs-status").first
     t0 = time.monotonic()
     run.click()
