@@ -28,7 +28,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from nqs_core.executors import Executor, executor_from_env
+from nqs_core.executors import Executor, ProcessExecutor, executor_from_env
 
 log = logging.getLogger("nqs_lab.queue")
 
@@ -240,6 +240,8 @@ def server_executor() -> Executor:
     with _SERVER_LOCK:
         if _SERVER_EXECUTOR is None:
             _SERVER_EXECUTOR = executor_from_env(DEFAULT_EXECUTOR)
+            if isinstance(_SERVER_EXECUTOR, ProcessExecutor):
+                _SERVER_EXECUTOR.start()  # its fork server imports the engine while the first page loads
             log.info("runs execute in: %s", _SERVER_EXECUTOR.name)
         return _SERVER_EXECUTOR
 

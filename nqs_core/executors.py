@@ -9,9 +9,10 @@ of ``after(result)``, computed where the run ran (e.g. the lab's final pictures)
 where the run runs; what it emits reaches ``on_extra(name, payload)`` in the calling thread.
 
 * :class:`ThreadExecutor`: in the calling thread (the lab's worker thread; today's behaviour).
-* :class:`ProcessExecutor`: a fresh process (``spawn``) per run, at a lower priority than the server
-  (``NQS_WORKER_NICE``) and ending with it; events come back through a ``multiprocessing`` queue,
-  pause/resume/stop go the other way through a second one.
+* :class:`ProcessExecutor`: a fresh process per run (forked from ``multiprocessing``'s fork server, which
+  has imported JAX and the engine once), at a lower priority than the server (``NQS_WORKER_NICE``) and
+  ending with it; events come back through a ``multiprocessing`` queue, pause/resume/stop go the other
+  way through a second one.
 * :class:`DaskExecutor`: a task on a Dask ``distributed`` cluster (``NQS_DASK_SCHEDULER``); events and
   commands travel through two ``distributed.Queue``\\ s held by the scheduler.
 
@@ -48,6 +49,10 @@ log = logging.getLogger("nqs_core.executors")
 DASK_POLL_SECONDS = 0.25  # a Dask queue is looked at (one RPC to the scheduler) this often at most
 HEARTBEAT_SECONDS = 5.0  # the caller says "alive" this often; a run that hears nothing for 6x that stops
 EXECUTORS = ("thread", "process", "dask")
+# What a run's process imports, imported once by the fork server that forks every run's process: a spawned
+# process spent ~3 s of CPU importing JAX and the engine on every Run.  None of these modules starts JAX's
+# runtime (no threads, no device) on import, so forking from that server is safe (tests/test_executors.py).
+WORKER_PRELOAD = ["nqs_core.driver", "nqs_core.executors"]
 After = Callable[[Any], dict[str, Any]]
 Emit = Callable[[str, Any], None]
 Live = Callable[[RunSettings, Any, Emit], Any]  # -> an object with add_samples(step, samples), stop(), join(timeout)
@@ -249,49 +254,68 @@ def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[
             raise RemoteRunError(item[1])
 
 
-def _exit_with_parent(parent: int) -> None:
-    """End this process at once when its parent is gone (killed server): nobody reads its events."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
+def _exit_with_server(watch: Any) -> None:
+    """End this process at once when the server is gone (killed): only the server holds the sending end
+    of the pipe ``watch``, so reading it ends (end of file) exactly then; nobody would read the events.
+    (Not the parent: it is the fork server, which lives as long as any of its children.)"""
+    try:
+        watch.recv()
+    except (EOFError, OSError):
+        pass
     os._exit(3)
 
 
-def _execute_in_child(nice: int, *args: Any) -> None:
-    """The child process: lower its own priority by ``nice`` (the server's threads come first when the
-    cores are busy), end with its parent, then :func:`execute_here`."""
+def _execute_in_child(env: dict[str, str], nice: int, watch: Any, *args: Any) -> None:
+    """The child process: take the server's environment of now (the fork server's is that of its start),
+    lower its own priority by ``nice`` (the server's threads come first when the cores are busy), end with
+    the server (:func:`_exit_with_server`), then :func:`execute_here`."""
+    os.environ.clear()
+    os.environ.update(env)
     if nice:
         os.nice(nice)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="nqs-orphan-watch").start()
+    threading.Thread(target=_exit_with_server, args=(watch,), daemon=True, name="nqs-orphan-watch").start()
     execute_here(*args)
 
 
 class ProcessExecutor:
-    """Each run in a fresh ``spawn``-ed process (its own interpreter, GIL and JAX runtime), ``nice``
-    steps below the server's priority (``NQS_WORKER_NICE``, default 10; 0 keeps it)."""
+    """Each run in a fresh process (its own interpreter, GIL and JAX runtime) forked from
+    ``multiprocessing``'s fork server (:data:`WORKER_PRELOAD` imported there once), ``nice`` steps below
+    the server's priority (``NQS_WORKER_NICE``, default 10; 0 keeps it)."""
 
     name = "process"
 
     def __init__(self, nice: int | None = None) -> None:
         import multiprocessing
 
-        self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(WORKER_PRELOAD)
         self.nice = worker_nice() if nice is None else nice
+
+    def start(self) -> None:
+        """Start the fork server now (it imports :data:`WORKER_PRELOAD`), not at the first run."""
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
     def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
                 after: After | None = None, live: Live | None = None, on_extra: Emit | None = None,
                 **run_kwargs: Any) -> Finished:
         events, commands = self._ctx.Queue(), self._ctx.Queue()
+        watch, server_end = self._ctx.Pipe(duplex=False)  # never written: its end of file says the server is gone
         live = live if on_extra is not None else None
         process = self._ctx.Process(target=_execute_in_child,
-                                    args=(self.nice, settings, run_kwargs, after, live, events, commands),
+                                    args=(dict(os.environ), self.nice, watch, settings, run_kwargs, after, live,
+                                          events, commands),
                                     name="nqs-run", daemon=True)
         process.start()
+        watch.close()
         try:
             return follow(events, commands, control, callback, process.is_alive, "process",
                           run_kwargs.get("checkpoint"), on_extra)
         finally:
             commands.put("stop")  # nothing if it ended; a run left behind by an error here stops
             process.join(POLL_SECONDS * 20)
+            server_end.close()
             events.close()
             commands.close()
 
@@ -413,6 +437,6 @@ def executor_from_env(default: str = "thread") -> Executor:
     return ProcessExecutor() if kind == "process" else ThreadExecutor()
 
 
-__all__ = ["EXECUTORS", "HEARTBEAT_SECONDS", "DaskExecutor", "Executor", "Finished", "ProcessExecutor",
-           "RemoteRunError", "ThreadExecutor", "apply_after", "execute_here", "executor_from_env", "feeding", "follow",
-           "portable_event", "relay_commands", "start_live", "stop_live", "worker_nice"]
+__all__ = ["EXECUTORS", "HEARTBEAT_SECONDS", "WORKER_PRELOAD", "DaskExecutor", "Executor", "Finished",
+           "ProcessExecutor", "RemoteRunError", "ThreadExecutor", "apply_after", "execute_here", "executor_from_env",
+           "feeding", "follow", "portable_event", "relay_commands", "start_live", "stop_live", "worker_nice"]

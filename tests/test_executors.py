@@ -130,8 +130,8 @@ def drain_until(runner: Runner, predicate: Any, what: str) -> None:
 
 
 def niceness(result: Any) -> dict[str, Any]:
-    """An ``after`` hook: the priority of the process the run ran in."""
-    return {"nice": os.nice(0)}
+    """An ``after`` hook: the priority of the process the run ran in, and its ``NQS_TEST_MARK``."""
+    return {"nice": os.nice(0), "mark": os.environ.get("NQS_TEST_MARK")}
 
 
 def pause_resume_stop(executor: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
@@ -167,11 +167,29 @@ def pause_resume_stop(executor: Any, folder: Path) -> tuple[Any, dict[str, Any]]
 
 
 @pytest.mark.slow
-def test_pause_resume_and_stop_reach_a_run_in_another_process(tmp_path: Path) -> None:
-    result, extra = pause_resume_stop(ProcessExecutor(nice=5), tmp_path)
+def test_pause_resume_and_stop_reach_a_run_in_another_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    executor = ProcessExecutor(nice=5)
+    executor.start()
+    monkeypatch.setenv("NQS_TEST_MARK", "set after the fork server started")
+    result, extra = pause_resume_stop(executor, tmp_path)
     assert result.summary["stop_reason"] == "stopped" and 4 <= len(result.history) < 100_000
     assert [r.step for r in result.history] == list(range(len(result.history)))  # nothing lost or repeated
     assert extra["nice"] == min(19, os.nice(0) + 5)  # the run computed below the server's priority
+    assert extra["mark"] == "set after the fork server started"  # the server's environment of now
+
+
+def test_the_fork_server_imports_the_engine_without_starting_jax() -> None:
+    """Every run's process is forked from a server that imported ``WORKER_PRELOAD``: forking is safe only
+    while that import starts no JAX runtime (XLA's thread pools, a device) and no thread."""
+    code = ("import importlib, threading\n"
+            "from nqs_core.executors import WORKER_PRELOAD\n"
+            "for name in WORKER_PRELOAD: importlib.import_module(name)\n"
+            "from jax._src import xla_bridge\n"
+            "print(xla_bridge.backends_are_initialized(), threading.active_count())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "1"], done.stdout
 
 
 @pytest.mark.slow
