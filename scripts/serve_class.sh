@@ -51,18 +51,24 @@ export NQS_MAX_UPLOAD_MB="$max_upload_mb"
 ws_max=$((8 * 1024 * 1024))
 
 py="${NQS_SERVE_PYTHON:-.venv/bin/python}"
-# the executor is chosen now, so a bad value stops the start instead of every student's page
-executor="$(NQS_EXECUTOR="${NQS_EXECUTOR:-}" NQS_DASK_SCHEDULER="${NQS_DASK_SCHEDULER:-}" "$py" -c '
+# the executor and the limits are checked now, in one interpreter (each start of one imports JAX), so a bad
+# value stops the start instead of every student's page: the executor's line, then the limits' NAME=value lines
+checked="$(NQS_EXECUTOR="${NQS_EXECUTOR:-}" NQS_DASK_SCHEDULER="${NQS_DASK_SCHEDULER:-}" "$py" -c '
 import sys
+from app.limits import main as limits
 from app.run_queue import DEFAULT_EXECUTOR
 from nqs_core.executors import executor_from_env
 try:
     e = executor_from_env(DEFAULT_EXECUTOR)
 except ValueError as err:
     sys.exit(str(err))
-print(e.name + (" at " + e.address if e.name == "dask" else ""))')" || refuse "choose NQS_EXECUTOR (EXECUTOR=) or NQS_DASK_SCHEDULER (DASK_SCHEDULER=) again"
-# the limits too: a bad value names its variable now; the server gets every limit explicitly
-limits="$("$py" -m app.limits)" || refuse "set NQS_MAX_SITES, NQS_MAX_SAMPLES, NQS_MAX_PARAMETERS to whole numbers >= 1 or none"
+print(e.name + (" at " + e.address if e.name == "dask" else ""))
+sys.exit(limits() and 3)')" || case $? in
+  3) refuse "set NQS_MAX_SITES, NQS_MAX_SAMPLES, NQS_MAX_PARAMETERS to whole numbers >= 1 or none" ;;
+  *) refuse "choose NQS_EXECUTOR (EXECUTOR=) or NQS_DASK_SCHEDULER (DASK_SCHEDULER=) again" ;;
+esac
+executor="$(head -n 1 <<< "$checked")"
+limits="$(tail -n +2 <<< "$checked")"
 while IFS= read -r assignment; do export "${assignment?}"; done <<< "$limits"
 args=(serve app --port "$port" --address "${ADDRESS:-0.0.0.0}" --allow-websocket-origin "$origin"
       --websocket-max-message-size "$ws_max" --unused-session-lifetime 2000 --check-unused-sessions 1000
