@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from itertools import combinations
+from typing import Callable
 
 import jax
 import numpy as np
@@ -44,9 +45,24 @@ def hamiltonian_basis(ham: Hamiltonian) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def connected_kernel(ham: Hamiltonian):
-    """``jax.jit(ham.connected)``, compiled once per Hamiltonian (Hamiltonians are frozen and hashable)."""
-    return jax.jit(ham.connected)
+def _structure_kernel(structure: Hamiltonian):
+    """``jax.jit(structure.connected)``: one per structure (Hamiltonians are frozen and hashable)."""
+    return jax.jit(structure.connected)
+
+
+def connected_kernel(ham: Hamiltonian) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``ham.connected`` on a batch of configurations, as NumPy arrays, compiled once per structure and
+    batch size: the couplings are run-time arguments (``Hamiltonian.structure``, as the VMC engine shares
+    its steps; a model's padded connections carry matrix element 0) and a batch is padded to a power of two,
+    so bases of every size and a sweep over J2 or h reuse a few programs instead of compiling one each."""
+    kernel, couplings = _structure_kernel(ham.structure()), ham.runtime_couplings()
+
+    def connected(sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        size = max(64, 1 << (len(sigma) - 1).bit_length())
+        padded = np.concatenate([sigma, np.repeat(sigma[:1], size - len(sigma), axis=0)])
+        return tuple(np.asarray(a)[: len(sigma)] for a in kernel(padded, couplings))
+
+    return connected
 
 
 def sparse_matrix(ham: Hamiltonian, codes: np.ndarray | None = None, batch: int = 1 << 14) -> sp.csr_matrix:
@@ -61,7 +77,7 @@ def sparse_matrix(ham: Hamiltonian, codes: np.ndarray | None = None, batch: int 
     rows, cols, vals = [], [], []
     for start in range(0, len(codes), batch):
         chunk = codes[start : start + batch]
-        diag, sigma_p, mels = (np.asarray(a) for a in kernel(decode(chunk, n)))
+        diag, sigma_p, mels = kernel(decode(chunk, n))
         idx = np.arange(start, start + len(chunk))
         rows.append(idx), cols.append(idx), vals.append(diag)
         keep = mels != 0

@@ -165,7 +165,7 @@ def _hops(ham: Hamiltonian, orb: _Orbits, batch: int) -> tuple[np.ndarray, ...]:
     rows, cols, t_of, amp = [], [], [], []
     for s in range(0, len(orb.reps), batch):
         chunk = orb.reps[s : s + batch]
-        diag, sigma_p, mels = (np.asarray(a) for a in kernel(decode(chunk, n)))
+        diag, sigma_p, mels = kernel(decode(chunk, n))
         idx = np.arange(s, s + len(chunk))
         rows.append(idx), cols.append(idx), t_of.append(np.zeros(len(chunk), np.int32)), amp.append(diag)
         keep = mels != 0
