@@ -297,10 +297,11 @@ class Lab:
             else:
                 widget.error_state = msg is not None
                 widget.helper_text = msg or HINTS.get((name, getattr(self.settings, name)), "")
-        if not self.runner.alive and self.runner.phase == "idle":
+        if not self.runner.alive and self.runner.phase == "idle" and not self.history and not self.loading:
+            # nothing shown yet: the line says what Run will do (a loaded run keeps its own line)
             self.runner.total = self.settings.steps
             self._set_status(self.runner.status_text(reason=False))
-            if not self.history and not self.loading and not problems and not self.refused():
+            if not problems and not self.refused():
                 self._show_idle(self.settings.run_settings())
         hidden_problem = [m for n, m in problems.items() if n not in visible]
         if hidden_problem:

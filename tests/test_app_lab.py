@@ -103,6 +103,11 @@ def test_run_export_and_load_again(tmp_path):
     assert "step 15 / 15" in other.status.object
     assert np.allclose(other.sign.source.data["marshall"], lab.sign.source.data["marshall"], equal_nan=True)
     assert len(other.momentum.circle_source.data["re"]) == 15
+    # a mistyped setting and Run refused: the loaded run stays on the status line (it read "idle · step 15 / 15")
+    other.settings.L = 5
+    other._on_run()
+    assert "Not started" in other.message.object and "loaded · step 15 / 15" in other.status.object
+    other.settings.L = 6
 
     # the checkpoint alone redraws every view, including those drawn from the state
     third = Lab()
