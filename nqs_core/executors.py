@@ -40,6 +40,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from nqs_core import fork_server
 from nqs_core.events import POLL_SECONDS, RunControl, RunEvent
 from nqs_core.settings import RunSettings
 
@@ -49,10 +50,6 @@ log = logging.getLogger("nqs_core.executors")
 DASK_POLL_SECONDS = 0.25  # a Dask queue is looked at (one RPC to the scheduler) this often at most
 HEARTBEAT_SECONDS = 5.0  # the caller says "alive" this often; a run that hears nothing for 6x that stops
 EXECUTORS = ("thread", "process", "dask")
-# What a run's process imports, imported once by the fork server that forks every run's process: a spawned
-# process spent ~3 s of CPU importing JAX and the engine on every Run.  None of these modules starts JAX's
-# runtime (no threads, no device) on import, so forking from that server is safe (tests/test_executors.py).
-WORKER_PRELOAD = ["nqs_core.driver", "nqs_core.executors"]
 After = Callable[[Any], dict[str, Any]]
 Emit = Callable[[str, Any], None]
 Live = Callable[[RunSettings, Any, Emit], Any]  # -> an object with add_samples(step, samples), stop(), join(timeout)
@@ -254,54 +251,33 @@ def follow(events: Any, commands: Any, control: RunControl, callback: Callable[[
             raise RemoteRunError(item[1])
 
 
-def _exit_with_server(watch: Any) -> None:
-    """End this process at once when the server is gone (killed): only the server holds the sending end
-    of the pipe ``watch``, so reading it ends (end of file) exactly then; nobody would read the events.
-    (Not the parent: it is the fork server, which lives as long as any of its children.)"""
-    try:
-        watch.recv()
-    except (EOFError, OSError):
-        pass
-    os._exit(3)
-
-
 def _execute_in_child(env: dict[str, str], nice: int, watch: Any, *args: Any) -> None:
-    """The child process: take the server's environment of now (the fork server's is that of its start),
-    lower its own priority by ``nice`` (the server's threads come first when the cores are busy), end with
-    the server (:func:`_exit_with_server`), then :func:`execute_here`."""
-    os.environ.clear()
-    os.environ.update(env)
-    if nice:
-        os.nice(nice)
-    threading.Thread(target=_exit_with_server, args=(watch,), daemon=True, name="nqs-orphan-watch").start()
+    """The child process: the caller's environment, priority and lifetime (``fork_server.adopt_caller``),
+    then :func:`execute_here`."""
+    fork_server.adopt_caller(env, watch, nice)
     execute_here(*args)
 
 
 class ProcessExecutor:
-    """Each run in a fresh process (its own interpreter, GIL and JAX runtime) forked from
-    ``multiprocessing``'s fork server (:data:`WORKER_PRELOAD` imported there once), ``nice`` steps below
-    the server's priority (``NQS_WORKER_NICE``, default 10; 0 keeps it)."""
+    """Each run in a fresh process (its own interpreter, GIL and JAX runtime) forked from the fork server
+    (:mod:`nqs_core.fork_server`, the engine imported there once), ``nice`` steps below the server's
+    priority (``NQS_WORKER_NICE``, default 10; 0 keeps it)."""
 
     name = "process"
 
     def __init__(self, nice: int | None = None) -> None:
-        import multiprocessing
-
-        self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(WORKER_PRELOAD)
+        self._ctx = fork_server.context()
         self.nice = worker_nice() if nice is None else nice
 
     def start(self) -> None:
-        """Start the fork server now (it imports :data:`WORKER_PRELOAD`), not at the first run."""
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
+        """Start the fork server now, not at the first run."""
+        fork_server.start()
 
     def execute(self, settings: RunSettings, *, callback: Callable[[RunEvent], None], control: RunControl,
                 after: After | None = None, live: Live | None = None, on_extra: Emit | None = None,
                 **run_kwargs: Any) -> Finished:
         events, commands = self._ctx.Queue(), self._ctx.Queue()
-        watch, server_end = self._ctx.Pipe(duplex=False)  # never written: its end of file says the server is gone
+        watch, server_end = fork_server.caller_pipe(self._ctx)
         live = live if on_extra is not None else None
         process = self._ctx.Process(target=_execute_in_child,
                                     args=(dict(os.environ), self.nice, watch, settings, run_kwargs, after, live,
@@ -437,6 +413,6 @@ def executor_from_env(default: str = "thread") -> Executor:
     return ProcessExecutor() if kind == "process" else ThreadExecutor()
 
 
-__all__ = ["EXECUTORS", "HEARTBEAT_SECONDS", "WORKER_PRELOAD", "DaskExecutor", "Executor", "Finished",
+__all__ = ["EXECUTORS", "HEARTBEAT_SECONDS", "DaskExecutor", "Executor", "Finished",
            "ProcessExecutor", "RemoteRunError", "ThreadExecutor", "apply_after", "execute_here", "executor_from_env",
            "feeding", "follow", "portable_event", "relay_commands", "start_live", "stop_live", "worker_nice"]

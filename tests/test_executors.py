@@ -179,11 +179,12 @@ def test_pause_resume_and_stop_reach_a_run_in_another_process(tmp_path: Path, mo
 
 
 def test_the_fork_server_imports_the_engine_without_starting_jax() -> None:
-    """Every run's process is forked from a server that imported ``WORKER_PRELOAD``: forking is safe only
-    while that import starts no JAX runtime (XLA's thread pools, a device) and no thread."""
+    """Every run's and DMRG job's process is forked from a server that imported ``fork_server.PRELOAD``:
+    forking is safe only while that import starts no JAX runtime (XLA's thread pools, a device) and no
+    thread."""
     code = ("import importlib, threading\n"
-            "from nqs_core.executors import WORKER_PRELOAD\n"
-            "for name in WORKER_PRELOAD: importlib.import_module(name)\n"
+            "from nqs_core.fork_server import PRELOAD\n"
+            "for name in PRELOAD: importlib.import_module(name)\n"
             "from jax._src import xla_bridge\n"
             "print(xla_bridge.backends_are_initialized(), threading.active_count())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -363,37 +364,43 @@ def test_a_run_whose_caller_went_silent_stops() -> None:
 
 ORPHAN = r"""
 import json, sys, threading
+from nqs_core import make_hamiltonian, make_lattice
 from nqs_core.events import RunControl
 from nqs_core.executors import ProcessExecutor
+from nqs_core.references.dmrg import DMRGJob
 from nqs_core.settings import RunSettings
 if __name__ == "__main__":
     settings = RunSettings(**json.loads(sys.argv[1]), steps=100000)
     def stepping(event):
         if event.kind == "steps":
             import multiprocessing
-            print("child", multiprocessing.active_children()[0].pid, flush=True)
+            run = [p.pid for p in multiprocessing.active_children() if p.name == "nqs-run"]
+            # sweeps for far longer than the test waits: a 128-site ring to a bond dimension of 2048
+            job = DMRGJob(make_hamiltonian("heisenberg", make_lattice("chain", 128)), rel_tol=1e-14, chi_max=2048)
+            print("children", run[0], job._process.pid, flush=True)
             threading.Event().wait()  # hold the follower: the run keeps computing, unread
     ProcessExecutor().execute(settings, callback=stepping, control=RunControl(), reference=False, exact=False)
 """
 
 
 @pytest.mark.slow
-def test_a_process_worker_ends_with_its_server(tmp_path: Path) -> None:
-    """A server killed outright (no chance to stop its runs) leaves no run computing: the worker
-    process sees its parent gone and exits."""
+def test_a_process_worker_and_a_dmrg_job_end_with_their_server(tmp_path: Path) -> None:
+    """A server killed outright (no chance to stop its runs) leaves nothing computing: the run's worker
+    process and the DMRG job's see the server gone and exit."""
     script = tmp_path / "server.py"
     script.write_text(ORPHAN)
     server = subprocess.Popen([sys.executable, str(script), json.dumps(TINY)], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parents[1])
     try:
         line = server.stdout.readline()  # blocks until the run steps (or the server dies: "")
-        assert line.startswith("child "), line
-        child = int(line.split()[1])
+        assert line.startswith("children "), line
+        children = [int(pid) for pid in line.split()[1:]]
     finally:
         server.kill()
         server.wait(60)
-    poll_until(lambda: None, lambda: not Path(f"/proc/{child}").exists() or zombie(child), 120,
-               "the orphaned worker to exit")
+    for child in children:
+        poll_until(lambda: None, lambda: not Path(f"/proc/{child}").exists() or zombie(child), 120,
+                   "the orphaned worker to exit")
 
 
 def zombie(pid: int) -> bool:
