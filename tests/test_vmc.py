@@ -5,6 +5,8 @@ energy functions and their gradients compiled each primitive on its own).  The e
 ``TINY`` and its step counts 1 and 2 (the programs ``test_driver``'s runs compile too, found in the
 persistent cache by whichever process comes second)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,8 +143,22 @@ def test_step_returns_per_step_statistics_and_lowers_energy():
     assert e[-1] < e[0] - 0.5 and e[-1] > exact - 5 * float(stats["error"][-1]) - 1e-9
     assert np.all((stats["acceptance"] > 0) & (stats["acceptance"] <= 1))
     assert vmc.samples(state, 3).shape == (3, 6)
-    ev = vmc.evaluate(state, 256)
+    compiled: list[str] = []
+
+    def on_compile(event: str, duration: float, **kw) -> None:
+        if event.endswith("backend_compile_duration"):
+            compiled.append(kw.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(on_compile)
+    try:
+        ev = vmc.evaluate(state, 256)  # by the 2-step program compiled above, not learning
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_compile)
+    assert set(compiled) <= {"jit(chain_statistics)"}, compiled
     assert ev["n_samples"] == 256 and abs(ev["energy"] - e[-1]) < 0.5
+    separate = VMC(SMALL).evaluate(state, 256)  # a VMC that never stepped: a program of its own
+    assert set(separate) == set(ev) and separate["n_samples"] == 256
+    assert abs(ev["energy"] - separate["energy"]) < 4 * math.hypot(ev["error"], separate["error"]), (ev, separate)
 
 
 def test_a_step_that_does_not_learn_only_moves_the_chains():
