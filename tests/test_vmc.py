@@ -16,6 +16,7 @@ import nqs_core  # noqa: F401
 from conftest import TINY
 from nqs_core.basis import decode, hamiltonian_basis, sparse_matrix
 from nqs_core.models import RBM, Jastrow, MarshallSign
+from nqs_core.models.symmetry import project
 from nqs_core.optimizers import RealRavel
 from nqs_core.settings import RunSettings
 from nqs_core.vmc import VMC, build_problem, engine_for, estimate, flip_ratio_fn, local_energies, static_settings
@@ -86,6 +87,36 @@ def test_rbm_fast_local_energies_equal_network_passes(case, prior):
     e_fast, e_plain = np.asarray(fast(params, basis, lp)), np.asarray(plain(params, basis, lp))
     np.testing.assert_allclose(e_fast, e_plain, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(e_fast, (H @ psi) / psi, rtol=1e-10, atol=1e-10)
+
+
+MOMENTA = {"heisenberg-chain8": (1.0,), "j1j2-chain8": (0.5,), "tfim-chain8": (0.0,), "j1j2-square4": (1.0, 0.0)}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_projected_fast_local_energies_equal_network_passes(case):
+    """Through a momentum projection (complex phases at k = π/2) the base's fast ratios, one per translation
+    weighted by that translation's share of Ψ^(k)(σ), give the local energies of the plain path (a projected
+    network pass per connected configuration) and H ψ / ψ on the basis states the projection keeps."""
+    s = CASES[case]
+    lattice = build_problem(s)[0]
+    model = RBM(alpha=1, init_std=0.1)
+    if s.hamiltonian != "tfim":
+        model = MarshallSign(model, tuple(int(v == 0) for v in lattice.sublattice))
+    model = project(model, lattice, MOMENTA[case])
+    ham, basis, H, params = exact_setup(s, model)
+    assert flip_ratio_fn(model) is not None and flip_ratio_fn(project(Jastrow(), lattice, MOMENTA[case])) is None
+    lp = model.apply(params, basis)
+    psi = np.exp(np.asarray(lp))
+    kept = np.abs(psi) > 1e-8 * np.abs(psi).max()  # k = (π, 0) annihilates the states of period 1 along x
+    assert kept.sum() > 0.9 * kept.size
+    exact = (H @ psi) / np.where(kept, psi, 1)
+    rows = np.flatnonzero(kept)[:: max(1, kept.size // 1000)]  # the square: every 12th of its 12870 states
+    fast = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l, ratios=flip_ratio_fn(model)))
+    plain = jax.jit(lambda p, x, l: local_energies(model.apply, p, ham, x, l))
+    x, l = basis[rows], lp[rows]
+    e_fast, e_plain = np.asarray(fast(params, x, l)), np.asarray(plain(params, x, l))
+    np.testing.assert_allclose(e_fast, e_plain, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(e_fast, exact[rows], rtol=1e-10, atol=1e-10)
 
 
 def exact_energy_fn(model, ham, basis, H, params):
