@@ -581,6 +581,8 @@ class Lab:
         self.sign.note_if_empty()
         self.summary = getattr(result, "summary", None)
         self._say(self._summary_text())
+        if reference_energy(self.reference) is None and not (self.ref_job is not None and self.ref_job.running):
+            self.energy.show_no_reference((self.summary or {}).get("reference_note") or "none was found")
         if self.runner.phase in ("done", "stopped"):
             failed = (self.summary or {}).get("verdict") == "failed"
             self._notify(f"Run {self.runner.phase}: {self._summary_text()}", error=failed)

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from nqs_core.run_reference import error_text
 from nqs_core.settings import RunSettings
 
 log = logging.getLogger("nqs_lab.reference")
@@ -122,7 +123,7 @@ class ReferenceJob:
             if self._cancelled:
                 self.state = "cancelled"
                 return
-            self.state, self.error = "failed", f"{type(err).__name__}: {err}"
+            self.state, self.error = "failed", error_text(err)
             log.warning("reference lookup failed: %s", self.error)
 
     @property
@@ -135,7 +136,7 @@ class ReferenceJob:
             return progress_text(self.progress), None
         if self.state == "failed" and not self._delivered:
             self._delivered = True
-            return f"reference: {self.error}", None
+            return self.error, None  # the energy view says "reference: " before it
         if self.reference is not None and not self._delivered:
             self._delivered = True
             return "", self.reference

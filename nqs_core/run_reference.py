@@ -87,6 +87,12 @@ def reference_detail(ref: dict[str, Any]) -> str:
     return str(prov) if prov else ""
 
 
+def error_text(err: Exception) -> str:
+    """Why a reference could not be had, for a person: the message of a ``ValueError`` (the references'
+    own refusals, e.g. "no reference for …: too large for ED …") as it is, anything else with its type."""
+    return str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+
+
 class ReferenceLookup:
     """The reference energy, looked up in a background thread so the run does not wait for it."""
 
@@ -105,7 +111,7 @@ class ReferenceLookup:
             if self.result is None:
                 self.error = "none stored; a DMRG run is needed (nqs reference --method dmrg)"
         except Exception as err:  # a missing reference must not stop a run
-            self.error = f"{type(err).__name__}: {err}"
+            self.error = error_text(err)
 
     @property
     def ready(self) -> bool:
@@ -202,7 +208,7 @@ class ExactObserver:
             self.label = (f"ed ({momentum_label(self.settings.k)})" if k is not None else "ed") + \
                 f", {len(configs)} basis states"
         except Exception as err:  # the observer must never stop a run
-            self.error = f"{type(err).__name__}: {err}"
+            self.error = error_text(err)
         finally:
             if self.cancelled and self.psi0 is None and self.error is None:
                 self.error = "cancelled: the run ended before the exact state was ready"

@@ -143,6 +143,22 @@ def test_run_export_and_load_again(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_without_a_reference_says_why_instead_of_waiting():
+    """The TFIM on the 6×6 square has no reference (too large for ED, no DMRG for squares, none published):
+    the idle page says why, and a finished run says so too, not "waiting for the reference…"."""
+    lab = Lab()
+    lab.settings.param.update(**{**TINY, "hamiltonian": "tfim", "lattice": "square", "L": 6, "steps": 2})
+    tick_until(lab, lambda: "too large for ED" in lab.energy.ref_label.object, 60, "the idle page's reason")
+    assert "reference: no reference for tfim" in lab.energy.ref_label.object  # no "reference: ValueError: …"
+    lab._on_run()
+    assert lab.energy.rel_waiting.text == "waiting for the reference…" and "looking" in lab.energy.ref_label.object
+    run_to_end(lab)
+    assert lab.runner.phase == "done" and lab.reference is None
+    assert "reference: no reference for tfim" in lab.energy.ref_label.object  # Run had set "looking it up…"
+    assert "too large for ED" in lab.energy.ref_label.object
+    assert lab.energy.rel_waiting.visible and lab.energy.rel_waiting.text.startswith("no reference energy")
+
+
 def test_sign_and_momentum_views_fill_during_a_run():
     """Per-step Marshall agreement and translation eigenvalue stream while running; the
     per-configuration sign picture appears from the run's checkpoint before the run ends."""

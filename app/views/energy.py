@@ -168,6 +168,11 @@ class EnergyView:
         set_text(self.ref_label, "reference: " + text)
         self.rel_waiting.text = text
 
+    def show_no_reference(self, reason: str) -> None:
+        """A run ended and no reference energy came: say why, instead of waiting for one."""
+        set_text(self.ref_label, "reference: " + reason)
+        self.rel_waiting.text = "no reference energy, so no relative error"
+
     def set_reference(self, ref: dict) -> None:
         self.reference = ref
         e = reference_energy(ref)
