@@ -40,6 +40,22 @@ class LabServer:
         return self.log_path.read_text(errors="replace")
 
 
+LOG_LINES_ON_FAILURE = 80
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """A failed browser test's report ends with the last lines of every served lab it used: the server's
+    side of a page that stopped answering (its log lives in a temporary folder pytest soon removes)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when == "call":
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, LabServer):
+                tail = "\n".join(value.log().splitlines()[-LOG_LINES_ON_FAILURE:])
+                report.sections.append((f"served lab log ({name}, last {LOG_LINES_ON_FAILURE} lines)", tail))
+
+
 def _server_env(cache: Path) -> dict[str, str]:
     """The server's environment: a fresh reference cache (so a DMRG reference is really computed
     in the background), sharing the user's persistent JAX compilation cache (fast compiles)."""
