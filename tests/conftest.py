@@ -12,12 +12,13 @@ worker (one served lab and one Chromium for all of them, see tests/browser/conft
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -170,6 +171,25 @@ def nqs_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, 
         code = e.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+@contextlib.contextmanager
+def compilations(recording: Callable[[], bool] = lambda: True) -> Iterator[list[str]]:
+    """The names of the programs XLA compiles (or reads back from the persistent cache) inside the block,
+    those while ``recording()`` holds."""
+    import jax
+
+    names: list[str] = []
+
+    def on_compile(event: str, duration: float, **kw: Any) -> None:
+        if event.endswith("backend_compile_duration") and recording():
+            names.append(kw.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(on_compile)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_compile)
 
 
 def poll_until(step: Callable[[], Any], predicate: Callable[[], bool], timeout: float, what: str,

@@ -79,23 +79,15 @@ def test_the_final_evaluation_runs_the_compiled_step_without_learning():
     the step's samples in 2 calls of its 2 fused steps, no program compiled from its start on but its statistics'
     (a separate evaluation program used to compile here), the run's state left as it was, and its energy that
     of ``VMC.evaluate`` on the same state within the two error bars."""
-    compiled: list[str] = []
     evaluating = threading.Event()
-
-    def on_compile(event: str, duration: float, **kw) -> None:
-        if event.endswith("backend_compile_duration") and evaluating.is_set():
-            compiled.append(kw.get("fun_name"))
 
     def on_event(e: RunEvent) -> None:
         if e.kind == "phase" and "final evaluation" in (e.message or ""):
             evaluating.set()
 
     settings = TINY.replace(steps=6, steps_per_call=2)
-    jax.monitoring.register_event_duration_secs_listener(on_compile)
-    try:
+    with conftest.compilations(evaluating.is_set) as compiled:
         result = run(settings, callback=on_event, reference=False, exact=False)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(on_compile)
     assert evaluating.is_set() and set(compiled) <= {"jit(chain_statistics)"}, compiled
     ev = result.evaluation
     assert ev["n_samples"] == 256 and 0 < ev["acceptance"] <= 1 and ev["error"] > 0 and ev["r_hat"] > 0

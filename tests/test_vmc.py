@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import nqs_core  # noqa: F401
-from conftest import TINY
+from conftest import TINY, compilations
 from nqs_core.basis import decode, hamiltonian_basis, sparse_matrix
 from nqs_core.models import RBM, Jastrow, MarshallSign
 from nqs_core.models.symmetry import project
@@ -174,17 +174,8 @@ def test_step_returns_per_step_statistics_and_lowers_energy():
     assert e[-1] < e[0] - 0.5 and e[-1] > exact - 5 * float(stats["error"][-1]) - 1e-9
     assert np.all((stats["acceptance"] > 0) & (stats["acceptance"] <= 1))
     assert vmc.samples(state, 3).shape == (3, 6)
-    compiled: list[str] = []
-
-    def on_compile(event: str, duration: float, **kw) -> None:
-        if event.endswith("backend_compile_duration"):
-            compiled.append(kw.get("fun_name"))
-
-    jax.monitoring.register_event_duration_secs_listener(on_compile)
-    try:
+    with compilations() as compiled:
         ev = vmc.evaluate(state, 256)  # by the 2-step program compiled above, not learning
-    finally:
-        jax.monitoring.unregister_event_duration_listener(on_compile)
     assert set(compiled) <= {"jit(chain_statistics)"}, compiled
     assert ev["n_samples"] == 256 and abs(ev["energy"] - e[-1]) < 0.5
     separate = VMC(SMALL).evaluate(state, 256)  # a VMC that never stepped: a program of its own

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from nqs_core.lattice import Lattice
+from nqs_core.models.fast_path import has_fast_path  # noqa: F401  (re-exported)
 from nqs_core.models.jastrow import Jastrow
 from nqs_core.models.rbm import RBM
 from nqs_core.models.sign import MarshallSign
@@ -32,13 +33,6 @@ def param_dtype(settings: "RunSettings"):
     if settings.precision not in PARAM_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(PARAM_DTYPES)}; got {settings.dtype!r}")
     return PARAM_DTYPES[settings.precision]
-
-
-def has_fast_path(model: nn.Module, method: str) -> bool:
-    """Whether ``model`` offers the fast path ``method`` (``flip_ratios``, ``holomorphic_moments``); a
-    wrapper such as the Marshall prior answers through ``has_<method>``, since it defines the method
-    whether or not its base network supports it."""
-    return bool(getattr(model, f"has_{method}", callable(getattr(type(model), method, None))))
 
 
 def is_holomorphic(model: nn.Module) -> bool:

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nqs_core.models.fast_path import has_fast_path
+
 
 def up_spins_on_a(sigma: jax.Array, sublattice_a) -> jax.Array:
     """N↑_A(σ) (...,) int: up spins on sublattice A (``sublattice_a``: 0/1 or bool mask per site, 1 on A).
@@ -38,11 +40,11 @@ class MarshallSign(nn.Module):
     # ----- fast paths of the base network, passed through ------------------------------
     @property
     def has_flip_ratios(self) -> bool:
-        return callable(getattr(type(self.base), "flip_ratios", None))
+        return has_fast_path(self.base, "flip_ratios")
 
     @property
     def has_holomorphic_moments(self) -> bool:
-        return callable(getattr(type(self.base), "holomorphic_moments", None))
+        return has_fast_path(self.base, "holomorphic_moments")
 
     def flip_ratios(self, sigma: jax.Array, sites: np.ndarray) -> jax.Array:
         """ψ(σ^(m))/ψ(σ) = (−1)^{|sites[m] ∩ A|} ψ_base(σ^(m))/ψ_base(σ): flipping a spin on A changes

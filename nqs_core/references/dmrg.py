@@ -24,10 +24,10 @@ of ``run_dmrg`` in the caller's process leaves the BLAS threads as they are unle
 (``blas_threads``): they are process-wide state, and changing them under other threads that use
 OpenBLAS (JAX's LAPACK calls, numpy) is not safe.
 
-``DMRGJob`` runs the same computation in a separate process, forked from the engine's fork server
-(``nqs_core.fork_server``: 3.5–3.8 s from start to the result of an 8-site ring, of which ~2.5 s import
-TeNPy, against 7.6 s for a spawned process that imported JAX and the engine first; idle 2-core machine), with ``.progress``, ``.result(timeout)`` and
-``.cancel()`` for the app.
+``DMRGJob`` runs the same computation in a separate process forked from the engine's fork server
+(``nqs_core.fork_server``), with ``.progress``, ``.result(timeout)`` and ``.cancel()`` for the app: 3.4–3.8 s
+from start to the result of an 8-site ring, ~2.5 s of it importing TeNPy, against 7.6 s for a spawned
+process that imported JAX and the engine first (idle 2 cores; benchmarks/README.md).
 """
 
 from __future__ import annotations
