@@ -46,8 +46,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing nqs-lab$extras into .venv (versions from constraints.txt)"
   # --no-compile: pip would byte-compile every module of every package (JAX, SciPy, Bokeh, TeNPy, Dask, ...):
   # on a loaded 2-core machine the install took 95 s of CPU and 4 min with it, 30 s and 1.5 min without.
-  # Python compiles the modules a process imports, once, when it first imports them.
   .venv/bin/python -m pip install -q --no-compile -c constraints.txt -e ".$extras"
+  # and compiles only what the lab (and the tests) import, also where PYTHONDONTWRITEBYTECODE is set
+  .venv/bin/python scripts/byte_compile.py ${1:-}
   echo "$want" > "$stamp"
 fi
 
