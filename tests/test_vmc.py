@@ -16,7 +16,7 @@ import nqs_core  # noqa: F401
 from conftest import TINY, compilations
 from nqs_core.basis import decode, hamiltonian_basis, sparse_matrix
 from nqs_core.models import RBM, Jastrow, MarshallSign
-from nqs_core.models.symmetry import project
+from nqs_core.models.symmetry import project, project_point_group
 from nqs_core.optimizers import RealRavel
 from nqs_core.settings import RunSettings
 from nqs_core.vmc import VMC, build_problem, engine_for, estimate, flip_ratio_fn, local_energies, static_settings
@@ -90,21 +90,31 @@ def test_rbm_fast_local_energies_equal_network_passes(case, prior):
 
 
 MOMENTA = {"heisenberg-chain8": (1.0,), "j1j2-chain8": (0.5,), "tfim-chain8": (0.0,), "j1j2-square4": (1.0, 0.0)}
+# (case, momentum or None, point group): momentum projections at k = π, π/2, 0 and (π, 0); C4v of the square alone;
+# the chain's reflection over its translations at k = 0 (one wrapper's fast ratios through the other's)
+PROJECTIONS = [*((case, k, "none") for case, k in MOMENTA.items()), ("j1j2-square4", None, "full"),
+               ("heisenberg-chain8", (0.0,), "full")]
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_projected_fast_local_energies_equal_network_passes(case):
-    """Through a momentum projection (complex phases at k = π/2) the base's fast ratios, one per translation
-    weighted by that translation's share of Ψ^(k)(σ), give the local energies of the plain path (a projected
-    network pass per connected configuration) and H ψ / ψ on the basis states the projection keeps."""
+def projected(model, lattice, k, group):
+    model = project(model, lattice, k) if k is not None else model
+    return project_point_group(model, lattice, group)
+
+
+@pytest.mark.parametrize("case, k, group", PROJECTIONS, ids=[f"{c}-k{k}-{g}" for c, k, g in PROJECTIONS])
+def test_projected_fast_local_energies_equal_network_passes(case, k, group):
+    """Through a momentum projection (complex phases at k = π/2) or a point-group projection, the base's fast
+    ratios, one per symmetry element weighted by that element's share of the projected Ψ(σ), give the local
+    energies of the plain path (a projected network pass per connected configuration) and H ψ / ψ on the basis
+    states the projection keeps."""
     s = CASES[case]
     lattice = build_problem(s)[0]
     model = RBM(alpha=1, init_std=0.1)
     if s.hamiltonian != "tfim":
         model = MarshallSign(model, tuple(int(v == 0) for v in lattice.sublattice))
-    model = project(model, lattice, MOMENTA[case])
+    model = projected(model, lattice, k, group)
     ham, basis, H, params = exact_setup(s, model)
-    assert flip_ratio_fn(model) is not None and flip_ratio_fn(project(Jastrow(), lattice, MOMENTA[case])) is None
+    assert flip_ratio_fn(model) is not None and flip_ratio_fn(projected(Jastrow(), lattice, k, group)) is None
     lp = model.apply(params, basis)
     psi = np.exp(np.asarray(lp))
     kept = np.abs(psi) > 1e-8 * np.abs(psi).max()  # k = (π, 0) annihilates the states of period 1 along x
