@@ -36,12 +36,12 @@ if [ ! -x .venv/bin/python ] || ! is_ok_python .venv/bin/python; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 
-# Exact versions from constraints.txt; the stamp holds a hash of pyproject.toml and constraints.txt,
-# so editing either (or switching to a commit that changes them) re-installs.
+# Exact versions from constraints.txt; the stamp holds a hash of pyproject.toml, constraints.txt and the list
+# of modules to byte-compile, so editing one (or switching to a commit that changes them) re-installs.
 extras=""
 stamp=.venv/.nqs-installed
 [ $want_test = 1 ] && { extras="[test]"; stamp=.venv/.nqs-installed-test; }
-want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml constraints.txt scripts/byte_compile.py | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing nqs-lab$extras into .venv (versions from constraints.txt)"
   # --no-compile: pip would byte-compile every module of every package (JAX, SciPy, Bokeh, TeNPy, Dask, ...):
