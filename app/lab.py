@@ -45,9 +45,6 @@ from nqs_core.settings import RunSettings, SettingsError
 log = logging.getLogger("nqs_lab.session")
 
 TICK_MS = 100
-# a run's outcome appears over the header's empty middle: at Panel's default (bottom-right) the toast covered the
-# variance plot's step axis for its 8 s
-NOTIFICATION_POSITION = "top-center"
 LARGE_ROOT_PX = 21  # vs the browser's 16 px
 # The large-font option, in the browser: a larger root font size, then a new layout of every figure
 # (BokehJS reads a figure's font size when it lays it out and paints; a root font change alone does
@@ -749,8 +746,6 @@ class Lab:
         end-of-session hook (call inside a session)."""
         self._doc = pn.state.curdoc
         log.info("session %s created", self.runner.name)
-        if pn.state.notifications is not None:
-            pn.state.notifications.position = NOTIFICATION_POSITION
         self._location = pn.state.location
         if self._location is not None:
             self.apply_link(self._location.query_params)

@@ -174,11 +174,6 @@ def test_a_run_finishes_with_every_step_plotted(open_lab, screenshots):
     show_tab(page, "Energy")
     wait_for(lambda: "done" in status(page), 240, "the run to finish")
     assert step_of(page) == (100, 100)
-    # its outcome is announced for 8 s over the header, above the views (not over a figure's axis)
-    toast = page.locator(".notistack-SnackbarContainer", has_text="Run done").first
-    toast.wait_for(timeout=30_000)
-    toast_box, views_box = toast.bounding_box(), page.locator(".nqs-tab-energy").first.bounding_box()
-    assert toast_box["y"] + toast_box["height"] <= views_box["y"], (toast_box, views_box)
     wait_for(lambda: not button(page, "Run").is_disabled(), FINISH_TIMEOUT_S, "Run to be usable again")
     wait_for(lambda: count(page, "energy") == 100, 15, "100 energy points, one per step")
     wait_for(lambda: count(page, "rel") > 0, 60, "the reference and the relative error")
