@@ -129,6 +129,22 @@ def test_projected_fast_local_energies_equal_network_passes(case, k, group):
     np.testing.assert_allclose(e_fast, exact[rows], rtol=1e-10, atol=1e-10)
 
 
+def test_projected_flip_ratios_of_patterns_the_translations_do_not_map_onto_each_other():
+    """Flip patterns that are not images of one another under the translations (here the pairs (0, 1) and (5, 2))
+    take the projection's other path, one base call per translation: ratios equal to network passes."""
+    lattice = build_problem(CASES["heisenberg-chain8"])[0]
+    model = project(RBM(alpha=1, init_std=0.3), lattice, (0.5,))
+    sigma = jnp.asarray(np.random.default_rng(1).choice([-1, 1], size=(6, 8)).astype(np.int8))
+    params = model.init(jax.random.PRNGKey(2), sigma)
+    sites = np.array([[0, 1], [5, 2]])
+    fast = np.asarray(model.apply(params, sigma, sites, method="flip_ratios"))
+    lp = model.apply(params, sigma)
+    for m, row in enumerate(sites):
+        flipped = sigma.at[:, row].multiply(-1)
+        np.testing.assert_allclose(fast[:, m], np.exp(np.asarray(model.apply(params, flipped) - lp)),
+                                   rtol=1e-10, atol=1e-12)
+
+
 def exact_energy_fn(model, ham, basis, H, params):
     rr = RealRavel.of(params)
     Hd = jnp.asarray(H.toarray())
