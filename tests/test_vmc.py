@@ -97,6 +97,7 @@ PROJECTIONS = [*((case, k, "none") for case, k in MOMENTA.items()), ("j1j2-squar
 
 
 def projected(model, lattice, k, group):
+    """``model`` projected on the momentum ``k`` (unless None), then on A1 of the point group ``group``."""
     model = project(model, lattice, k) if k is not None else model
     return project_point_group(model, lattice, group)
 
