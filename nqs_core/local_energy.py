@@ -10,8 +10,8 @@ dropped and no pass is spent on a zero element.  Chunks of ~1k spins keep every 
 a network pass in the core's cache (``nqs_core.chunking``: on the 4×4 J1-J2 ConvNeXt, 0.45 s of
 CPU time in one pass, 0.11 s in chunks of 64 configurations).
 
-Models with a ``flip_ratios`` method (the RBM, also under the Marshall prior and a momentum projection)
-give ψ(σ')/ψ(σ) from their own fast path instead of network passes.
+Models with a ``flip_ratios`` method (the RBM, also under the Marshall prior and a momentum or point-group
+projection) give ψ(σ')/ψ(σ) from their own fast path instead of network passes.
 """
 
 from __future__ import annotations

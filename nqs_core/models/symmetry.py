@@ -127,6 +127,12 @@ class MomentumProjection(nn.Module):
         return _projected_flip_ratios(self.base, sigma, sites, *self._orbit())
 
 
+# configurations per call of the base's flip ratios through a projection: chain-18-k-pi (256 samples per device,
+# 18 translations) compiled its step in 11-13 s with a call per translation, 6.4-8.3 s in one call and 7.1-7.8 s in
+# calls of 2048, which also kept its speed (10.5-11 it/s; one call: 5 % slower, intermediates past the L2 cache)
+RATIO_BATCH = 2048
+
+
 def _projected_flip_ratios(base: nn.Module, sigma: jax.Array, sites: np.ndarray, perms: np.ndarray,
                            phase: np.ndarray) -> jax.Array:
     """Ψ_P(σ^(m))/Ψ_P(σ) (B, M) of Ψ_P(σ) ∝ Σ_t e^{iφ_t} Ψ(p_t σ) from ``base``'s own fast ratios, σ^(m) = σ with
@@ -137,8 +143,9 @@ def _projected_flip_ratios(base: nn.Module, sigma: jax.Array, sites: np.ndarray,
     and p_tσ^(m) is p_tσ with the sites p_t⁻¹(sites[m]) flipped ((p_tσ)_i = σ_{perms[t, i]}).  One base pass
     per symmetry element for the weights and |T| fast ratios, instead of a projected network pass (|T| base
     passes) per connected configuration.  Where the elements map the rows of ``sites`` onto one another (the
-    bonds or sites of a Hamiltonian on its own lattice, :func:`_image_rows`), the |T| ratios are one call of the
-    base's fast path on every p_tσ at ``sites`` itself, then reordered; otherwise one call per element."""
+    bonds or sites of a Hamiltonian on its own lattice, :func:`_image_rows`), the |T| ratios come from calls of
+    the base's fast path on the p_tσ at ``sites`` itself (``RATIO_BATCH`` configurations a call), then
+    reordered; otherwise from one call per element."""
     inverse = np.argsort(perms, axis=1)
     b, n = sigma.shape
     t = perms.shape[0]
@@ -153,12 +160,6 @@ def _projected_flip_ratios(base: nn.Module, sigma: jax.Array, sites: np.ndarray,
     ratios = jnp.concatenate([base.flip_ratios(shifted[:, i:i + group].reshape(-1, n), sites).reshape(b, -1, len(sites))
                               for i in range(0, t, group)], axis=1)  # (B, T, M): p_tσ with sites[m] flipped
     return jnp.einsum("bt,btm->bm", weights, ratios[:, np.arange(t)[:, None], rows])
-
-
-# configurations per call of the base's flip ratios through a projection: chain-18-k-pi (256 samples per device,
-# 18 translations) compiled its step in 11-13 s with a call per translation, 6.4-8.3 s in one call and 7.1-7.8 s in
-# calls of 2048, which also kept its speed (10.5-11 it/s; one call: 5 % slower, intermediates past the L2 cache)
-RATIO_BATCH = 2048
 
 
 def _image_rows(sites: np.ndarray, inverse: np.ndarray) -> np.ndarray | None:
@@ -233,14 +234,17 @@ class PointGroupProjection(nn.Module):
             return super().init(rngs, *args, **kwargs)
         return self.wrapped.init(rngs, *args, **kwargs)
 
-    def __call__(self, sigma: jnp.ndarray) -> jnp.ndarray:
+    def _orbit(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the group's elements (|G|, N) as permutations, their phases: all 0 for the trivial irrep)."""
         perms = self.lattice.point_group(self.group)
-        return _project(self.wrapped, sigma, perms, np.zeros(len(perms)))
+        return perms, np.zeros(len(perms))
+
+    def __call__(self, sigma: jnp.ndarray) -> jnp.ndarray:
+        return _project(self.wrapped, sigma, *self._orbit())
 
     def flip_ratios(self, sigma: jax.Array, sites: np.ndarray) -> jax.Array:
         """Ψ_P(σ^(m))/Ψ_P(σ) (B, M) from the wrapped model's own fast ratios (:func:`_projected_flip_ratios`)."""
-        perms = np.asarray(self.lattice.point_group(self.group))
-        return _projected_flip_ratios(self.wrapped, sigma, sites, perms, np.zeros(len(perms)))
+        return _projected_flip_ratios(self.wrapped, sigma, sites, *self._orbit())
 
 
 def project_point_group(model: nn.Module, lattice: Lattice, group: str,
