@@ -76,12 +76,27 @@ class RealRavel:
     def all_complex(self) -> bool:
         return all(self._is_complex())
 
-    def ravel(self, params: PyTree) -> jax.Array:
-        leaves = [jnp.ravel(x) for x in jax.tree_util.tree_leaves(params)]
+    def parts(self, params: PyTree) -> list[jax.Array]:
+        """The real arrays whose flattened concatenation is θ, in θ's order (leaves keep their shapes)."""
+        leaves = jax.tree_util.tree_leaves(params)
         cx = self._is_complex()
-        parts = [x.real for x, c in zip(leaves, cx) if c] + [x.imag for x, c in zip(leaves, cx) if c]
-        parts += [x for x, c in zip(leaves, cx) if not c]
-        return jnp.concatenate([p.astype(self.real_dtype) for p in parts])
+        out = [x.real for x, c in zip(leaves, cx) if c] + [x.imag for x, c in zip(leaves, cx) if c]
+        return out + [x for x, c in zip(leaves, cx) if not c]
+
+    def from_parts(self, parts: list[jax.Array]) -> PyTree:
+        """The parameter pytree of ``parts`` (the inverse of ``parts``)."""
+        cx = self._is_complex()
+        nc = sum(cx)
+        re, im, real = iter(parts[:nc]), iter(parts[nc:2 * nc]), iter(parts[2 * nc:])
+        leaves = [(next(re) + 1j * next(im) if c else next(real)).astype(dtype) for c, dtype in zip(cx, self.dtypes)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def concat(self, parts: list[jax.Array]) -> jax.Array:
+        """θ from its parts (or from their cotangents: a real vector in θ's order)."""
+        return jnp.concatenate([jnp.ravel(p).astype(self.real_dtype) for p in parts])
+
+    def ravel(self, params: PyTree) -> jax.Array:
+        return self.concat(self.parts(params))
 
     def unravel(self, theta: jax.Array) -> PyTree:
         nc = self.n_complex
@@ -132,23 +147,24 @@ def jacobian(apply: ApplyFn, params: PyTree, sigma: jax.Array, holomorphic: bool
     if holomorphic and rr.all_complex:
         o_c = jacobian_holomorphic(apply, params, sigma, chunk)
         return jnp.concatenate([o_c, 1j * o_c], axis=1)
-    theta = rr.ravel(params)
 
-    def row(th, s):
+    def row(parts, s):
         # one forward pass, then the reverse pass twice: for real θ the cotangent 1 pulls back ∂Re log ψ and
         # −i pulls back ∂Im log ψ.  20 % faster than jacrev's reverse pass vmapped over the pair (Re, Im)
-        # (ConvNeXt J1-J2 4×4, 512 samples, one CPU device: 19.6 against 24 ms)
-        lp, pull = jax.vjp(lambda t: apply(rr.unravel(t), s[None])[0], th)
+        # (ConvNeXt J1-J2 4×4, 512 samples, one CPU device: 19.6 against 24 ms).  Differentiated with respect
+        # to θ's parts, not θ: the pullback of slicing θ adds every leaf's gradient into a zero vector of all of
+        # θ, per sample (4×4 ConvNeXt, 1024 samples, one device: 53 → 43 ms).
+        lp, pull = jax.vjp(lambda ps: apply(rr.from_parts(ps), s[None])[0], parts)
         one = jnp.ones_like(lp)
-        return pull(one)[0] + 1j * pull(-1j * one)[0]
+        return rr.concat(pull(one)[0]) + 1j * rr.concat(pull(-1j * one)[0])
 
-    def rows(th, x):
+    def rows(parts, x):
         def block(xs):
-            return jax.vmap(row, in_axes=(None, 0))(th, xs)
+            return jax.vmap(row, in_axes=(None, 0))(parts, xs)
 
         return map_in_chunks(block, x, chunk or jacobian_chunk(sigma.shape[1]))
 
-    return per_device(rows, (False, True))(theta, sigma)
+    return per_device(rows, (False, True))(rr.parts(params), sigma)
 
 
 def centred(x: jax.Array, weights: jax.Array) -> jax.Array:
