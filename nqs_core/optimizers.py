@@ -194,21 +194,30 @@ def gradient_vjp(apply: ApplyFn, params: PyTree, sigma: jax.Array, e_loc: jax.Ar
 GRAM_BLOCK = 256  # columns per block of ``gram``: narrower blocks multiply too slowly (measured: 4 blocks of 218 best)
 
 
-def gram(a: jax.Array) -> jax.Array:
-    """aᵀa for a (R, P), computing only the blocks on and above the diagonal (a BLAS syrk in XLA ops).
+def gram(b: jax.Array) -> jax.Array:
+    """b bᵀ for b (P, R), computing only the blocks on and above the diagonal (a BLAS syrk in XLA ops).
 
-    The columns are cut into ⌊P/``GRAM_BLOCK``⌋ blocks (at least 1); block row i is one product
-    a_iᵀ[a_i … a_last], and the blocks below the diagonal are the transposes of those above, so k blocks cost
-    (k+1)/2k of the full product.  Measured on the 4×4 ConvNeXt's S (a 2048 × 872, float64, 2 cores):
-    96 ms full, 71 ms in 4 blocks.  Exact: every entry is the same dot product as in aᵀa."""
-    p = a.shape[1]
+    The rows are cut into ⌊P/``GRAM_BLOCK``⌋ blocks (at least 1); block row i is one product
+    b_i[b_i … b_last]ᵀ, and the blocks below the diagonal are the transposes of those above, so k blocks cost
+    (k+1)/2k of the full product.  Measured on the 4×4 ConvNeXt's S (b 872 × 2048, float64, 2 cores):
+    96 ms full, 71 ms in 4 blocks.  Exact: every entry is the same dot product as in b bᵀ.  Both operands
+    contract their minor axis and every block is a slice of contiguous rows, so XLA copies nothing to
+    feed the products (as bᵀ's column blocks, the 4×4 ConvNeXt's SR spent 25 of its 60 ms on copies)."""
+    p = b.shape[0]
     k = max(1, p // GRAM_BLOCK)
     if k == 1:
-        return a.T @ a
+        return b @ b.T
     edges = np.linspace(0, p, k + 1).astype(int)
-    rows = [a[:, edges[i]:edges[i + 1]].T @ a[:, edges[i]:] for i in range(k)]  # block row i, columns ≥ edge i
+    rows = [b[edges[i]:edges[i + 1]] @ b[edges[i]:].T for i in range(k)]  # block row i, columns ≥ edge i
     upper = {(i, j): rows[i][:, edges[j] - edges[i]:edges[j + 1] - edges[i]] for i in range(k) for j in range(i, k)}
     return jnp.block([[upper[i, j] if j >= i else upper[j, i].T for j in range(k)] for i in range(k)])
+
+
+def _stacked(o: jax.Array, e_loc: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """ō = √p ΔO (O's precision), b = [Re ō; Im ō]ᵀ (N_p, 2N_s) and ε = 2√p ΔE: S = b bᵀ, g = b [Re ε; Im ε]."""
+    ob = (jnp.sqrt(weights)[:, None] * centred(o, weights)).astype(o.dtype)  # network precision
+    eb = 2.0 * jnp.sqrt(weights) * centred(e_loc, weights)
+    return ob, jnp.concatenate([ob.real.T, ob.imag.T], axis=1), eb
 
 
 def _shift(mat_diag_mean: jax.Array, diag_shift: jax.Array) -> jax.Array:
@@ -218,14 +227,11 @@ def _shift(mat_diag_mean: jax.Array, diag_shift: jax.Array) -> jax.Array:
 
 def sr_dense(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array,
              product_dtype: Any = None) -> jax.Array:
-    """d = (S + λI)⁻¹ g with S = Re⟨ΔO†ΔO⟩, g = 2 Re⟨ΔO* ΔE⟩, by Cholesky.  The product S = aᵀa in
+    """d = (S + λI)⁻¹ g with S = Re⟨ΔO†ΔO⟩, g = 2 Re⟨ΔO* ΔE⟩, by Cholesky.  The product S = b bᵀ in
     ``product_dtype`` (default: O's) after centring in O's precision, the solve in float64."""
-    ob = (jnp.sqrt(weights)[:, None] * centred(o, weights)).astype(o.dtype)  # network precision
-    eb = 2.0 * jnp.sqrt(weights) * centred(e_loc, weights)
-    a = jnp.concatenate([ob.real, ob.imag], axis=0)  # S = aᵀa, g = aᵀ[Re; Im](2√p ΔE)
-    ap = a if product_dtype is None else a.astype(product_dtype)
-    s = gram(ap).astype(jnp.float64)
-    f = (a.T @ jnp.concatenate([eb.real, eb.imag]).astype(a.dtype)).astype(jnp.float64)
+    _, b, eb = _stacked(o, e_loc, weights)
+    s = gram(b if product_dtype is None else b.astype(product_dtype)).astype(jnp.float64)
+    f = (b @ jnp.concatenate([eb.real, eb.imag]).astype(b.dtype)).astype(jnp.float64)
     lam = _shift(jnp.mean(jnp.diag(s)), diag_shift)
     c = jax.scipy.linalg.cho_factor(s + lam * jnp.eye(s.shape[0], dtype=s.dtype))
     return jax.scipy.linalg.cho_solve(c, f)
@@ -238,10 +244,8 @@ def sr_dense_holomorphic(o_c: jax.Array, e_loc: jax.Array, weights: jax.Array, d
     complex Cholesky (half the flops of the real 2N_c system).  S_c = Ō_c†Ō_c is built from real products
     (Re S_c = [Re Ō; Im Ō]ᵀ[Re Ō; Im Ō], Im S_c = M − Mᵀ with M = Re Ōᵀ Im Ō): 3/4 of the
     work of a complex product, and XLA's real GEMM is about 2× faster than its complex one."""
-    ob = (jnp.sqrt(weights)[:, None] * centred(o_c, weights)).astype(o_c.dtype)  # network precision
-    eb = 2.0 * jnp.sqrt(weights) * centred(e_loc, weights)
-    a = jnp.concatenate([ob.real, ob.imag], axis=0)
-    s_re = gram(a).astype(jnp.float64)  # products in the network's precision, the solve in float64
+    ob, b, eb = _stacked(o_c, e_loc, weights)
+    s_re = gram(b).astype(jnp.float64)  # products in the network's precision, the solve in float64
     m = (ob.real.T @ ob.imag).astype(jnp.float64)
     s_c = jax.lax.complex(s_re, m - m.T)
     f_c = (jnp.conj(ob).T @ eb.astype(ob.dtype)).astype(jnp.complex128)  # 2F_c
@@ -270,7 +274,7 @@ def minsr(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Ar
     eb = 2.0 * jnp.sqrt(weights) * centred(e_loc, weights)
     a = jnp.concatenate([ob.real, ob.imag], axis=0)  # (2N_s, N_p)
     eps = jnp.concatenate([eb.real, eb.imag])
-    t = gram(a.T).astype(jnp.float64)  # the product in the network's precision, the solve in float64
+    t = gram(a).astype(jnp.float64)  # the product in the network's precision, the solve in float64
     lam = _shift(jnp.mean(jnp.diag(t)) * t.shape[0] / a.shape[1], diag_shift)
     c = jax.scipy.linalg.cho_factor(t + lam * jnp.eye(t.shape[0], dtype=t.dtype))
     return a.T.astype(jnp.float64) @ jax.scipy.linalg.cho_solve(c, eps.astype(jnp.float64))

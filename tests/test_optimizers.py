@@ -138,10 +138,10 @@ def test_sr_and_minsr_agree_when_samples_outnumber_parameters(shift):
 
 @pytest.mark.parametrize("rows, cols", [(50, GRAM_BLOCK - 1), (300, 2 * GRAM_BLOCK + 37), (64, 4 * GRAM_BLOCK)])
 def test_gram_in_blocks_equals_the_full_product(rows, cols):
-    """aᵀa from the blocks on and above the diagonal: the full product, symmetric, for one block and several."""
-    a = np.random.default_rng(cols).standard_normal((rows, cols))
-    s = np.asarray(gram(jnp.asarray(a)))  # eagerly: jitted, XLA's aᵀa (one block) is not bitwise symmetric
-    np.testing.assert_allclose(s, a.T @ a, rtol=1e-12, atol=1e-12 * np.abs(a.T @ a).max())
+    """b bᵀ from the blocks on and above the diagonal: the full product, symmetric, for one block and several."""
+    b = np.random.default_rng(cols).standard_normal((cols, rows))
+    s = np.asarray(gram(jnp.asarray(b)))  # eagerly: jitted, XLA's b bᵀ (one block) is not bitwise symmetric
+    np.testing.assert_allclose(s, b @ b.T, rtol=1e-12, atol=1e-12 * np.abs(b @ b.T).max())
     np.testing.assert_array_equal(s, s.T)
 
 
