@@ -191,7 +191,7 @@ def gradient_vjp(apply: ApplyFn, params: PyTree, sigma: jax.Array, e_loc: jax.Ar
 
 
 # ----- natural-gradient directions ---------------------------------------------------------
-GRAM_BLOCK = 256  # columns per block of ``gram``: narrower blocks multiply too slowly (measured: 4 blocks of 218 best)
+GRAM_BLOCK = 256  # rows per block of ``gram``: narrower blocks multiply too slowly (measured: 4 blocks of 218 best)
 
 
 def gram(b: jax.Array) -> jax.Array:
@@ -199,8 +199,8 @@ def gram(b: jax.Array) -> jax.Array:
 
     The rows are cut into ⌊P/``GRAM_BLOCK``⌋ blocks (at least 1); block row i is one product
     b_i[b_i … b_last]ᵀ, and the blocks below the diagonal are the transposes of those above, so k blocks cost
-    (k+1)/2k of the full product.  Measured on the 4×4 ConvNeXt's S (b 872 × 2048, float64, 2 cores):
-    96 ms full, 71 ms in 4 blocks.  Exact: every entry is the same dot product as in b bᵀ.  Both operands
+    (k+1)/2k of the full product.  Measured on the 4×4 ConvNeXt's S (872 × 872 from 2048 rows, float64,
+    2 cores): 96 ms full, 71 ms in 4 blocks.  Exact: every entry is the same dot product as in b bᵀ.  Both operands
     contract their minor axis and every block is a slice of contiguous rows, so XLA copies nothing to
     feed the products (as bᵀ's column blocks, the 4×4 ConvNeXt's SR spent 36 of its 62 ms on copies)."""
     p = b.shape[0]
@@ -213,10 +213,15 @@ def gram(b: jax.Array) -> jax.Array:
     return jnp.block([[upper[i, j] if j >= i else upper[j, i].T for j in range(k)] for i in range(k)])
 
 
+def _scaled(o: jax.Array, e_loc: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """ō = √p ΔO in O's (the network's) precision and ε = 2√p ΔE: S = Re ō†ō, g = Re ō†ε."""
+    root = jnp.sqrt(weights)
+    return (root[:, None] * centred(o, weights)).astype(o.dtype), 2.0 * root * centred(e_loc, weights)
+
+
 def _stacked(o: jax.Array, e_loc: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """ō = √p ΔO (O's precision), b = [Re ō; Im ō]ᵀ (N_p, 2N_s) and ε = 2√p ΔE: S = b bᵀ, g = b [Re ε; Im ε]."""
-    ob = (jnp.sqrt(weights)[:, None] * centred(o, weights)).astype(o.dtype)  # network precision
-    eb = 2.0 * jnp.sqrt(weights) * centred(e_loc, weights)
+    """ō, b = [Re ō; Im ō]ᵀ (N_p, 2N_s) and ε (``_scaled``): S = b bᵀ, g = b [Re ε; Im ε]."""
+    ob, eb = _scaled(o, e_loc, weights)
     return ob, jnp.concatenate([ob.real.T, ob.imag.T], axis=1), eb
 
 
@@ -270,8 +275,7 @@ def sr_from_moments(second: jax.Array, mean: jax.Array, force: jax.Array, diag_s
 
 def minsr(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array) -> jax.Array:
     """d = Ōᵀ(ŌŌᵀ + λI)⁻¹ ε̄ in sample space (2N_s × 2N_s), Ō = [Re; Im] of √p ΔO, ε̄ = [Re; Im] of 2√p ΔE."""
-    ob = (jnp.sqrt(weights)[:, None] * centred(o, weights)).astype(o.dtype)  # network precision
-    eb = 2.0 * jnp.sqrt(weights) * centred(e_loc, weights)
+    ob, eb = _scaled(o, e_loc, weights)
     a = jnp.concatenate([ob.real, ob.imag], axis=0)  # (2N_s, N_p)
     eps = jnp.concatenate([eb.real, eb.imag])
     t = gram(a).astype(jnp.float64)  # the product in the network's precision, the solve in float64
