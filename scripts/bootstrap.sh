@@ -28,6 +28,15 @@ find_python() {
   exit 1
 }
 
+# Debian's Chromium for the browser tests, installed while pip works (on a fresh machine both wait on downloads)
+chromium_job=""
+if [ $want_test = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  echo "bootstrap: installing Debian's Chromium for the browser tests"
+  sudo_cmd=""; [ "$(id -u)" != 0 ] && sudo_cmd="sudo"
+  ( $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null ) &
+  chromium_job=$!
+fi
+
 if [ ! -x .venv/bin/python ] || ! is_ok_python .venv/bin/python; then
   py="$(find_python)"
   echo "bootstrap: creating .venv with $py ($("$py" --version 2>&1))"
@@ -52,9 +61,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if [ $want_test = 1 ] && [ ! -x /usr/bin/chromium ]; then
-  echo "bootstrap: installing Debian's Chromium for the browser tests"
-  sudo_cmd=""; [ "$(id -u)" != 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+if [ -n "$chromium_job" ]; then
+  wait "$chromium_job"  # its failure stops the setup (set -e)
 fi
