@@ -225,13 +225,24 @@ def _shift(mat_diag_mean: jax.Array, diag_shift: jax.Array) -> jax.Array:
 def sr_dense(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array,
              product_dtype: Any = None) -> jax.Array:
     """d = (S + λI)⁻¹ g with S = Re⟨ΔO†ΔO⟩, g = 2 Re⟨ΔO* ΔE⟩, by Cholesky.  The product S = b bᵀ in
-    ``product_dtype`` (default: O's) after centring in O's precision, the solve in float64."""
+    ``product_dtype`` (default: O's) after centring in O's precision, the solve in float64.
+
+    A product in a lower precision than b's is redone in b's when the solve fails: its rounding, relative
+    to the largest entries of S, can exceed λ when one sample's O is far larger than the others' (a
+    configuration near a node of ψ), and S + λI is then no longer positive definite (the 6×6 J1-J2
+    ConvNeXt in mixed precision stopped on a NaN at step 387, docs/results/research_recipes.md)."""
     _, b, eb = _stacked(o, e_loc, weights)
-    s = gram(b if product_dtype is None else b.astype(product_dtype)).astype(jnp.float64)
     f = (b @ jnp.concatenate([eb.real, eb.imag]).astype(b.dtype)).astype(jnp.float64)
-    lam = _shift(jnp.mean(jnp.diag(s)), diag_shift)
-    c = jax.scipy.linalg.cho_factor(s + lam * jnp.eye(s.shape[0], dtype=s.dtype))
-    return jax.scipy.linalg.cho_solve(c, f)
+
+    def solve(product: Any) -> jax.Array:
+        s = gram(b.astype(product)).astype(jnp.float64)
+        lam = _shift(jnp.mean(jnp.diag(s)), diag_shift)
+        return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(s + lam * jnp.eye(s.shape[0], dtype=s.dtype)), f)
+
+    if product_dtype is None or jnp.dtype(product_dtype) == b.dtype:
+        return solve(b.dtype)
+    d = solve(product_dtype)
+    return jax.lax.cond(jnp.all(jnp.isfinite(d)), lambda: d, lambda: solve(b.dtype))
 
 
 def sr_dense_holomorphic(o_c: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax.Array) -> jax.Array:

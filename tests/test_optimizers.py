@@ -159,6 +159,22 @@ def test_sr_with_more_parameters_than_one_gram_block_solves_the_shifted_system()
     np.testing.assert_allclose(d_min, d, rtol=1e-6, atol=1e-9 * np.abs(d).max())
 
 
+def test_a_float32_product_that_is_not_positive_definite_is_redone_in_float64():
+    """Mixed precision's S = b bᵀ in float32, when one sample's O is 3000× the others' and S has directions
+    below the shift (a rank-8 O): the float32 rounding of the outlier's entries leaves S + λ with negative
+    eigenvalues, so its Cholesky gives NaN; the solve then forms S in float64 and returns its direction."""
+    rng = np.random.default_rng(5)
+    o = (rng.standard_normal((256, 8)) @ rng.standard_normal((8, 48))) * (1 + 0.5j)
+    o[7] *= 3e3
+    ob = (o - o.mean(axis=0)) / 16  # √p ΔO, p = 1/256
+    s32 = np.asarray(gram(jnp.asarray(np.concatenate([ob.real.T, ob.imag.T], axis=1), jnp.float32)), np.float64)
+    o, e_loc, w = jnp.asarray(o), jnp.asarray(rng.standard_normal(256) + 0j), jnp.full((256,), 1 / 256)
+    assert np.linalg.eigvalsh(s32 + 1e-3 * np.eye(len(s32))).min() < 0  # the case this test is about
+    mixed, full = jax.jit(lambda o, e, w: (sr_dense(o, e, w, 1e-3, jnp.float32), sr_dense(o, e, w, 1e-3)))(o, e_loc, w)
+    np.testing.assert_array_equal(np.asarray(mixed), np.asarray(full))
+    assert np.isfinite(np.asarray(full)).all()
+
+
 def test_holomorphic_dense_sr_equals_real_formulation():
     model = RBM(alpha=2, init_std=0.3)
     params, sigma, e_loc, w = problem(model, b=100)
