@@ -100,11 +100,13 @@ RESEARCH: tuple[Preset, ...] = (
                 point_group="rotations", lr=0.05, diag_shift=0.05,
                 **{**_CONVNEXT, "steps": 300, "steps_per_call": 10, "eval_samples": 8192})),
     Preset("j1j2-6x6", "research", "J1-J2 6×6 at J2 = 0.5 in 15 minutes",
-           "The frustrated 36-site square at its hardest point, ConvNeXt at k = (0,0) without a sign prior, "
-           "840 s of optimisation against the published ED energy E/N = −0.50380965 (Schulz, Ziman & "
-           "Poilblanc 1996): 1.35e-2, short of the 5e-3 goal (docs/results/research_recipes.md).",
+           "The frustrated 36-site square at its hardest point, ConvNeXt at k = (0,0) projected onto A1 of the "
+           "rotations C4, without a sign prior, in mixed precision, 840 s of optimisation against the published "
+           "ED energy E/N = −0.50380965 (Schulz, Ziman & Poilblanc 1996): 6.4e-3 (590 steps), short of the 5e-3 "
+           "goal; unprojected 7.9e-3 (1580 steps) (docs/results/research_recipes.md).",
            dict(hamiltonian="j1j2", lattice="square", L=6, bc="periodic", J1=1.0, J2=0.5, kernel=3,
-                k=(0.0, 0.0), lr=0.03, diag_shift=0.01, time_budget=840.0, **_CONVNEXT)),
+                k=(0.0, 0.0), point_group="rotations", lr=0.03, diag_shift=0.01, time_budget=840.0,
+                **{**_CONVNEXT, "dtype": "auto"})),
     Preset("heisenberg-10x10", "research", "Heisenberg 10×10 against QMC in 30 minutes",
            "The 100-site square antiferromagnet against the QMC energy E/N = −0.67155264(3) (Sandvik 1997), "
            "ConvNeXt with Marshall's sign (exact for this bipartite model) and SR, 1740 s of optimisation: "
