@@ -65,12 +65,15 @@ class RealRavel:
         return jnp.result_type(*(jnp.finfo(d).dtype for d in self.dtypes))
 
     @property
-    def n_complex(self) -> int:
-        return sum(math.prod(s) for s, c in zip(self.shapes, self._is_complex()) if c)
+    def part_shapes(self) -> list[tuple[int, ...]]:
+        """The shapes of ``parts``, in θ's order."""
+        cx = self._is_complex()
+        complex_shapes = [s for s, c in zip(self.shapes, cx) if c]
+        return complex_shapes + complex_shapes + [s for s, c in zip(self.shapes, cx) if not c]
 
     @property
     def size(self) -> int:
-        return sum(math.prod(s) * (2 if c else 1) for s, c in zip(self.shapes, self._is_complex()))
+        return sum(math.prod(s) for s in self.part_shapes)
 
     @property
     def all_complex(self) -> bool:
@@ -99,9 +102,7 @@ class RealRavel:
         return self.concat(self.parts(params))
 
     def unravel(self, theta: jax.Array) -> PyTree:
-        cx = self._is_complex()
-        complex_shapes = [s for s, c in zip(self.shapes, cx) if c]
-        shapes = complex_shapes + complex_shapes + [s for s, c in zip(self.shapes, cx) if not c]  # θ's parts
+        shapes = self.part_shapes
         ends = np.cumsum([math.prod(s) for s in shapes])[:-1]
         return self.from_parts([p.reshape(s) for p, s in zip(jnp.split(theta, ends), shapes)])
 
@@ -237,11 +238,13 @@ def sr_dense(o: jax.Array, e_loc: jax.Array, weights: jax.Array, diag_shift: jax
     def solve(product: Any) -> jax.Array:
         s = gram(b.astype(product)).astype(jnp.float64)
         lam = _shift(jnp.mean(jnp.diag(s)), diag_shift)
-        return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(s + lam * jnp.eye(s.shape[0], dtype=s.dtype)), f)
+        c = jax.scipy.linalg.cho_factor(s + lam * jnp.eye(s.shape[0], dtype=s.dtype))
+        return jax.scipy.linalg.cho_solve(c, f)
 
-    if product_dtype is None or jnp.dtype(product_dtype) == b.dtype:
-        return solve(b.dtype)
-    d = solve(product_dtype)
+    product = b.dtype if product_dtype is None else jnp.dtype(product_dtype)
+    d = solve(product)
+    if product == b.dtype:
+        return d
     return jax.lax.cond(jnp.all(jnp.isfinite(d)), lambda: d, lambda: solve(b.dtype))
 
 
