@@ -214,6 +214,13 @@ def test_default_leaves_the_model_bitwise_unchanged(name):
 
 
 @pytest.mark.slow
+def exact_energy(model, params, ham) -> float:
+    """⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ of ``model`` with ``params``, summed over the basis of ``ham``'s sector."""
+    codes = hamiltonian_basis(ham)
+    psi = np.exp(np.asarray(jax.jit(model.apply)(params, decode(codes, ham.lattice.n_sites))))
+    return float(np.real(np.vdot(psi, sparse_matrix(ham, codes) @ psi) / np.vdot(psi, psi)))
+
+
 def test_vmc_energy_is_that_of_the_projected_state():
     """SR steps of a reflection-projected RBM on the Heisenberg chain of 8 with the exact sampler: the first
     step's energy is ⟨ψ_P|H|ψ_P⟩/⟨ψ_P|ψ_P⟩ of the projected initial state summed over the basis (not that of
@@ -224,18 +231,36 @@ def test_vmc_energy_is_that_of_the_projected_state():
     assert isinstance(vmc.model, PointGroupProjection)
     state = vmc.init()  # a nearly flat start: spread its parameters so that the projection matters
     state = dataclasses.replace(state, params=init(vmc.model, vmc.lattice.n_sites, seed=4, scale=1.0))
-    lat = vmc.lattice
-    ham = make_hamiltonian("heisenberg", lat)
-    codes = hamiltonian_basis(ham)
-    H = sparse_matrix(ham, codes)
-    basis = decode(codes, lat.n_sites)
-
-    def energy(model):
-        psi = np.exp(np.asarray(jax.jit(model.apply)(state.params, basis)))
-        return float(np.real(np.vdot(psi, H @ psi) / np.vdot(psi, psi)))
-
+    ham = make_hamiltonian("heisenberg", vmc.lattice)
     _, stats = vmc.step(state, 3)
     e, err = np.asarray(stats["energy"]), np.asarray(stats["error"])
-    assert abs(e[0] - energy(vmc.model)) < 4 * err[0]
-    assert abs(e[0] - energy(vmc.model.wrapped)) > 8 * err[0]  # the projection changed the state
+    assert abs(e[0] - exact_energy(vmc.model, state.params, ham)) < 4 * err[0]
+    assert abs(e[0] - exact_energy(vmc.model.wrapped, state.params, ham)) > 8 * err[0]  # the projection changed it
     assert np.all(e > exact_diagonalization(ham).energy - 4 * err)
+
+
+def test_a_run_resumed_with_a_larger_group_goes_on_in_its_projection(tmp_path):
+    """``point_group`` may change on resume (driver.RESUMABLE_CHANGES): a chain-8 RBM state saved unprojected
+    goes on projected onto the reflections, and its first resumed step measures ⟨ψ_P|H|ψ_P⟩/⟨ψ_P|ψ_P⟩ of the saved
+    parameters (exact sampler), not the unprojected state's energy.  A change of the network is still refused,
+    naming the setting."""
+    from nqs_core.checkpoint import save_checkpoint
+    from nqs_core.driver import run
+    from nqs_core.settings import SettingsError
+
+    saved = RunSettings(model="rbm", lattice="chain", L=8, sampler="exact", steps=1, seed=1, samples=4096,
+                        eval_samples=0)
+    vmc = VMC(saved)
+    params = init(vmc.model, vmc.lattice.n_sites, seed=4, scale=1.0)
+    state = dataclasses.replace(vmc.init(), params=params)
+    save_checkpoint(tmp_path / "none.npz", state, saved.to_dict(), [])
+    ham = make_hamiltonian("heisenberg", vmc.lattice)
+    resumed = dataclasses.replace(saved, point_group="full")
+    result = run(resumed, resume=tmp_path / "none.npz", reference=False, exact=False)
+    projected = VMC(resumed).model
+    assert isinstance(projected, PointGroupProjection) and result.phase == "done"
+    (first,) = result.history
+    assert abs(first.energy - exact_energy(projected, params, ham)) < 4 * first.error
+    assert abs(first.energy - exact_energy(vmc.model, params, ham)) > 8 * first.error
+    with pytest.raises(SettingsError, match="alpha"):
+        run(dataclasses.replace(saved, alpha=2), resume=tmp_path / "none.npz", reference=False, exact=False)

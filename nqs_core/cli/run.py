@@ -77,7 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="PATH", default=None,
                         help="write the run (parameters, optimizer and sampler state, history) to this file")
     parser.add_argument("--resume", metavar="PATH", default=None,
-                        help="continue from this checkpoint; flags left out take the checkpoint's settings")
+                        help="continue from this checkpoint; flags left out take the checkpoint's settings, and only the "
+                             "run's length, budget, targets, evaluation, trust region and point-group projection "
+                             "may differ from them")
     parser.add_argument("--json", action="store_true", help="one JSON object per step, then {\"summary\": …}")
     parser.add_argument("--every", type=int, default=None, metavar="N",
                         help="progress line every N steps (default: about 30 lines per run)")
