@@ -213,7 +213,6 @@ def test_default_leaves_the_model_bitwise_unchanged(name):
     assert jax.tree.structure(same) == jax.tree.structure(params) and all(jax.tree.leaves(same))
 
 
-@pytest.mark.slow
 def exact_energy(model, params, ham) -> float:
     """⟨ψ|H|ψ⟩/⟨ψ|ψ⟩ of ``model`` with ``params``, summed over the basis of ``ham``'s sector."""
     codes = hamiltonian_basis(ham)
@@ -221,6 +220,7 @@ def exact_energy(model, params, ham) -> float:
     return float(np.real(np.vdot(psi, sparse_matrix(ham, codes) @ psi) / np.vdot(psi, psi)))
 
 
+@pytest.mark.slow
 def test_vmc_energy_is_that_of_the_projected_state():
     """SR steps of a reflection-projected RBM on the Heisenberg chain of 8 with the exact sampler: the first
     step's energy is ⟨ψ_P|H|ψ_P⟩/⟨ψ_P|ψ_P⟩ of the projected initial state summed over the basis (not that of
