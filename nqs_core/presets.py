@@ -103,7 +103,8 @@ RESEARCH: tuple[Preset, ...] = (
            "The frustrated 36-site square at its hardest point, ConvNeXt at k = (0,0) projected onto A1 of the "
            "rotations C4, without a sign prior, in mixed precision, 840 s of optimisation against the published "
            "ED energy E/N = −0.50380965 (Schulz, Ziman & Poilblanc 1996): 6.4e-3 (590 steps), short of the 5e-3 "
-           "goal; unprojected 7.9e-3 (1580 steps) (docs/results/research_recipes.md).",
+           "goal; unprojected 7.9e-3 (1580 steps). Run 560 s of it and resume the checkpoint with --point-group "
+           "full for 220 s more (the reflections restored): 5.4e-3 in 15 minutes (docs/results/research_recipes.md).",
            dict(hamiltonian="j1j2", lattice="square", L=6, bc="periodic", J1=1.0, J2=0.5, kernel=3,
                 k=(0.0, 0.0), point_group="rotations", lr=0.03, diag_shift=0.01, time_budget=840.0,
                 **{**_CONVNEXT, "dtype": "auto"})),
