@@ -207,6 +207,10 @@ def finished_lab():
     lab.settings.param.update(**MOVIE_RUN)
     lab._on_run()
     tick_until(lab, lambda: not lab.runner.alive and lab.runner.phase == "done", 300, "the run to end")
+    # "done" may come in the tick before the worker queued its result and ended: one more tick drains what a
+    # worker that has ended left (its final pictures and the result, hence lab.summary), as run_to_end does
+    lab.tick()
+    assert lab.summary is not None
     yield lab
     lab.shutdown()
 
