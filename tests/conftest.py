@@ -220,6 +220,15 @@ def tick_until(lab: Any, predicate: Callable[[], bool], timeout: float, what: st
     poll_until(step, predicate, timeout, what, status=lambda: f"({lab.runner.status_text()})")
 
 
+def run_lab_to_end(lab: Any, timeout: float = 180.0) -> None:
+    """Tick ``lab`` until its worker has ended in a final phase, then once more: "done" may come in the tick
+    before the worker queued its result, and that tick drains what the ended worker left (its final
+    pictures and the result, hence ``lab.summary``)."""
+    ended = lambda: not lab.runner.alive and lab.runner.phase in ("done", "stopped", "diverged", "error")  # noqa: E731
+    tick_until(lab, ended, timeout, "the run to end")
+    lab.tick()
+
+
 def translation_matrix(lattice: Any, codes: Any, t: int) -> Any:
     """Dense permutation matrix of translation ``t`` on the sorted basis ``codes``: (T ψ)(σ) = ψ(shift(σ, r_t))."""
     import numpy as np

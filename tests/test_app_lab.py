@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from conftest import TINY as SUITE_TINY
-from conftest import tick_until
+from conftest import run_lab_to_end, tick_until
 
 from app.export import load_run_file
 from app.lab import HISTORY_FIELDS, Lab, parse_run_json
@@ -17,12 +17,6 @@ from app.lab import HISTORY_FIELDS, Lab, parse_run_json
 # the suite's small run as the lab's controls (sign: the default preset's Marshall prior switched off), so its
 # programs come from the compilation cache
 TINY = dict(preset="custom", **SUITE_TINY, sign="none", steps=15)
-
-
-def run_to_end(lab: Lab, timeout: float = 180.0) -> None:
-    ended = lambda: not lab.runner.alive and lab.runner.phase in ("done", "stopped", "diverged", "error")  # noqa: E731
-    tick_until(lab, ended, timeout, "the run to end")
-    lab.tick()
 
 
 def test_invalid_settings_are_refused_next_to_the_control():
@@ -64,7 +58,7 @@ def test_run_export_and_load_again(tmp_path):
     lab.settings.param.update(**TINY)
     lab._on_run()
     assert lab.runner.alive and lab.run_button.disabled and not lab.stop_button.disabled
-    run_to_end(lab)
+    run_lab_to_end(lab)
     assert lab.runner.phase == "done", lab.runner.status_text()
     assert "step 15 / 15" in lab.status.object
     assert len(lab.history) == 15 and lab.energy.n_points == 15
@@ -152,7 +146,7 @@ def test_a_run_without_a_reference_says_why_instead_of_waiting():
     assert "reference: no reference for tfim" in lab.energy.ref_label.object  # no "reference: ValueError: …"
     lab._on_run()
     assert lab.energy.rel_waiting.text == "waiting for the reference…" and "looking" in lab.energy.ref_label.object
-    run_to_end(lab)
+    run_lab_to_end(lab)
     assert lab.runner.phase == "done" and lab.reference is None
     assert "reference: no reference for tfim" in lab.energy.ref_label.object  # Run had set "looking it up…"
     assert "too large for ED" in lab.energy.ref_label.object

@@ -199,18 +199,15 @@ def assert_accepted_moves(frames: list[tuple[int, int, np.ndarray]], sizes: set[
 @pytest.fixture(scope="module")
 def finished_lab():
     """A lab session (no server) after a short Heisenberg chain run (Sᶻ-conserving exchange moves)."""
-    from conftest import tick_until
+    from conftest import run_lab_to_end
 
     from app.lab import Lab
 
     lab = Lab()
     lab.settings.param.update(**MOVIE_RUN)
     lab._on_run()
-    tick_until(lab, lambda: not lab.runner.alive and lab.runner.phase == "done", 300, "the run to end")
-    # "done" may come in the tick before the worker queued its result and ended: one more tick drains what a
-    # worker that has ended left (its final pictures and the result, hence lab.summary), as run_to_end does
-    lab.tick()
-    assert lab.summary is not None
+    run_lab_to_end(lab, 300)
+    assert lab.runner.phase == "done" and lab.summary is not None
     yield lab
     lab.shutdown()
 
